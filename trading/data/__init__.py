@@ -1,0 +1,1 @@
+"""Market data: Binance sources, the synthetic regime market, and the Parquet lake."""

@@ -1,0 +1,253 @@
+"""The Parquet lake: one file per venue / symbol / kind / UTC date.
+
+Layout: <root>/venue=V/symbol=S/kind=K/date=YYYY-MM-DD/data.parquet (hive style, so
+pyarrow.dataset and DuckDB read it as partitioned). Writes go to a hidden temp file in
+the target directory and are renamed into place only when every file of the batch was
+written, so a failed ingest leaves the lake as it was. Re-ingesting a day replaces it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from trading.data.schemas import KEYS, KINDS, SCHEMAS
+from trading.errors import DataFormatError, InputError
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+_FILE = "data.parquet"
+
+
+def day_of(ts_ns: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=ts_ns // NS_PER_DAY)
+
+
+def day_start_ns(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days * NS_PER_DAY
+
+
+def conform(table: pa.Table, kind: str) -> pa.Table:
+    """Cast to the kind's schema, drop repeated keys (last wins) and sort by time."""
+    if kind not in SCHEMAS:
+        raise InputError(f"unknown data kind {kind!r}: expected one of {', '.join(KINDS)}")
+    schema = SCHEMAS[kind]
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise DataFormatError(f"{kind}: missing column(s) {', '.join(missing)}")
+    try:
+        table = table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataFormatError(f"{kind}: column types do not fit the lake schema: {exc}") from exc
+    for name in schema.names:
+        if table.column(name).null_count:
+            raise DataFormatError(f"{kind}: column {name} has {table.column(name).null_count} null value(s)")
+    if table.num_rows == 0:
+        return table
+    table = _drop_repeated_keys(table, KEYS[kind])
+    sort_keys = [("ts_ns", "ascending")]
+    if kind == "trades":
+        sort_keys.append(("trade_id", "ascending"))
+    return table.take(pc.sort_indices(table, sort_keys=sort_keys))
+
+
+def _drop_repeated_keys(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Keep the last row of each key (a re-sent row replaces the earlier one)."""
+    if len(keys) == 1:
+        values = table.column(keys[0]).to_numpy()[::-1]
+        _, first_in_reversed = np.unique(values, return_index=True)
+        keep = np.sort(len(values) - 1 - first_in_reversed)
+    else:
+        frame = table.select(keys).to_pandas()
+        keep = np.flatnonzero(~frame.duplicated(keep="last").to_numpy())
+    if len(keep) == table.num_rows:
+        return table
+    return table.take(pa.array(keep))
+
+
+def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
+    """Yield (UTC date, rows of that date) of a table sorted by ts_ns."""
+    if table.num_rows == 0:
+        return
+    days = table.column("ts_ns").to_numpy() // NS_PER_DAY
+    bounds = np.flatnonzero(np.diff(days)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(days)]])
+    for start, end in zip(starts, ends, strict=True):
+        yield dt.date(1970, 1, 1) + dt.timedelta(days=int(days[start])), table.slice(start, end - start)
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    venue: str
+    symbol: str
+    kind: str
+    days: int
+    rows: int
+    first_ts_ns: int | None
+    last_ts_ns: int | None
+    largest_gap_ns: int | None
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Written:
+    """One lake file an ingest wrote (or replaced)."""
+
+    venue: str
+    symbol: str
+    kind: str
+    day: dt.date
+    rows: int
+
+
+@dataclass
+class _Staged:
+    tmp: Path
+    final: Path
+    written: Written
+
+
+@dataclass
+class LakeBatch:
+    """Files written to temp names; `Lake.batch()` renames them all on success."""
+
+    lake: Lake
+    staged: list[_Staged] = field(default_factory=list)
+
+    def put(
+        self, venue: str, symbol: str, kind: str, table: pa.Table, source: str, merge: bool = False
+    ) -> list[dt.date]:
+        """Stage a table; it is split into UTC days. `merge` unions with what the lake
+        already holds for those days (for partial-day sources such as the REST API)."""
+        table = conform(table, kind)
+        written = []
+        for day, rows in split_by_day(table):
+            final = self.lake.path(venue, symbol, kind, day)
+            if merge and final.exists():
+                rows = conform(pa.concat_tables([pq.read_table(final), rows]), kind)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+            meta = {b"hmmtrader.kind": kind.encode(), b"hmmtrader.source": source.encode()}
+            pq.write_table(rows.replace_schema_metadata(meta), tmp, compression="zstd")
+            self.staged.append(_Staged(tmp, final, Written(venue, symbol, kind, day, rows.num_rows)))
+            written.append(day)
+        return written
+
+    @property
+    def written(self) -> list[Written]:
+        return [item.written for item in self.staged]
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, venue: str, symbol: str, kind: str, day: dt.date) -> Path:
+        return (
+            self.root / f"venue={venue}" / f"symbol={symbol}" / f"kind={kind}"
+            / f"date={day.isoformat()}" / _FILE
+        )
+
+    @contextmanager
+    def batch(self) -> Iterator[LakeBatch]:
+        """All-or-nothing write of several tables/days."""
+        batch = LakeBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            for item in batch.staged:
+                item.tmp.unlink(missing_ok=True)
+            raise
+        for item in batch.staged:
+            os.replace(item.tmp, item.final)
+
+    def write(
+        self, venue: str, symbol: str, kind: str, table: pa.Table, source: str, merge: bool = False
+    ) -> list[dt.date]:
+        with self.batch() as batch:
+            return batch.put(venue, symbol, kind, table, source, merge=merge)
+
+    def days(self, venue: str, symbol: str, kind: str) -> list[dt.date]:
+        base = self.root / f"venue={venue}" / f"symbol={symbol}" / f"kind={kind}"
+        if not base.is_dir():
+            return []
+        return sorted(
+            dt.date.fromisoformat(p.name.removeprefix("date="))
+            for p in base.iterdir()
+            if p.name.startswith("date=") and (p / _FILE).is_file()
+        )
+
+    def read(
+        self,
+        venue: str,
+        symbol: str,
+        kind: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Rows of [start, end] (inclusive UTC dates), sorted by ts_ns."""
+        days = [
+            d for d in self.days(venue, symbol, kind)
+            if (start is None or d >= start) and (end is None or d <= end)
+        ]
+        schema = SCHEMAS[kind]
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        tables = [
+            pq.read_table(self.path(venue, symbol, kind, d), columns=columns).cast(schema)
+            for d in days
+        ]
+        if not tables:
+            return schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def partitions(self) -> list[tuple[str, str, str]]:
+        found = []
+        for venue_dir in sorted(self.root.glob("venue=*")):
+            for symbol_dir in sorted(venue_dir.glob("symbol=*")):
+                for kind_dir in sorted(symbol_dir.glob("kind=*")):
+                    found.append(
+                        (
+                            venue_dir.name.removeprefix("venue="),
+                            symbol_dir.name.removeprefix("symbol="),
+                            kind_dir.name.removeprefix("kind="),
+                        )
+                    )
+        return found
+
+    def summary(self) -> list[PartitionSummary]:
+        rows = []
+        for venue, symbol, kind in self.partitions():
+            days = self.days(venue, symbol, kind)
+            if not days:
+                continue
+            ts_parts = []
+            sources = set()
+            for d in days:
+                path = self.path(venue, symbol, kind, d)
+                ts_parts.append(pq.read_table(path, columns=["ts_ns"]).column("ts_ns").to_numpy())
+                meta = pq.read_schema(path).metadata or {}
+                sources.add(meta.get(b"hmmtrader.source", b"unknown").decode())
+            ts = np.concatenate(ts_parts)
+            gap = int(np.diff(ts).max()) if len(ts) > 1 else None
+            rows.append(
+                PartitionSummary(
+                    venue, symbol, kind, len(days), len(ts),
+                    int(ts[0]) if len(ts) else None,
+                    int(ts[-1]) if len(ts) else None,
+                    gap,
+                    tuple(sorted(sources)),
+                )
+            )
+        return rows

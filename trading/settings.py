@@ -1,0 +1,193 @@
+"""Typed configuration: YAML in configs/, overridden by HMMTRADER_* variables and .env.
+
+Load once at the edge (CLI, flow, server) with `load_settings()` and pass it in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from trading.errors import ConfigError
+
+ENV_PREFIX = "HMMTRADER_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SymbolSpec(_Frozen):
+    """Exchange metadata of one spot instrument."""
+
+    base: str = Field(min_length=1)
+    quote: str = Field(min_length=1)
+    tick_size: float = Field(gt=0)
+    lot_size: float = Field(gt=0)
+    min_qty: float = Field(gt=0)
+    max_qty: float = Field(gt=0)
+    min_notional_usd: float = Field(ge=0)
+    maker_fee: float = Field(ge=-0.01, le=0.01)
+    taker_fee: float = Field(ge=0, le=0.01)
+
+    @model_validator(mode="after")
+    def _qty_bounds(self) -> SymbolSpec:
+        if self.min_qty > self.max_qty:
+            raise ValueError(f"min_qty {self.min_qty} exceeds max_qty {self.max_qty}")
+        return self
+
+    @property
+    def price_precision(self) -> int:
+        return _decimals(self.tick_size)
+
+    @property
+    def size_precision(self) -> int:
+        return _decimals(self.lot_size)
+
+
+def _decimals(step: float) -> int:
+    text = f"{step:.12f}".rstrip("0")
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+class SymbolsConfig(_Frozen):
+    venue: str = Field(default="BINANCE", pattern=r"^[A-Z0-9_]+$")
+    symbols: dict[str, SymbolSpec]
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbol_names(cls, value: dict[str, SymbolSpec]) -> dict[str, SymbolSpec]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        for name in value:
+            if not name.isalnum() or name.upper() != name:
+                raise ValueError(f"symbol {name!r} must be upper-case letters and digits")
+        return value
+
+
+class ArchiveSettings(_Frozen):
+    base_url: str = "https://data.binance.vision"
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_s: float = Field(default=1.0, ge=0)
+
+
+class RestSettings(_Frozen):
+    base_url: str = "https://api.binance.com"
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    weight_limit_1m: int = Field(default=6000, gt=0)
+    weight_headroom: float = Field(default=0.8, gt=0, le=1)
+    max_retry_after_s: float = Field(default=120.0, gt=0)
+
+
+class SyntheticSettings(_Frozen):
+    n_regimes: int = Field(default=4, ge=3, le=5)
+    quote_rate_hz: float = Field(default=10.0, gt=0, le=100)
+    mean_dwell_s: float = Field(default=1200.0, gt=10)
+    correlation: float = Field(default=0.8, ge=-1, le=1)
+
+
+class Settings(BaseSettings):
+    """Application settings; `symbols` comes from configs/symbols.yaml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Path("var")
+    archive: ArchiveSettings = ArchiveSettings()
+    rest: RestSettings = RestSettings()
+    synthetic: SyntheticSettings = SyntheticSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the YAML file's content, passed by load_settings) has the lowest priority
+        return env_settings, dotenv_settings, init_settings
+
+
+class AppConfig(_Frozen):
+    """Everything loaded at the edge: settings plus instruments."""
+
+    settings: Settings
+    instruments: SymbolsConfig
+    config_dir: Path
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    def symbol(self, name: str) -> SymbolSpec:
+        spec = self.instruments.symbols.get(name.upper())
+        if spec is None:
+            known = ", ".join(sorted(self.instruments.symbols))
+            raise ConfigError(
+                f"unknown symbol {name!r}: configured symbols are {known} "
+                f"(add it to {self.config_dir / 'symbols.yaml'})"
+            )
+        return spec
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _describe(exc: ValidationError, path: Path, env_override: bool = False) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        where = f"environment variable {env_name}" if env_name in os.environ else str(path)
+        value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"{where}: {key}: {err['msg']}{value}")
+    return "; ".join(parts)
+
+
+def load_settings(config_dir: Path | None = None) -> AppConfig:
+    """Load configs/settings.yaml and configs/symbols.yaml; raise ConfigError on bad values."""
+    config_dir = Path(
+        config_dir or os.environ.get(ENV_PREFIX + "CONFIG_DIR") or DEFAULT_CONFIG_DIR
+    )
+    settings_path = config_dir / "settings.yaml"
+    symbols_path = config_dir / "symbols.yaml"
+    try:
+        settings = Settings(**_read_yaml(settings_path))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, settings_path)) from None
+    try:
+        instruments = SymbolsConfig(**_read_yaml(symbols_path))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, symbols_path)) from None
+    return AppConfig(settings=settings, instruments=instruments, config_dir=config_dir)
