@@ -1,0 +1,1 @@
+"""Prefect flows: thin orchestration over trading/ (arrives with the Prefect issue)."""

@@ -1,0 +1,1 @@
+"""FastAPI inference server (arrives with the serving issue)."""

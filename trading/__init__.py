@@ -1,0 +1,1 @@
+"""hmm-trader domain core: importable without Prefect, FastAPI or any server."""

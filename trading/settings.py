@@ -170,16 +170,18 @@ def _describe(exc: ValidationError, path: Path, env_override: bool = False) -> s
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
         where = f"environment variable {env_name}" if env_name in os.environ else str(path)
-        value = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        value = (
+            f" (got {err['input']!r})"
+            if "input" in err and not isinstance(err["input"], dict)
+            else ""
+        )
         parts.append(f"{where}: {key}: {err['msg']}{value}")
     return "; ".join(parts)
 
 
 def load_settings(config_dir: Path | None = None) -> AppConfig:
     """Load configs/settings.yaml and configs/symbols.yaml; raise ConfigError on bad values."""
-    config_dir = Path(
-        config_dir or os.environ.get(ENV_PREFIX + "CONFIG_DIR") or DEFAULT_CONFIG_DIR
-    )
+    config_dir = Path(config_dir or os.environ.get(ENV_PREFIX + "CONFIG_DIR") or DEFAULT_CONFIG_DIR)
     settings_path = config_dir / "settings.yaml"
     symbols_path = config_dir / "symbols.yaml"
     try:

@@ -3,8 +3,9 @@
 Covered: data.binance.vision spot aggTrades (no header, 8 columns; ms timestamps
 before 2025-01-01, us from then on), USD-M aggTrades (header, 7 columns), USD-M
 bookTicker (header, 7 columns), spot and USD-M 1-minute klines (12 columns), inside a
-.zip or as plain CSV. Parsing uses pyarrow's multithreaded CSV reader with fixed column
-types; only when that fails is the file re-read line by line to name the bad line.
+.zip or as plain CSV. Parsing uses polars' multithreaded CSV reader with fixed column types
+and only the columns the lake needs; only when that fails is the file re-read line by line
+to name the bad line.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from trading.data.schemas import BUYER, SELLER
 from trading.errors import DataFormatError
@@ -33,15 +34,64 @@ class CsvFormat:
     columns: tuple[str, ...]
     types: dict[str, pa.DataType]
 
+    @property
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        return {name: _POLARS_TYPES[str(self.types[name])] for name in self.columns}
+
+
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "int64": pl.Int64(),
+    "double": pl.Float64(),
+    "bool": pl.Boolean(),
+    "string": pl.String(),
+}
+# Columns each lake kind takes from the raw file.
+_NEEDED = {
+    "trades": ["agg_trade_id", "price", "quantity", "transact_time", "is_buyer_maker"],
+    "quotes": [
+        "best_bid_price",
+        "best_bid_qty",
+        "best_ask_price",
+        "best_ask_qty",
+        "transaction_time",
+    ],
+    "bars": [
+        "open_time",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "count",
+        "taker_buy_volume",
+    ],
+}
+
 
 _AGG_SPOT = CsvFormat(
     "aggTrades (spot)",
     "trades",
-    ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
-     "transact_time", "is_buyer_maker", "is_best_match"),
-    {"agg_trade_id": pa.int64(), "price": pa.float64(), "quantity": pa.float64(),
-     "first_trade_id": pa.int64(), "last_trade_id": pa.int64(),
-     "transact_time": pa.int64(), "is_buyer_maker": pa.bool_(), "is_best_match": pa.bool_()},
+    (
+        "agg_trade_id",
+        "price",
+        "quantity",
+        "first_trade_id",
+        "last_trade_id",
+        "transact_time",
+        "is_buyer_maker",
+        "is_best_match",
+    ),
+    {
+        "agg_trade_id": pa.int64(),
+        "price": pa.float64(),
+        "quantity": pa.float64(),
+        "first_trade_id": pa.int64(),
+        "last_trade_id": pa.int64(),
+        "transact_time": pa.int64(),
+        "is_buyer_maker": pa.bool_(),
+        "is_best_match": pa.bool_(),
+    },
 )
 _AGG_UM = CsvFormat(
     "aggTrades (USD-M)",
@@ -52,24 +102,62 @@ _AGG_UM = CsvFormat(
 _BOOK_TICKER = CsvFormat(
     "bookTicker (USD-M)",
     "quotes",
-    ("update_id", "best_bid_price", "best_bid_qty", "best_ask_price", "best_ask_qty",
-     "transaction_time", "event_time"),
-    {"update_id": pa.int64(), "best_bid_price": pa.float64(), "best_bid_qty": pa.float64(),
-     "best_ask_price": pa.float64(), "best_ask_qty": pa.float64(),
-     "transaction_time": pa.int64(), "event_time": pa.int64()},
+    (
+        "update_id",
+        "best_bid_price",
+        "best_bid_qty",
+        "best_ask_price",
+        "best_ask_qty",
+        "transaction_time",
+        "event_time",
+    ),
+    {
+        "update_id": pa.int64(),
+        "best_bid_price": pa.float64(),
+        "best_bid_qty": pa.float64(),
+        "best_ask_price": pa.float64(),
+        "best_ask_qty": pa.float64(),
+        "transaction_time": pa.int64(),
+        "event_time": pa.int64(),
+    },
 )
 _KLINES = CsvFormat(
     "klines",
     "bars",
-    ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-     "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"),
-    {"open_time": pa.int64(), "open": pa.float64(), "high": pa.float64(), "low": pa.float64(),
-     "close": pa.float64(), "volume": pa.float64(), "close_time": pa.int64(),
-     "quote_volume": pa.float64(), "count": pa.int64(), "taker_buy_volume": pa.float64(),
-     "taker_buy_quote_volume": pa.float64(), "ignore": pa.string()},
+    (
+        "open_time",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "close_time",
+        "quote_volume",
+        "count",
+        "taker_buy_volume",
+        "taker_buy_quote_volume",
+        "ignore",
+    ),
+    {
+        "open_time": pa.int64(),
+        "open": pa.float64(),
+        "high": pa.float64(),
+        "low": pa.float64(),
+        "close": pa.float64(),
+        "volume": pa.float64(),
+        "close_time": pa.int64(),
+        "quote_volume": pa.float64(),
+        "count": pa.int64(),
+        "taker_buy_volume": pa.float64(),
+        "taker_buy_quote_volume": pa.float64(),
+        "ignore": pa.string(),
+    },
 )
 FORMATS: dict[str, CsvFormat] = {
-    "aggTrades": _AGG_SPOT, "aggTrades-um": _AGG_UM, "bookTicker": _BOOK_TICKER, "klines": _KLINES,
+    "aggTrades": _AGG_SPOT,
+    "aggTrades-um": _AGG_UM,
+    "bookTicker": _BOOK_TICKER,
+    "klines": _KLINES,
 }
 # Binance archive kinds -> lake kinds
 ARCHIVE_KINDS = {"aggTrades": "trades", "bookTicker": "quotes", "klines": "bars"}
@@ -96,7 +184,9 @@ def _detect(first_line: str, name: str) -> tuple[CsvFormat, bool]:
     return by_count[len(cells)], False
 
 
-def _diagnose(text_lines: list[str], fmt: CsvFormat, has_header: bool, name: str) -> DataFormatError:
+def _diagnose(
+    text_lines: list[str], fmt: CsvFormat, has_header: bool, name: str
+) -> DataFormatError:
     """Find the first bad line after the fast reader failed."""
     header_seen = not has_header
     for lineno, row in enumerate(csv.reader(text_lines), start=1):
@@ -127,7 +217,7 @@ def _diagnose(text_lines: list[str], fmt: CsvFormat, has_header: bool, name: str
 
 def to_ns(times: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
     """Binance epoch times (ms, or us in spot files from 2025 on) -> ns, by magnitude."""
-    values = np.asarray(times.to_numpy() if isinstance(times, pa.Array) else times.to_numpy())
+    values = np.asarray(times.to_numpy())
     if len(values) == 0:
         return pa.array(values, type=pa.int64())
     is_us = values > 100_000_000_000_000  # 1e14 ms would be the year 5138
@@ -138,7 +228,9 @@ def to_ns(times: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
         )
     if (values <= 0).any():
         row = int(np.flatnonzero(values <= 0)[0])
-        raise DataFormatError(f"{name}: data row {row + 1}: timestamp {values[row]} is not positive")
+        raise DataFormatError(
+            f"{name}: data row {row + 1}: timestamp {values[row]} is not positive"
+        )
     return pa.array(values * (1_000 if is_us[0] else 1_000_000), type=pa.int64())
 
 
@@ -148,32 +240,46 @@ def _side_from_buyer_maker(buyer_maker: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def _to_lake(raw: pa.Table, fmt: CsvFormat, name: str) -> pa.Table:
     if fmt.lake_kind == "trades":
-        return pa.table({
-            "ts_ns": to_ns(raw.column("transact_time"), name),
-            "trade_id": raw.column("agg_trade_id"),
-            "price": raw.column("price"),
-            "qty": raw.column("quantity"),
-            "aggressor_side": _side_from_buyer_maker(raw.column("is_buyer_maker")),
-        })
+        return pa.table(
+            {
+                "ts_ns": to_ns(raw.column("transact_time"), name),
+                "trade_id": raw.column("agg_trade_id"),
+                "price": raw.column("price"),
+                "qty": raw.column("quantity"),
+                "aggressor_side": _side_from_buyer_maker(raw.column("is_buyer_maker")),
+            }
+        )
     if fmt.lake_kind == "quotes":
-        return pa.table({
-            "ts_ns": to_ns(raw.column("transaction_time"), name),
-            "bid": raw.column("best_bid_price"),
-            "ask": raw.column("best_ask_price"),
-            "bid_size": raw.column("best_bid_qty"),
-            "ask_size": raw.column("best_ask_qty"),
-        })
-    return pa.table({
-        "ts_ns": to_ns(raw.column("open_time"), name),
-        "open": raw.column("open"),
-        "high": raw.column("high"),
-        "low": raw.column("low"),
-        "close": raw.column("close"),
-        "volume": raw.column("volume"),
-        "quote_volume": raw.column("quote_volume"),
-        "n_trades": raw.column("count"),
-        "taker_buy_volume": raw.column("taker_buy_volume"),
-    })
+        return pa.table(
+            {
+                "ts_ns": to_ns(raw.column("transaction_time"), name),
+                "bid": raw.column("best_bid_price"),
+                "ask": raw.column("best_ask_price"),
+                "bid_size": raw.column("best_bid_qty"),
+                "ask_size": raw.column("best_ask_qty"),
+            }
+        )
+    return pa.table(
+        {
+            "ts_ns": to_ns(raw.column("open_time"), name),
+            "open": raw.column("open"),
+            "high": raw.column("high"),
+            "low": raw.column("low"),
+            "close": raw.column("close"),
+            "volume": raw.column("volume"),
+            "quote_volume": raw.column("quote_volume"),
+            "n_trades": raw.column("count"),
+            "taker_buy_volume": raw.column("taker_buy_volume"),
+        }
+    )
+
+
+def _first_content(data: bytes) -> int:
+    """Offset of the first non-whitespace byte, without copying a large buffer."""
+    for offset, byte in enumerate(data):
+        if byte not in b" \t\r\n":
+            return offset
+    return len(data)
 
 
 def read_csv_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[str, pa.Table]:
@@ -181,35 +287,39 @@ def read_csv_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[s
 
     `expect` is an archive kind (aggTrades, bookTicker, klines) the file must be.
     """
-    stripped = data.lstrip()
-    if not stripped:
+    return _read_csv(data, data[:65536], name, expect)
+
+
+def _read_csv(
+    source: bytes | Path, head: bytes, name: str, expect: str | None
+) -> tuple[str, pa.Table]:
+    offset = _first_content(head)
+    if offset >= len(head):
         raise DataFormatError(f"{name}: empty file")
-    first_line = stripped.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    fmt, has_header = _detect(first_line, name)
+    line_end = head.find(b"\n", offset)
+    first_line = head[offset : line_end if line_end >= 0 else len(head)].decode("utf-8", "replace")
+    fmt, has_header = _detect(first_line.strip(), name)
     if expect is not None and ARCHIVE_KINDS.get(expect) != fmt.lake_kind:
         raise DataFormatError(f"{name}: expected a {expect} file, found {fmt.name} columns")
+
+    def diagnose() -> DataFormatError:
+        text = source if isinstance(source, bytes) else source.read_bytes()
+        return _diagnose(text.decode("utf-8", "replace").splitlines(), fmt, has_header, name)
+
     try:
-        raw = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(
-                column_names=list(fmt.columns), skip_rows=1 if has_header else 0,
-                block_size=1 << 24,
-            ),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=fmt.types, include_columns=list(fmt.columns),
-                strings_can_be_null=False, quoted_strings_can_be_null=False,
-            ),
+        frame = pl.read_csv(
+            io.BytesIO(source) if isinstance(source, bytes) else source,
+            has_header=has_header,
+            schema=fmt.polars_schema,
+            truncate_ragged_lines=False,
         )
-    except pa.ArrowInvalid:
-        lines = data.decode("utf-8", "replace").splitlines()
-        raise _diagnose(lines, fmt, has_header, name) from None
-    if raw.num_rows == 0:
+    except (pl.exceptions.PolarsError, ValueError):
+        raise diagnose() from None
+    if frame.height == 0:
         raise DataFormatError(f"{name}: no data rows after the header")
-    for column in raw.column_names:
-        if raw.column(column).null_count and column != "ignore":
-            lines = data.decode("utf-8", "replace").splitlines()
-            raise _diagnose(lines, fmt, has_header, name)
+    if any(count for count in frame.null_count().row(0)):
+        raise diagnose()
+    raw = frame.select(_NEEDED[fmt.lake_kind]).to_arrow()
     return fmt.lake_kind, _to_lake(raw, fmt, name)
 
 
@@ -218,7 +328,9 @@ def read_zip_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[s
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
             if len(members) != 1:
-                raise DataFormatError(f"{name}: expected one CSV inside the zip, found {len(members)}")
+                raise DataFormatError(
+                    f"{name}: expected one CSV inside the zip, found {len(members)}"
+                )
             payload = archive.read(members[0])
     except zipfile.BadZipFile as exc:
         raise DataFormatError(f"{name}: not a valid zip archive ({exc})") from None
@@ -226,7 +338,8 @@ def read_zip_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[s
 
 
 def read_binance_file(path: Path, expect: str | None = None) -> tuple[str, pa.Table]:
-    data = path.read_bytes()
     if path.suffix.lower() == ".zip":
-        return read_zip_bytes(data, path.name, expect)
-    return read_csv_bytes(data, path.name, expect)
+        return read_zip_bytes(path.read_bytes(), path.name, expect)
+    with path.open("rb") as stream:
+        head = stream.read(65536)
+    return _read_csv(path, head, path.name, expect)

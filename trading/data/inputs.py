@@ -9,7 +9,7 @@ from trading.settings import AppConfig
 
 
 def parse_symbols(config: AppConfig, symbols: str | list[str]) -> list[str]:
-    """"BTCUSDT,ETHUSDT" or a list -> configured upper-case names; unknown ones fail."""
+    """ "BTCUSDT,ETHUSDT" or a list -> configured upper-case names; unknown ones fail."""
     items = symbols.split(",") if isinstance(symbols, str) else symbols
     names = [s.strip().upper() for s in items if s.strip()]
     if not names:

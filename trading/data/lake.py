@@ -50,7 +50,9 @@ def conform(table: pa.Table, kind: str) -> pa.Table:
         raise DataFormatError(f"{kind}: column types do not fit the lake schema: {exc}") from exc
     for name in schema.names:
         if table.column(name).null_count:
-            raise DataFormatError(f"{kind}: column {name} has {table.column(name).null_count} null value(s)")
+            raise DataFormatError(
+                f"{kind}: column {name} has {table.column(name).null_count} null value(s)"
+            )
     if table.num_rows == 0:
         return table
     table = _drop_repeated_keys(table, KEYS[kind])
@@ -83,7 +85,10 @@ def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(days)]])
     for start, end in zip(starts, ends, strict=True):
-        yield dt.date(1970, 1, 1) + dt.timedelta(days=int(days[start])), table.slice(start, end - start)
+        yield (
+            dt.date(1970, 1, 1) + dt.timedelta(days=int(days[start])),
+            table.slice(start, end - start),
+        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ class LakeBatch:
 
     def put(
         self, venue: str, symbol: str, kind: str, table: pa.Table, source: str, merge: bool = False
-    ) -> list[dt.date]:
+    ) -> list[Written]:
         """Stage a table; it is split into UTC days. `merge` unions with what the lake
         already holds for those days (for partial-day sources such as the REST API)."""
         table = conform(table, kind)
@@ -139,8 +144,9 @@ class LakeBatch:
             tmp = final.parent / f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
             meta = {b"hmmtrader.kind": kind.encode(), b"hmmtrader.source": source.encode()}
             pq.write_table(rows.replace_schema_metadata(meta), tmp, compression="zstd")
-            self.staged.append(_Staged(tmp, final, Written(venue, symbol, kind, day, rows.num_rows)))
-            written.append(day)
+            item = Written(venue, symbol, kind, day, rows.num_rows)
+            self.staged.append(_Staged(tmp, final, item))
+            written.append(item)
         return written
 
     @property
@@ -154,8 +160,12 @@ class Lake:
 
     def path(self, venue: str, symbol: str, kind: str, day: dt.date) -> Path:
         return (
-            self.root / f"venue={venue}" / f"symbol={symbol}" / f"kind={kind}"
-            / f"date={day.isoformat()}" / _FILE
+            self.root
+            / f"venue={venue}"
+            / f"symbol={symbol}"
+            / f"kind={kind}"
+            / f"date={day.isoformat()}"
+            / _FILE
         )
 
     @contextmanager
@@ -173,7 +183,7 @@ class Lake:
 
     def write(
         self, venue: str, symbol: str, kind: str, table: pa.Table, source: str, merge: bool = False
-    ) -> list[dt.date]:
+    ) -> list[Written]:
         with self.batch() as batch:
             return batch.put(venue, symbol, kind, table, source, merge=merge)
 
@@ -198,7 +208,8 @@ class Lake:
     ) -> pa.Table:
         """Rows of [start, end] (inclusive UTC dates), sorted by ts_ns."""
         days = [
-            d for d in self.days(venue, symbol, kind)
+            d
+            for d in self.days(venue, symbol, kind)
             if (start is None or d >= start) and (end is None or d <= end)
         ]
         schema = SCHEMAS[kind]
@@ -243,7 +254,11 @@ class Lake:
             gap = int(np.diff(ts).max()) if len(ts) > 1 else None
             rows.append(
                 PartitionSummary(
-                    venue, symbol, kind, len(days), len(ts),
+                    venue,
+                    symbol,
+                    kind,
+                    len(days),
+                    len(ts),
                     int(ts[0]) if len(ts) else None,
                     int(ts[-1]) if len(ts) else None,
                     gap,

@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv first.
+.PHONY: setup demo test lint format bench clean
+
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	.venv/bin/hmmtrader demo
+
+test: setup
+	.venv/bin/pytest
+
+lint: setup
+	.venv/bin/ruff check trading serving flows tests
+	.venv/bin/ruff format --check trading serving flows tests
+	.venv/bin/mypy
+
+format: setup
+	.venv/bin/ruff format trading serving flows tests
+	.venv/bin/ruff check --fix trading serving flows tests
+
+bench: setup
+	.venv/bin/hmmtrader bench ingest
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,149 @@
+"""CLI contract: expected failures are one line on stderr, exit 1, and write nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BINANCE_SAMPLES, lake_files
+from trading.cli import run
+
+GOOD_ROW = "1,42000.1,0.5,1,1,1704067200123,True,True\n"
+
+
+def errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (GOOD_ROW + "2,oops,0.5,1,1,1704067200124,True,True\n", "line 2: column price: 'oops'"),
+        (GOOD_ROW + "2,42000.1,0.5,1,1704067200124,True,True\n", "line 2: expected 8 columns"),
+        ("", "empty file"),
+    ],
+)
+def test_bad_csv_is_one_line_and_writes_nothing(
+    content: str, expected: str, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
+    path.write_text(content)
+    assert run(["ingest", "files", str(path), "--symbol", "BTCUSDT"]) == 1
+    lines = errors(capsys)
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error:")
+    assert lake_files(home / "lake") == []
+
+
+def test_unknown_symbol(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["ingest", "synthetic", "--symbols", "BTCUSDT,DOGEUSDT", "--days", "1"]) == 1
+    (line,) = errors(capsys)
+    assert "unknown symbol 'DOGEUSDT'" in line and "BTCUSDT, ETHUSDT" in line
+    assert lake_files(home / "lake") == []
+
+
+@pytest.mark.parametrize("command", ["archive", "rest-like"])
+def test_reversed_dates(command: str, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "ingest",
+        "archive",
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-01-05",
+        "--end",
+        "2024-01-01",
+        "--base-url",
+        "http://127.0.0.1:9",
+    ]
+    if command == "rest-like":
+        argv = [
+            "ingest",
+            "archive",
+            "--symbols",
+            "BTCUSDT",
+            "--start",
+            "2024-13-01",
+            "--end",
+            "2024-01-01",
+        ]
+    assert run(argv) == 1
+    (line,) = errors(capsys)
+    expected = "is after --end" if command == "archive" else "is not a date"
+    assert expected in line
+    assert lake_files(home / "lake") == []
+
+
+def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["ingest", "synthetic", "--days", "many"]) == 2
+    (line,) = errors(capsys)
+    assert "--days" in line and "hmmtrader ingest synthetic --help" in line
+
+
+def test_files_ingest_and_data_ls(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples = [
+        str(BINANCE_SAMPLES / "btcusdt-quotes.parquet"),
+        str(BINANCE_SAMPLES / "btcusdt-trades.parquet"),
+    ]
+    assert run(["ingest", "files", *samples, "--symbol", "btcusdt"]) == 0
+    assert "2,452 rows" in capsys.readouterr().out
+    assert run(["data", "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "quotes" in out and "451" in out and "2,001" in out
+    assert "2021-01-08 00:00:00.278" in out  # first trade
+    assert "0.622 s" in out  # largest gap between trades
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = [
+        [],
+        ["ingest"],
+        ["ingest", "archive"],
+        ["ingest", "rest"],
+        ["ingest", "files"],
+        ["ingest", "synthetic"],
+        ["data"],
+        ["data", "ls"],
+        ["bench"],
+        ["bench", "ingest"],
+        ["demo"],
+    ]
+    for command in commands:
+        assert run([*command, "--help"]) == 0, command
+        assert "Usage: hmmtrader" in capsys.readouterr().out
+
+
+def test_real_entry_point_no_traceback_unless_debug(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "hmmtrader"
+    env = {**os.environ, "HMMTRADER_HOME": str(tmp_path / "home")}
+    missing = str(tmp_path / "missing.csv")
+    plain = subprocess.run(
+        [exe, "ingest", "files", missing, "--symbol", "BTCUSDT"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert plain.returncode == 1
+    assert plain.stderr.strip() == f"error: {missing}: no such file"
+    debug = subprocess.run(
+        [exe, "--debug", "ingest", "files", missing, "--symbol", "BTCUSDT"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_bench_ingest_prints_json_last(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["bench", "ingest", "--rows", "20000", "--repeats", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert set(result) == {"name", "value", "unit", "baseline", "ratio"}
+    assert result["unit"] == "rows/s" and result["value"] > 0 and result["baseline"] > 0
+    assert result["ratio"] == pytest.approx(result["value"] / result["baseline"], rel=0.02)

@@ -1,0 +1,102 @@
+"""The real Binance samples in tests/fixtures/binance parse into the lake correctly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BINANCE_SAMPLES, lake_files
+from trading.data.files import ingest_files, read_local_file
+from trading.data.lake import Lake
+from trading.errors import ConfigError, DataFormatError
+from trading.settings import AppConfig
+
+
+def test_real_quotes_and_trades_land_in_the_lake(config: AppConfig, lake: Lake) -> None:
+    written = ingest_files(
+        config,
+        lake,
+        [BINANCE_SAMPLES / "btcusdt-quotes.parquet", BINANCE_SAMPLES / "btcusdt-trades.parquet"],
+        "BTCUSDT",
+    )
+    assert {(w.kind, w.day, w.rows) for w in written} == {
+        ("quotes", dt.date(2021, 1, 8), 451),
+        ("trades", dt.date(2021, 1, 8), 2001),
+    }
+    quotes = lake.read("BINANCE", "BTCUSDT", "quotes")
+    first = quotes.slice(0, 1).to_pylist()[0]
+    assert first == {
+        "ts_ns": 1_610_064_001_076_000_000,
+        "bid": 39432.99,
+        "ask": 39433.62,
+        "bid_size": 0.0031,
+        "ask_size": 0.066851,
+    }
+    assert (
+        min(
+            a - b for a, b in zip(quotes["ask"].to_pylist(), quotes["bid"].to_pylist(), strict=True)
+        )
+        >= 0
+    )
+    trades = lake.read("BINANCE", "BTCUSDT", "trades")
+    assert trades.slice(0, 1).to_pylist()[0] == {
+        "ts_ns": 1_610_064_000_278_000_000,
+        "trade_id": 553287559,
+        "price": 39432.48,
+        "qty": 0.000263,
+        "aggressor_side": -1,  # buyer_maker "True"
+    }
+    sides = trades.column("aggressor_side").to_pylist()
+    assert (sides.count(-1), sides.count(1)) == (914, 1087)  # buyer_maker True / False counts
+
+
+def test_tardis_book_snapshot_becomes_top_of_book_quotes() -> None:
+    kind, table = read_local_file(
+        BINANCE_SAMPLES / "binance-futures_book_snapshot_5_BTCUSDT.csv", "BTCUSDT"
+    )
+    assert (kind, table.num_rows) == ("quotes", 10)
+    assert table.slice(0, 1).to_pylist()[0] == {
+        "ts_ns": 1_598_918_403_696_000_000,
+        "bid": 11657.07,
+        "ask": 11657.08,
+        "bid_size": 10.896,
+        "ask_size": 1.714,
+    }
+
+
+def test_depth_files_are_refused_with_a_reason() -> None:
+    with pytest.raises(DataFormatError, match="lacks a bid or an ask side"):
+        read_local_file(BINANCE_SAMPLES / "btcusdt-depth-snap.csv", "BTCUSDT")
+    with pytest.raises(DataFormatError, match="depth updates"):
+        read_local_file(BINANCE_SAMPLES / "btcusdt-depth-update.csv", "BTCUSDT")
+
+
+def test_wrong_symbol_is_refused(config: AppConfig, lake: Lake) -> None:
+    with pytest.raises(DataFormatError, match="holds symbol BTCUSDT, not ETHUSDT"):
+        ingest_files(config, lake, [BINANCE_SAMPLES / "btcusdt-quotes.parquet"], "ETHUSDT")
+    with pytest.raises(ConfigError, match="unknown symbol"):
+        ingest_files(config, lake, [BINANCE_SAMPLES / "btcusdt-trades.parquet"], "XRPUSDT")
+    assert lake_files(lake.root) == []
+
+
+def test_one_bad_file_means_nothing_lands(config: AppConfig, lake: Lake, tmp_path: Path) -> None:
+    bad = tmp_path / "BTCUSDT-aggTrades-2024-01-01.csv"
+    bad.write_text(
+        "1,42000.1,0.5,1,1,1704067200123,True,True\n2,42000.1,0.5,1,1704067200123,True,True\n"
+    )
+    with pytest.raises(DataFormatError, match="line 2: expected 8 columns"):
+        ingest_files(config, lake, [BINANCE_SAMPLES / "btcusdt-quotes.parquet", bad], "BTCUSDT")
+    assert lake_files(lake.root) == []
+
+
+def test_reingesting_samples_does_not_duplicate(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    copy = tmp_path / "trades.parquet"
+    shutil.copy(BINANCE_SAMPLES / "btcusdt-trades.parquet", copy)
+    for _ in range(2):
+        ingest_files(config, lake, [copy], "BTCUSDT")
+    assert lake.read("BINANCE", "BTCUSDT", "trades").num_rows == 2001

@@ -1,0 +1,397 @@
+"""The synthetic regime market: determinism, microstructure invariants, regime statistics,
+bars, and the lake ingest. Runs are truncated (`seconds=`) to keep the file fast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from trading.data import synthetic
+from trading.data.lake import Lake
+from trading.data.synthetic import (
+    RegimeParams,
+    SyntheticDay,
+    default_regimes,
+    generate,
+    ingest_synthetic,
+)
+from trading.errors import ConfigError, InputError
+from trading.settings import AppConfig, Settings, SymbolsConfig, SymbolSpec, SyntheticSettings
+
+SPECS = {
+    "BTCUSDT": SymbolSpec(
+        base="BTC",
+        quote="USDT",
+        tick_size=0.01,
+        lot_size=0.00001,
+        min_qty=0.00001,
+        max_qty=9000.0,
+        min_notional_usd=5.0,
+        maker_fee=0.001,
+        taker_fee=0.001,
+    ),
+    "ETHUSDT": SymbolSpec(
+        base="ETH",
+        quote="USDT",
+        tick_size=0.01,
+        lot_size=0.0001,
+        min_qty=0.0001,
+        max_qty=9000.0,
+        min_notional_usd=5.0,
+        maker_fee=0.001,
+        taker_fee=0.001,
+    ),
+}
+START = dt.date(2024, 3, 1)
+SETTINGS = SyntheticSettings()  # 4 regimes, 10 Hz quotes, 1200 s dwell, correlation 0.8
+SIX_HOURS = 6 * 3600
+NS = 1_000_000_000
+
+
+def _run(days: int = 1, seed: int = 5, seconds: int = 600, **kwargs: object) -> list[SyntheticDay]:
+    settings = SyntheticSettings(**kwargs)  # type: ignore[arg-type]
+    return list(generate(SPECS, START, days, seed, settings, seconds=seconds))
+
+
+@pytest.fixture(scope="module")
+def six_hours() -> dict[str, SyntheticDay]:
+    """Both symbols, default settings, the first 6 hours of one day."""
+    return {d.symbol: d for d in generate(SPECS, START, 1, 11, SETTINGS, seconds=SIX_HOURS)}
+
+
+def _second_of(ts_ns: np.ndarray, day: dt.date) -> np.ndarray:
+    return (ts_ns - synthetic.day_start_ns(day)) // NS
+
+
+def _mid_each_second(day: SyntheticDay, every: int = 1) -> np.ndarray:
+    """Mid of the last quote at or before each (every-th) second."""
+    q_ts = day.quotes.column("ts_ns").to_numpy()
+    mid = (day.quotes.column("bid").to_numpy() + day.quotes.column("ask").to_numpy()) / 2
+    at = np.searchsorted(q_ts, day.regimes.column("ts_ns").to_numpy()[::every], side="right") - 1
+    return mid[at]
+
+
+def _corr(pair: list[np.ndarray]) -> float:
+    first, second = pair
+    return float(np.corrcoef(first, second)[0, 1])
+
+
+def _on_grid(values: np.ndarray, step: float) -> bool:
+    units = values / step
+    return bool(np.all(np.abs(units - np.rint(units)) < 1e-6))
+
+
+# --- parameters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_default_regimes_are_ordered_and_realistic(n: int) -> None:
+    regimes = default_regimes(n)
+    assert len(regimes) == n
+    vol = [r.vol_bp_per_sqrt_s for r in regimes]
+    spread = [r.spread_bp for r in regimes]
+    rate = [r.trade_rate_hz for r in regimes]
+    assert vol == sorted(vol) and len(set(vol)) == n
+    assert spread == sorted(spread) and len(set(spread)) == n
+    assert rate == sorted(rate)
+    assert min(vol) >= 0.5 and max(vol) <= 6.0
+    assert min(spread) >= 0.2 and max(spread) <= 5.0
+    assert min(rate) >= 1.0 and max(rate) <= 15.0
+    assert all(0.35 <= r.buy_prob <= 0.65 for r in regimes)
+    assert len({r.buy_prob for r in regimes}) == n
+
+
+def test_regime_params_are_validated() -> None:
+    with pytest.raises(ValueError, match="buy_prob"):
+        RegimeParams(1.0, 1.0, 1.0, 1.2, 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        RegimeParams(0.0, 1.0, 1.0, 0.5, 0.0)
+
+
+def test_generate_checks_its_arguments_before_iterating() -> None:
+    with pytest.raises(InputError, match="days"):
+        generate(SPECS, START, 0, 1, SETTINGS)
+    with pytest.raises(InputError, match="seconds"):
+        generate(SPECS, START, 1, 1, SETTINGS, seconds=86_401)
+    with pytest.raises(InputError, match="seed"):
+        generate(SPECS, START, 1, -1, SETTINGS)
+
+
+# --- determinism and days -----------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_tables_other_seed_differs() -> None:
+    first, again, other = _run(seed=5), _run(seed=5), _run(seed=6)
+    for a, b, c in zip(first, again, other, strict=True):
+        for kind in ("quotes", "trades", "bars", "regimes"):
+            assert getattr(a, kind).equals(getattr(b, kind)), kind
+        assert not a.quotes.equals(c.quotes)
+        assert not a.trades.equals(c.trades)
+
+
+def test_first_day_does_not_depend_on_following_days() -> None:
+    alone = _run(days=1)
+    together = _run(days=2)
+    assert [(d.symbol, d.day) for d in together] == [
+        ("BTCUSDT", START),
+        ("ETHUSDT", START),
+        ("BTCUSDT", START + dt.timedelta(days=1)),
+        ("ETHUSDT", START + dt.timedelta(days=1)),
+    ]
+    for a, b in zip(alone, together[:2], strict=True):
+        assert a.quotes.equals(b.quotes) and a.trades.equals(b.trades) and a.bars.equals(b.bars)
+
+
+def test_consecutive_days_continue_prices_ids_and_regimes() -> None:
+    days = _run(days=2, seconds=1800)
+    for first, second in ((days[0], days[2]), (days[1], days[3])):
+        end = first.quotes.slice(first.quotes.num_rows - 1).to_pylist()[0]
+        begin = second.quotes.slice(0, 1).to_pylist()[0]
+        end_mid, begin_mid = (end["bid"] + end["ask"]) / 2, (begin["bid"] + begin["ask"]) / 2
+        assert abs(begin_mid / end_mid - 1) < 20e-4  # no jump back to the start price
+        assert begin["ts_ns"] == synthetic.day_start_ns(second.day)  # opening snapshot
+        ids = np.concatenate(
+            [first.trades["trade_id"].to_numpy(), second.trades["trade_id"].to_numpy()]
+        )
+        np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))
+        assert second.bars["ts_ns"][0].as_py() == synthetic.day_start_ns(second.day)
+    # the regime path is market-wide: both symbols carry the same one
+    assert days[0].regimes.equals(days[1].regimes) and days[2].regimes.equals(days[3].regimes)
+
+
+# --- quotes and trades --------------------------------------------------------------------
+
+
+def test_quote_rate_and_strictly_increasing_timestamps(six_hours: dict[str, SyntheticDay]) -> None:
+    for day in six_hours.values():
+        ts = day.quotes["ts_ns"].to_numpy()
+        rate = len(ts) / SIX_HOURS
+        assert abs(rate / SETTINGS.quote_rate_hz - 1) < 0.15, rate
+        assert np.all(np.diff(ts) > 0)
+        assert ts[0] == synthetic.day_start_ns(START)
+        assert ts[-1] < synthetic.day_start_ns(START) + SIX_HOURS * NS
+        trade_ts = day.trades["ts_ns"].to_numpy()
+        assert np.all(np.diff(trade_ts) > 0)
+        assert trade_ts[-1] < synthetic.day_start_ns(START) + SIX_HOURS * NS
+
+
+def test_quotes_on_tick_and_lot_grids(six_hours: dict[str, SyntheticDay]) -> None:
+    for symbol, day in six_hours.items():
+        spec = SPECS[symbol]
+        bid, ask = day.quotes["bid"].to_numpy(), day.quotes["ask"].to_numpy()
+        assert np.all(ask > bid)
+        assert np.all(ask - bid >= spec.tick_size * (1 - 1e-6))
+        assert _on_grid(bid, spec.tick_size) and _on_grid(ask, spec.tick_size)
+        for column in ("bid_size", "ask_size"):
+            size = day.quotes[column].to_numpy()
+            assert np.all(size >= spec.lot_size) and _on_grid(size, spec.lot_size)
+        qty = day.trades["qty"].to_numpy()
+        assert np.all(qty >= spec.min_qty) and _on_grid(qty, spec.lot_size)
+        assert _on_grid(day.trades["price"].to_numpy(), spec.tick_size)
+    start_mid = {s: float(d.quotes["bid"][0].as_py()) for s, d in six_hours.items()}
+    assert 50_000 < start_mid["BTCUSDT"] < 70_000 and 2_500 < start_mid["ETHUSDT"] < 3_500
+
+
+def test_trades_print_at_the_prevailing_quote(six_hours: dict[str, SyntheticDay]) -> None:
+    for day in six_hours.values():
+        q_ts = day.quotes["ts_ns"].to_numpy()
+        t_ts = day.trades["ts_ns"].to_numpy()
+        at = np.searchsorted(q_ts, t_ts, side="right") - 1
+        assert np.all(at >= 0)
+        side = day.trades["aggressor_side"].to_numpy()
+        assert set(np.unique(side)) == {-1, 1}
+        expected = np.where(
+            side == 1, day.quotes["ask"].to_numpy()[at], day.quotes["bid"].to_numpy()[at]
+        )
+        np.testing.assert_array_equal(day.trades["price"].to_numpy(), expected)
+        np.testing.assert_array_equal(
+            day.trades["trade_id"].to_numpy(), np.arange(1, len(t_ts) + 1)
+        )
+
+
+def test_book_imbalance_leans_with_order_flow(six_hours: dict[str, SyntheticDay]) -> None:
+    day = six_hours["BTCUSDT"]
+    regimes = default_regimes(SETTINGS.n_regimes)
+    regime = day.regimes["regime"].to_numpy()[_second_of(day.quotes["ts_ns"].to_numpy(), START)]
+    log_ratio = np.log(day.quotes["bid_size"].to_numpy() / day.quotes["ask_size"].to_numpy())
+    lean = [log_ratio[regime == k].mean() for k in range(len(regimes))]
+    buy = [r.buy_prob for r in regimes]
+    assert np.corrcoef(lean, buy)[0, 1] > 0.95
+    assert lean[int(np.argmax(buy))] > 0.2 and lean[int(np.argmin(buy))] < -0.2
+
+
+# --- regime statistics --------------------------------------------------------------------
+
+
+def test_regime_path_switches_with_the_configured_dwell(six_hours: dict[str, SyntheticDay]) -> None:
+    table = six_hours["BTCUSDT"].regimes
+    assert table.num_rows == SIX_HOURS
+    assert str(table.schema.field("regime").type) == "int8"
+    np.testing.assert_array_equal(
+        table["ts_ns"].to_numpy(), synthetic.day_start_ns(START) + np.arange(SIX_HOURS) * NS
+    )
+    regime = table["regime"].to_numpy()
+    assert len(np.unique(regime)) >= 3
+    assert regime.min() >= 0 and regime.max() < SETTINGS.n_regimes
+    switches = np.count_nonzero(np.diff(regime))
+    mean_dwell = SIX_HOURS / (switches + 1)
+    assert 0.5 * SETTINGS.mean_dwell_s < mean_dwell < 2 * SETTINGS.mean_dwell_s, mean_dwell
+
+
+def test_short_dwell_gives_a_matching_mean_dwell() -> None:
+    day = _run(seconds=SIX_HOURS, mean_dwell_s=60.0)[0]
+    regime = day.regimes["regime"].to_numpy()
+    mean_dwell = SIX_HOURS / (np.count_nonzero(np.diff(regime)) + 1)
+    assert abs(mean_dwell / 60.0 - 1) < 0.15, mean_dwell
+    assert len(np.unique(regime)) == SETTINGS.n_regimes
+
+
+def test_volatility_and_spread_rise_with_the_regime(six_hours: dict[str, SyntheticDay]) -> None:
+    regimes = default_regimes(SETTINGS.n_regimes)
+    for day in six_hours.values():
+        regime = day.regimes["regime"].to_numpy()
+        returns = np.diff(np.log(_mid_each_second(day)))
+        inside = regime[1:] == regime[:-1]  # both ends of the second in one regime
+        vol_bp = []
+        for k in range(len(regimes)):
+            chosen = returns[inside & (regime[1:] == k)]
+            assert len(chosen) > 300, (k, len(chosen))
+            vol_bp.append(chosen.std() / 1e-4)
+        assert np.all(np.diff(vol_bp) > 0), vol_bp
+        if day.symbol == "BTCUSDT":  # vol multiplier 1: the configured values come back
+            for measured, r in zip(vol_bp, regimes, strict=True):
+                assert abs(measured / r.vol_bp_per_sqrt_s - 1) < 0.15, (measured, r)
+        q_regime = regime[_second_of(day.quotes["ts_ns"].to_numpy(), START)]
+        bid, ask = day.quotes["bid"].to_numpy(), day.quotes["ask"].to_numpy()
+        spread_bp = (ask - bid) / ((ask + bid) / 2) / 1e-4
+        mean_spread = [spread_bp[q_regime == k].mean() for k in range(len(regimes))]
+        assert np.all(np.diff(mean_spread) > 0.2), mean_spread
+
+
+def test_buyer_share_tracks_buy_probability(six_hours: dict[str, SyntheticDay]) -> None:
+    regimes = default_regimes(SETTINGS.n_regimes)
+    for day in six_hours.values():
+        regime = day.regimes["regime"].to_numpy()[_second_of(day.trades["ts_ns"].to_numpy(), START)]
+        side = day.trades["aggressor_side"].to_numpy()
+        for k, r in enumerate(regimes):
+            share = float(np.mean(side[regime == k] == 1))
+            assert abs(share - r.buy_prob) < 0.02, (day.symbol, k, share, r.buy_prob)
+
+
+def test_cross_symbol_correlation_of_returns(six_hours: dict[str, SyntheticDay]) -> None:
+    one_s = [np.diff(np.log(_mid_each_second(d))) for d in six_hours.values()]
+    corr_1s = _corr(one_s)
+    assert abs(corr_1s - SETTINGS.correlation) < 0.1, corr_1s
+    ten_s = [np.diff(np.log(_mid_each_second(d, every=10))) for d in six_hours.values()]
+    corr_10s = _corr(ten_s)
+    assert abs(corr_10s - SETTINGS.correlation) < 0.05, corr_10s
+
+
+def test_negative_correlation_for_two_symbols() -> None:
+    days = _run(seconds=1800, correlation=-0.6)
+    returns = [np.diff(np.log(_mid_each_second(d, every=10))) for d in days]
+    assert abs(_corr(returns) + 0.6) < 0.1
+
+
+# --- bars ---------------------------------------------------------------------------------
+
+
+def test_bars_aggregate_the_trades(six_hours: dict[str, SyntheticDay]) -> None:
+    for day in six_hours.values():
+        bars, trades = day.bars.to_pandas(), day.trades.to_pandas()
+        assert len(bars) == SIX_HOURS // 60
+        np.testing.assert_array_equal(
+            bars["ts_ns"].to_numpy(), synthetic.day_start_ns(START) + np.arange(len(bars)) * 60 * NS
+        )
+        assert bars["volume"].sum() == pytest.approx(trades["qty"].sum(), rel=1e-9)
+        assert bars["n_trades"].sum() == len(trades)
+        assert bars["quote_volume"].sum() == pytest.approx(
+            (trades["price"] * trades["qty"]).sum(), rel=1e-9
+        )
+        buys = trades.loc[trades["aggressor_side"] == 1, "qty"].sum()
+        assert bars["taker_buy_volume"].sum() == pytest.approx(buys, rel=1e-9)
+        minute = (trades["ts_ns"] - synthetic.day_start_ns(START)) // (60 * NS)
+        grouped = trades.groupby(minute)["price"].agg(["first", "max", "min", "last"])
+        full = bars.iloc[grouped.index.to_numpy()]
+        np.testing.assert_array_equal(full["open"].to_numpy(), grouped["first"].to_numpy())
+        np.testing.assert_array_equal(full["high"].to_numpy(), grouped["max"].to_numpy())
+        np.testing.assert_array_equal(full["low"].to_numpy(), grouped["min"].to_numpy())
+        np.testing.assert_array_equal(full["close"].to_numpy(), grouped["last"].to_numpy())
+
+
+def test_minutes_without_trades_carry_the_previous_close() -> None:
+    sparse = [RegimeParams(1.0, 1.0, 0.004, 0.5, 0.0), RegimeParams(2.0, 2.0, 0.008, 0.5, 0.0)]
+    days = list(generate(SPECS, START, 2, 3, SETTINGS, seconds=3600, regimes=sparse))
+    first, second = days[0].bars.to_pandas(), days[2].bars.to_pandas()
+    for bars, previous_close in ((first, None), (second, first["close"].iloc[-1])):
+        empty = bars["n_trades"] == 0
+        assert 0 < empty.sum() < len(bars)
+        assert (bars.loc[empty, "volume"] == 0).all() and (
+            bars.loc[empty, "quote_volume"] == 0
+        ).all()
+        flat = bars.loc[empty, ["open", "high", "low", "close"]]
+        assert (flat.nunique(axis=1) == 1).all()
+        prev = bars["close"].shift(1)
+        if previous_close is not None:
+            prev.iloc[0] = previous_close
+        check = empty & prev.notna()
+        np.testing.assert_array_equal(bars.loc[check, "close"], prev[check])
+        assert bars[["open", "high", "low", "close"]].notna().all().all()
+
+
+# --- lake ingest --------------------------------------------------------------------------
+
+
+def _config(home: Path) -> AppConfig:
+    return AppConfig(
+        settings=Settings(home=home),
+        instruments=SymbolsConfig(venue="BINANCE", symbols=SPECS),
+        config_dir=home,
+    )
+
+
+def test_ingest_writes_every_kind_and_rerun_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 10-minute days keep this fast; ingest_synthetic calls the module's generate()
+    monkeypatch.setattr(synthetic, "generate", functools.partial(generate, seconds=600))
+    config, lake = _config(tmp_path), Lake(tmp_path / "lake")
+    written = ingest_synthetic(config, lake, ["BTCUSDT", "ethusdt"], START, 2, 9)
+    days = [START, START + dt.timedelta(days=1)]
+    kinds = ("quotes", "trades", "bars", "regimes")
+    assert {(w.symbol, w.kind, w.day) for w in written} == {
+        (s, k, d) for s in SPECS for k in kinds for d in days
+    }
+    assert len(written) == 16 and all(w.venue == "BINANCE" and w.rows > 0 for w in written)
+    first = {(s, k): lake.read("BINANCE", s, k) for s in SPECS for k in kinds}
+    for (symbol, kind), table in first.items():
+        assert table.num_rows == sum(
+            w.rows for w in written if (w.symbol, w.kind) == (symbol, kind)
+        )
+        assert lake.days("BINANCE", symbol, kind) == days
+    assert first["BTCUSDT", "regimes"].num_rows == 2 * 600
+    meta = pq.read_schema(lake.path("BINANCE", "BTCUSDT", "trades", START)).metadata
+    assert meta[b"hmmtrader.source"] == b"synthetic:seed=9"
+
+    again = ingest_synthetic(config, lake, ["BTCUSDT", "ETHUSDT"], START, 2, 9, show_progress=True)
+    assert [w.rows for w in again] == [w.rows for w in written]
+    for key, table in first.items():
+        assert lake.read("BINANCE", *key).equals(table), key  # replaced, not duplicated
+    assert "synthetic" in capsys.readouterr().err  # the progress bar goes to stderr
+
+
+def test_ingest_rejects_bad_arguments(tmp_path: Path) -> None:
+    config, lake = _config(tmp_path), Lake(tmp_path / "lake")
+    for days in (0, 367):
+        with pytest.raises(InputError, match="between 1 and 366"):
+            ingest_synthetic(config, lake, ["BTCUSDT"], START, days, 1)
+    with pytest.raises(ConfigError, match="unknown symbol"):
+        ingest_synthetic(config, lake, ["DOGEUSDT"], START, 1, 1)
+    with pytest.raises(InputError):
+        ingest_synthetic(config, lake, [], START, 1, 1)
+    assert not (tmp_path / "lake").exists()

@@ -1,0 +1,312 @@
+"""The `hmmtrader` command line. Heavy libraries are imported inside the commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trading.env import disable_telemetry
+from trading.errors import HmmTraderError
+
+if TYPE_CHECKING:
+    from trading.data.lake import Lake, Written
+    from trading.settings import AppConfig
+
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+app = typer.Typer(
+    help="hmm-trader: regime-adaptive crypto trading with a model lifecycle.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ingest_app = typer.Typer(help="Bring market data into the lake.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect the lake.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: each prints a JSON result as its last line.", no_args_is_help=True
+)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+
+class _State:
+    debug = False
+    config_dir: Path | None = None
+    home: Path | None = None
+
+
+def _config() -> AppConfig:
+    from trading.settings import load_settings
+
+    config = load_settings(_State.config_dir)
+    if _State.home is not None:
+        settings = config.settings.model_copy(update={"home": _State.home})
+        config = config.model_copy(update={"settings": settings})
+    return config
+
+
+def _lake(config: AppConfig) -> Lake:
+    from trading.data.lake import Lake
+    from trading.paths import StatePaths
+
+    return Lake(StatePaths(config.home).lake)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    config_dir: Annotated[
+        Path | None, typer.Option(help="Directory with settings.yaml and symbols.yaml.")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="State root (overrides HMMTRADER_HOME, default ./var).")
+    ] = None,
+) -> None:
+    _State.debug, _State.config_dir, _State.home = debug, config_dir, home
+
+
+Symbols = Annotated[str, typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT.")]
+StartDay = Annotated[str, typer.Option("--start", help="First UTC day, YYYY-MM-DD.")]
+EndDay = Annotated[str, typer.Option("--end", help="Last UTC day (inclusive), YYYY-MM-DD.")]
+
+
+def _report_written(written: list[Written], elapsed_s: float) -> None:
+    table = Table(title=f"Written to the lake in {elapsed_s:.1f} s")
+    for column in ("symbol", "kind", "date", "rows"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for item in written:
+        table.add_row(item.symbol, item.kind, item.day.isoformat(), f"{item.rows:,}")
+    console.print(table)
+    total = sum(item.rows for item in written)
+    console.print(f"{len(written)} file(s), {total:,} rows")
+
+
+@ingest_app.command("archive")
+def ingest_archive_cmd(
+    symbols: Symbols,
+    start: StartDay,
+    end: EndDay,
+    kind: Annotated[str, typer.Option(help="aggTrades, bookTicker or klines (1m).")] = "aggTrades",
+    market: Annotated[str, typer.Option(help="spot or um (USD-M futures).")] = "spot",
+    period: Annotated[str, typer.Option(help="daily or monthly archives.")] = "daily",
+    base_url: Annotated[
+        str | None, typer.Option(help="Archive site (default from settings).")
+    ] = None,
+) -> None:
+    """Download data.binance.vision archives, verify their SHA-256 and load them."""
+    from trading.data.archive import ingest_archive
+    from trading.data.inputs import check_range, parse_day, parse_symbols
+    from trading.errors import InputError
+
+    if kind not in ("aggTrades", "bookTicker", "klines"):
+        raise InputError(f"--kind {kind!r}: expected aggTrades, bookTicker or klines")
+    if market not in ("spot", "um"):
+        raise InputError(f"--market {market!r}: expected spot or um")
+    if period not in ("daily", "monthly"):
+        raise InputError(f"--period {period!r}: expected daily or monthly")
+    config = _config()
+    names = parse_symbols(config, symbols)
+    first, last = parse_day(start, "--start"), parse_day(end, "--end")
+    check_range(first, last)
+    began = time.perf_counter()
+    written = ingest_archive(
+        config,
+        _lake(config),
+        names,
+        first,
+        last,
+        kind,
+        market=market,
+        period=period,
+        base_url=base_url,
+        show_progress=True,
+    )
+    _report_written(written, time.perf_counter() - began)
+
+
+@ingest_app.command("rest")
+def ingest_rest_cmd(
+    symbols: Symbols,
+    minutes: Annotated[int, typer.Option(help="How many recent minutes (1-1440).")] = 60,
+    base_url: Annotated[str | None, typer.Option(help="REST API (default from settings).")] = None,
+) -> None:
+    """Recent aggTrades, 1m klines and a book-ticker snapshot from Binance's REST API."""
+    from trading.data.inputs import parse_symbols
+    from trading.data.rest import ingest_rest
+
+    config = _config()
+    names = parse_symbols(config, symbols)
+    began = time.perf_counter()
+    written = ingest_rest(config, _lake(config), names, minutes, base_url=base_url)
+    _report_written(written, time.perf_counter() - began)
+
+
+@ingest_app.command("files")
+def ingest_files_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="CSV, zip or Parquet files.")],
+    symbol: Annotated[str, typer.Option(help="The symbol the files hold, e.g. BTCUSDT.")],
+) -> None:
+    """Load local files (Binance archive CSV/zip, quote/trade Parquet, Tardis snapshots)."""
+    from trading.data.files import ingest_files
+
+    config = _config()
+    began = time.perf_counter()
+    written = ingest_files(config, _lake(config), paths, symbol)
+    _report_written(written, time.perf_counter() - began)
+
+
+@ingest_app.command("synthetic")
+def ingest_synthetic_cmd(
+    symbols: Symbols = "BTCUSDT,ETHUSDT",
+    start: StartDay = "2024-01-01",
+    days: Annotated[int, typer.Option(help="Number of UTC days (1-366).")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same market.")] = 7,
+) -> None:
+    """Generate a regime-switching market (quotes, trades, 1m bars, true regimes)."""
+    from trading.data.inputs import parse_day, parse_symbols
+    from trading.data.synthetic import ingest_synthetic
+
+    config = _config()
+    names = parse_symbols(config, symbols)
+    first = parse_day(start, "--start")
+    began = time.perf_counter()
+    written = ingest_synthetic(config, _lake(config), names, first, days, seed, show_progress=True)
+    _report_written(written, time.perf_counter() - began)
+
+
+def _fmt_ts(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _fmt_gap(gap_ns: int | None) -> str:
+    if gap_ns is None:
+        return "-"
+    seconds = gap_ns / 1e9
+    return f"{seconds:.3f} s" if seconds < 120 else str(dt.timedelta(seconds=round(seconds)))
+
+
+def print_lake_summary(lake: Lake) -> int:
+    rows = lake.summary()
+    if not rows:
+        console.print(f"The lake at {lake.root} is empty: run `hmmtrader ingest ...` first.")
+        return 0
+    table = Table(title=f"Lake: {lake.root}")
+    for column in (
+        "venue",
+        "symbol",
+        "kind",
+        "days",
+        "rows",
+        "first",
+        "last",
+        "largest gap",
+        "source",
+    ):
+        table.add_column(column, justify="right" if column in ("days", "rows") else "left")
+    for row in rows:
+        table.add_row(
+            row.venue,
+            row.symbol,
+            row.kind,
+            str(row.days),
+            f"{row.rows:,}",
+            _fmt_ts(row.first_ts_ns),
+            _fmt_ts(row.last_ts_ns),
+            _fmt_gap(row.largest_gap_ns),
+            ", ".join(row.sources)[:40],
+        )
+    console.print(table)
+    return len(rows)
+
+
+@data_app.command("ls")
+def data_ls() -> None:
+    """What is in the lake: symbol, kind, days, rows, first/last timestamp, largest gap."""
+    print_lake_summary(_lake(_config()))
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    rows: Annotated[int, typer.Option(help="Rows in the generated aggTrades CSV.")] = 1_000_000,
+    repeats: Annotated[int, typer.Option(help="Timed runs of each reader (best is kept).")] = 3,
+) -> None:
+    """Project CSV reader vs plain pandas.read_csv on an aggTrades file."""
+    from trading.bench import bench_ingest
+
+    result = bench_ingest(rows, repeats, console)
+    print(result.to_json())
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Synthetic days per symbol.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """The main job on embedded defaults (for now: a synthetic market into the lake)."""
+    from trading.data.synthetic import ingest_synthetic
+
+    config = _config()
+    lake = _lake(config)
+    names = list(config.instruments.symbols)
+    console.rule("hmm-trader demo")
+    console.print(f"State root: {config.home.resolve()}")
+    began = time.perf_counter()
+    start = dt.date(2024, 1, 1)
+    written = ingest_synthetic(config, lake, names, start, days, seed, show_progress=True)
+    elapsed = time.perf_counter() - began
+    console.print(
+        f"Synthetic market: {len(names)} symbols x {days} day(s), "
+        f"{sum(w.rows for w in written):,} rows in {elapsed:.1f} s"
+    )
+    print_lake_summary(lake)
+    console.print(f"Inspect again with: .venv/bin/hmmtrader --home {config.home} data ls")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; expected failures print one line and return 1."""
+    disable_telemetry()
+    try:
+        result = app(args=argv, prog_name="hmmtrader", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help())
+            return 2
+        where = ctx.command_path if ctx is not None else "hmmtrader"
+        err_console.print(
+            f"[bold red]error:[/] {exc.format_message()} (see: {where} --help)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except HmmTraderError as exc:
+        if _State.debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing was written for the unfinished step")
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,557 @@
+"""A regime-switching synthetic market: quotes, trades, 1-minute bars and the true regimes.
+
+The model (numpy arrays throughout; the only Python loop runs over regime switches, about
+72 a day, never over ticks):
+
+* Regimes. K hidden regimes (`SyntheticSettings.n_regimes`) follow a Markov chain on a
+  1-second grid. Each second the chain leaves its regime with probability 1/mean_dwell_s
+  (dwell times are geometric with mean `mean_dwell_s`) and jumps to regime j != i with
+  weight 1/|i - j| (neighbouring regimes are likelier). Regimes are ordered by volatility:
+  regime 0 is the calmest; higher regimes have wider spreads and more trades, and each has
+  its own order-flow imbalance (buyer probability) and drift. The path is market-wide:
+  every symbol of a run shares it, and it is written per symbol as lake kind "regimes".
+* Prices. Each symbol's log-mid is a random walk on a 100 ms grid with the regime's
+  volatility (times a per-symbol multiplier) and drift. Symbols are correlated through one
+  common factor: z_s = a_s * z_common + sqrt(1 - a_s**2) * z_s_own with a_s = sqrt(|rho|),
+  so every pair of symbols has correlation rho (`correlation`). For rho < 0 the loading's
+  sign alternates along the order of the `symbols` mapping, which is exact for two symbols
+  (with more, pairs of equal sign get +|rho|). Mid returns sampled from the quotes every
+  second show slightly less, about 0.92 * rho (the quotes of two symbols are stale by
+  different fractions of a second: the Epps effect); at 5 s and longer it is about rho.
+* Quotes. Poisson arrivals at `quote_rate_hz` times a mild regime factor (0.9 .. 1.1, mean
+  1 over the chain's stationary distribution), plus a book snapshot at 00:00:00 of each
+  day, so every trade of a day has a prevailing quote in the same day. Timestamps have
+  microsecond resolution and strictly increase. The quote shows the latent mid of the last
+  100 ms grid point: bid/ask are on the tick grid, ask - bid is the regime's spread
+  (log-normal noise, never below one tick). Sizes are log-normal around a per-side depth
+  of about 150k USD (thinner in volatile regimes), on the lot grid and >= min_qty; the
+  bid/ask size ratio leans with the regime's order flow (more bid depth when buyers
+  dominate).
+* Trades. Poisson arrivals at the regime's rate (times a per-symbol factor). The aggressor
+  is a buyer (+1) with the regime's buyer probability, else a seller (-1); a buy prints at
+  the ask and a sell at the bid of the latest quote at or before the trade. Quantities are
+  log-normal (median about 400 USD), on the lot grid, within [min_qty, max_qty]. Trade ids
+  count from 1 per symbol and continue across the days of a run.
+* Bars. 1-minute bars from the trades; a minute without trades repeats the previous close
+  with zero volume (before the first trade of a run: the opening mid on the tick grid).
+
+Determinism: the same (seed, symbols, start, days, settings) give identical tables. Random
+numbers come from `numpy.random.default_rng(SeedSequence(seed, spawn_key=...))`, i.e. the
+child streams `SeedSequence.spawn` would make, but keyed by the calendar day and a hash of
+the symbol name instead of their position: one stream per day for the regime path, one
+per day for the common price factor and one per (day, symbol) for everything else. A day's
+random numbers therefore do not depend on which other days or symbols are generated. What
+does carry over from day D to D+1 within one call is the state: the regime at the end of
+D, each symbol's latent log-mid, the next trade id and the last bar close, so prices and
+regimes continue smoothly across midnight. Consequently day D+1 generated alone (it starts
+from the start prices and a regime drawn from the stationary distribution, with trade ids
+from 1) differs from day D+1 generated together with D; day D itself is the same whether
+or not D+1 follows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from trading.data.inputs import parse_symbols
+from trading.data.lake import Lake, Written, day_start_ns
+from trading.data.schemas import BUYER, SCHEMAS, SELLER
+from trading.errors import InputError
+from trading.settings import AppConfig, SymbolSpec, SyntheticSettings
+
+SECONDS_PER_DAY = 86_400
+MAX_DAYS = 366
+GRID_PER_S = 10  # latent price grid: 100 ms
+_US_PER_S = 1_000_000
+_US_PER_GRID = _US_PER_S // GRID_PER_S
+_NS_PER_US = 1_000
+# Arrivals fall in the first 999 ms of their second, so the 1 us shifts that make
+# timestamps strictly increasing can never push one into the next second (or day).
+_MAX_OFFSET_US = 999_000
+
+_BP = 1e-4
+_TOP_NOTIONAL_USD = 150_000.0  # median depth per side in the calmest regime
+_TRADE_NOTIONAL_USD = 400.0  # median trade size
+_TRADE_SIZE_SIGMA = 1.4
+_BOOK_SIZE_SIGMA = 0.7
+_SPREAD_SIGMA = 0.3
+_IMBALANCE = 3.0  # E[log(bid_size / ask_size)] = 2 * _IMBALANCE * (buy_prob - 0.5)
+_QUOTE_RATE_SWING = 0.1  # quote rate factor 1 - swing (regime 0) .. 1 + swing (last)
+
+_REGIME_STREAM = 0
+_COMMON_STREAM = 1
+_SYMBOL_STREAM = 2
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class RegimeParams:
+    """One hidden market state."""
+
+    vol_bp_per_sqrt_s: float  # std of log-mid changes, basis points per sqrt(second)
+    spread_bp: float  # median quoted spread, basis points of the mid
+    trade_rate_hz: float  # trades per second
+    buy_prob: float  # probability that a trade's aggressor is a buyer
+    drift_bp_per_s: float  # mean log-mid change, basis points per second
+
+    def __post_init__(self) -> None:
+        if not (self.vol_bp_per_sqrt_s > 0 and self.spread_bp > 0 and self.trade_rate_hz > 0):
+            raise ValueError(f"{self}: volatility, spread and trade rate must be positive")
+        if not 0 < self.buy_prob < 1:
+            raise ValueError(f"{self}: buy_prob must be between 0 and 1")
+
+
+def default_regimes(n: int) -> list[RegimeParams]:
+    """n regimes (1..8) for BTC/ETH-like spot markets, calmest first.
+
+    Volatility 0.5 .. 6 bp/sqrt(s), spread 0.3 .. 5 bp and trade rate 1.5 .. 15 /s rise
+    geometrically with the index. Order flow: regime 0 is balanced, the last (stressed)
+    regime is sell-heavy (buyer probability 0.36), the ones between alternate buy-heavy /
+    sell-heavy; the drift follows the order flow (0.05 bp/s per unit of imbalance).
+    """
+    if not 1 <= n <= 8:
+        raise ValueError(f"default_regimes supports 1..8 regimes, not {n}")
+    vols = np.geomspace(0.5, 6.0, n)
+    spreads = np.geomspace(0.3, 5.0, n)
+    rates = np.geomspace(1.5, 15.0, n)
+    regimes = []
+    for i in range(n):
+        if i == 0:
+            tilt = 0.0
+        elif i == n - 1:
+            tilt = -0.14
+        else:
+            tilt = (1.0 if i % 2 else -1.0) * (0.06 + 0.06 * i / (n - 1))
+        regimes.append(
+            RegimeParams(
+                vol_bp_per_sqrt_s=round(float(vols[i]), 4),
+                spread_bp=round(float(spreads[i]), 4),
+                trade_rate_hz=round(float(rates[i]), 4),
+                buy_prob=round(0.5 + tilt, 4),
+                drift_bp_per_s=round(0.05 * tilt, 6),
+            )
+        )
+    return regimes
+
+
+@dataclass
+class SyntheticDay:
+    """One symbol's UTC day (or its first `seconds`) in the lake schemas."""
+
+    symbol: str
+    day: dt.date
+    quotes: pa.Table
+    trades: pa.Table
+    bars: pa.Table
+    regimes: pa.Table
+
+
+@dataclass(frozen=True)
+class _Profile:
+    start_price: float
+    vol_mult: float
+    spread_mult: float
+    trade_rate_mult: float
+
+
+_PROFILES = {
+    "BTCUSDT": _Profile(60_000.0, 1.0, 1.0, 1.0),
+    "ETHUSDT": _Profile(3_000.0, 1.25, 1.5, 0.8),
+}
+_OTHER = _Profile(100.0, 1.5, 2.0, 0.5)
+
+
+@dataclass
+class _Carry:
+    """What one symbol hands from one day to the next."""
+
+    log_mid: float
+    next_trade_id: int = 1
+    last_close: float | None = None
+
+
+@dataclass(frozen=True)
+class _Market:
+    """Per-regime parameters as arrays, plus the regime chain."""
+
+    vol: FloatArray
+    spread: FloatArray
+    rate: FloatArray
+    buy: FloatArray
+    drift: FloatArray
+    quote_mult: FloatArray
+    jump_cdf: FloatArray  # row i: cumulative probabilities of the regime after leaving i
+    stationary: FloatArray  # long-run share of time in each regime
+    switch_prob: float
+
+    @classmethod
+    def build(cls, params: Sequence[RegimeParams], mean_dwell_s: float) -> _Market:
+        k = len(params)
+        if k == 0:
+            raise ValueError("at least one regime is required")
+        index = np.arange(k)
+        distance = np.abs(index[:, None] - index[None, :]).astype(np.float64)
+        weights = np.divide(1.0, distance, out=np.zeros((k, k)), where=distance > 0)
+        if k == 1:
+            jump = np.ones((1, 1))
+            stationary = np.ones(1)
+        else:
+            jump = weights / weights.sum(axis=1, keepdims=True)
+            # symmetric weights make the jump chain reversible with pi_i ~ row sum; the
+            # dwell time is the same in every regime, so that is also the share of time
+            stationary = weights.sum(axis=1) / weights.sum()
+        swing = np.linspace(-1.0, 1.0, k) if k > 1 else np.zeros(1)
+        quote_mult = 1.0 + _QUOTE_RATE_SWING * swing
+        quote_mult /= float(stationary @ quote_mult)
+        return cls(
+            vol=np.array([p.vol_bp_per_sqrt_s for p in params]),
+            spread=np.array([p.spread_bp for p in params]),
+            rate=np.array([p.trade_rate_hz for p in params]),
+            buy=np.array([p.buy_prob for p in params]),
+            drift=np.array([p.drift_bp_per_s for p in params]),
+            quote_mult=quote_mult,
+            jump_cdf=np.cumsum(jump, axis=1),
+            stationary=stationary,
+            switch_prob=0.0 if k == 1 else min(1.0, 1.0 / mean_dwell_s),
+        )
+
+    def regime_path(
+        self, rng: np.random.Generator, seconds: int, previous: int | None
+    ) -> npt.NDArray[np.int8]:
+        """The regime of each second; `previous` is the regime of the second before."""
+        switch = rng.random(seconds) < self.switch_prob
+        if previous is None:
+            switch[0] = True  # second 0 draws from the stationary distribution
+        at = np.flatnonzero(switch)
+        draws = rng.random(len(at))
+        states = np.empty(len(at) + 1, dtype=np.int8)
+        current = -1 if previous is None else previous
+        states[0] = current
+        last = len(self.vol) - 1
+        stationary_cdf = np.cumsum(self.stationary)
+        for n, u in enumerate(draws):  # one iteration per regime switch, not per tick
+            cdf = stationary_cdf if current < 0 else self.jump_cdf[current]
+            current = min(int(np.searchsorted(cdf, u, side="right")), last)
+            states[n + 1] = current
+        return states[np.cumsum(switch)]
+
+
+def _stream(seed: int, day: dt.date, *key: int) -> np.random.Generator:
+    """The child stream for (day, *key): what SeedSequence.spawn makes, keyed by date."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(day.toordinal(), *key)))
+
+
+def _symbol_key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def _arrivals(rng: np.random.Generator, rate_per_s: FloatArray, opening: bool = False) -> IntArray:
+    """Poisson arrivals with a rate constant within each second: strictly increasing
+    microseconds since the start of the day (`opening` adds one at 0)."""
+    counts = rng.poisson(rate_per_s)
+    second = np.repeat(np.arange(len(rate_per_s), dtype=np.int64), counts)
+    us = second * _US_PER_S + rng.integers(0, _MAX_OFFSET_US, size=len(second), dtype=np.int64)
+    us.sort()
+    if opening:
+        us = np.concatenate([np.zeros(1, dtype=np.int64), us])
+    # x strictly increasing <=> x - i non-decreasing: collisions move up by 1 us
+    step = np.arange(len(us), dtype=np.int64)
+    return np.maximum.accumulate(us - step) + step
+
+
+def _on_lots(size: FloatArray, spec: SymbolSpec) -> FloatArray:
+    """Sizes on the lot grid, at least min_qty (and one lot), at most max_qty."""
+    lot = spec.lot_size
+    low = max(1.0, math.ceil(spec.min_qty / lot - 1e-9))
+    high = max(low, math.floor(spec.max_qty / lot + 1e-9))
+    lots = np.clip(np.rint(size / lot), low, high)
+    return np.round(lots * lot, spec.size_precision)
+
+
+def _on_ticks(ticks: FloatArray, spec: SymbolSpec) -> FloatArray:
+    return np.round(ticks * spec.tick_size, spec.price_precision)
+
+
+def _bars(
+    trade_us: IntArray,
+    price: FloatArray,
+    qty: FloatArray,
+    side: npt.NDArray[np.int8],
+    seconds: int,
+    previous_close: float,
+) -> dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]]:
+    n_min = -(-seconds // 60)
+    minute = trade_us // (60 * _US_PER_S)
+    volume = np.bincount(minute, weights=qty, minlength=n_min)
+    quote_volume = np.bincount(minute, weights=price * qty, minlength=n_min)
+    taker_buy = np.bincount(minute, weights=np.where(side == BUYER, qty, 0.0), minlength=n_min)
+    n_trades = np.bincount(minute, minlength=n_min).astype(np.int64)
+    minutes = np.arange(n_min)
+    starts = np.searchsorted(minute, minutes, side="left")
+    ends = np.searchsorted(minute, minutes, side="right")
+    full = ends > starts
+    close = np.full(n_min, np.nan)
+    opening = np.full(n_min, np.nan)
+    high = np.full(n_min, np.nan)
+    low = np.full(n_min, np.nan)
+    if full.any():
+        first = starts[full]
+        opening[full] = price[first]
+        close[full] = price[ends[full] - 1]
+        high[full] = np.maximum.reduceat(price, first)
+        low[full] = np.minimum.reduceat(price, first)
+    # empty minutes: the previous close (carried over from the day before at minute 0)
+    carried = np.concatenate([[previous_close], close])
+    filled = np.where(~np.isnan(carried), np.arange(n_min + 1), 0)
+    prev_close = carried[np.maximum.accumulate(filled)][:-1]
+    empty = ~full
+    for column in (opening, high, low, close):
+        column[empty] = prev_close[empty]
+    return {
+        "ts_ns": minutes.astype(np.int64) * 60 * _US_PER_S * _NS_PER_US,
+        "open": opening,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": volume,
+        "quote_volume": quote_volume,
+        "n_trades": n_trades,
+        "taker_buy_volume": taker_buy,
+    }
+
+
+def _table(kind: str, columns: dict[str, np.ndarray], day0_ns: int) -> pa.Table:
+    columns = dict(columns)
+    columns["ts_ns"] = columns["ts_ns"] + day0_ns
+    schema = SCHEMAS[kind]
+    return pa.Table.from_arrays(
+        [
+            pa.array(columns[name], type=field.type)
+            for name, field in zip(schema.names, schema, strict=True)
+        ],
+        schema=schema,
+    )
+
+
+def _symbol_day(
+    name: str,
+    spec: SymbolSpec,
+    day: dt.date,
+    market: _Market,
+    settings: SyntheticSettings,
+    regime: npt.NDArray[np.int8],
+    common: FloatArray,
+    loading: float,
+    regimes_table: pa.Table,
+    carry: _Carry,
+    rng: np.random.Generator,
+) -> SyntheticDay:
+    profile = _PROFILES.get(name, _OTHER)
+    seconds = len(regime)
+    day0_ns = day_start_ns(day)
+    tick = spec.tick_size
+
+    # latent log-mid on the 100 ms grid; increment j ends at grid time j / GRID_PER_S
+    fine = np.repeat(regime, GRID_PER_S)
+    step_s = 1.0 / GRID_PER_S
+    sigma = market.vol[fine] * (_BP * profile.vol_mult * math.sqrt(step_s))
+    own = rng.standard_normal(len(fine))
+    shock = loading * common + math.sqrt(max(0.0, 1.0 - loading * loading)) * own
+    log_mid = carry.log_mid + np.cumsum(market.drift[fine] * (_BP * step_s) + sigma * shock)
+
+    # quotes
+    quote_us = _arrivals(rng, settings.quote_rate_hz * market.quote_mult[regime], opening=True)
+    n_quotes = len(quote_us)
+    q_regime = regime[quote_us // _US_PER_S]
+    mid_ticks = np.exp(log_mid[quote_us // _US_PER_GRID]) / tick
+    spread_bp = (market.spread[q_regime] * profile.spread_mult) * np.exp(
+        _SPREAD_SIGMA * rng.standard_normal(n_quotes) - _SPREAD_SIGMA**2 / 2
+    )
+    spread_ticks = np.maximum(1.0, np.rint(spread_bp * _BP * mid_ticks))
+    bid_ticks = np.floor(mid_ticks - spread_ticks / 2 + 0.5)
+    bid = _on_ticks(bid_ticks, spec)
+    ask = _on_ticks(bid_ticks + spread_ticks, spec)
+    depth = _TOP_NOTIONAL_USD / profile.start_price * np.sqrt(market.vol[0] / market.vol)
+    tilt = _IMBALANCE * (market.buy - 0.5)
+    size_noise = rng.standard_normal((2, n_quotes)) * _BOOK_SIZE_SIGMA
+    bid_size = _on_lots(depth[q_regime] * np.exp(size_noise[0] + tilt[q_regime]), spec)
+    ask_size = _on_lots(depth[q_regime] * np.exp(size_noise[1] - tilt[q_regime]), spec)
+
+    # trades at the prevailing quote
+    trade_us = _arrivals(rng, market.rate[regime] * profile.trade_rate_mult)
+    n_trades = len(trade_us)
+    t_regime = regime[trade_us // _US_PER_S]
+    side = np.where(rng.random(n_trades) < market.buy[t_regime], BUYER, SELLER).astype(np.int8)
+    at = np.searchsorted(quote_us, trade_us, side="right") - 1
+    price = np.where(side == BUYER, ask[at], bid[at])
+    median_qty = _TRADE_NOTIONAL_USD / profile.start_price
+    qty = _on_lots(median_qty * np.exp(_TRADE_SIZE_SIGMA * rng.standard_normal(n_trades)), spec)
+    trade_id = carry.next_trade_id + np.arange(n_trades, dtype=np.int64)
+
+    previous_close = carry.last_close
+    if previous_close is None:
+        previous_close = float(_on_ticks(np.rint(mid_ticks[:1]), spec)[0])
+    bars = _bars(trade_us, price, qty, side, seconds, previous_close)
+
+    carry.log_mid = float(log_mid[-1])
+    carry.next_trade_id += n_trades
+    carry.last_close = float(bars["close"][-1])
+
+    quotes = _table(
+        "quotes",
+        {
+            "ts_ns": quote_us * _NS_PER_US,
+            "bid": bid,
+            "ask": ask,
+            "bid_size": bid_size,
+            "ask_size": ask_size,
+        },
+        day0_ns,
+    )
+    trades = _table(
+        "trades",
+        {
+            "ts_ns": trade_us * _NS_PER_US,
+            "trade_id": trade_id,
+            "price": price,
+            "qty": qty,
+            "aggressor_side": side,
+        },
+        day0_ns,
+    )
+    return SyntheticDay(name, day, quotes, trades, _table("bars", bars, day0_ns), regimes_table)
+
+
+def generate(
+    symbols: dict[str, SymbolSpec],
+    start: dt.date,
+    days: int,
+    seed: int,
+    settings: SyntheticSettings,
+    seconds: int | None = None,
+    regimes: Sequence[RegimeParams] | None = None,
+) -> Iterator[SyntheticDay]:
+    """Yield one SyntheticDay per day and symbol (day by day, symbols in the given order).
+
+    `seconds` (default: the whole day) truncates every day to its first `seconds` seconds
+    (for tests and quick looks); state still carries from the end of one truncated day to
+    the start of the next. `regimes` replaces `default_regimes(settings.n_regimes)`.
+    Arguments are checked here, before the first day is generated.
+    """
+    if not symbols:
+        raise InputError("no symbols to generate")
+    if days < 1:
+        raise InputError(f"days must be at least 1, got {days}")
+    if seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed}")
+    n_seconds = SECONDS_PER_DAY if seconds is None else seconds
+    if not 1 <= n_seconds <= SECONDS_PER_DAY:
+        raise InputError(f"seconds must be between 1 and {SECONDS_PER_DAY}, got {seconds}")
+    params = list(regimes) if regimes is not None else default_regimes(settings.n_regimes)
+    market = _Market.build(params, settings.mean_dwell_s)
+    return _generate(dict(symbols), start, days, seed, settings, n_seconds, market)
+
+
+def _generate(
+    symbols: dict[str, SymbolSpec],
+    start: dt.date,
+    days: int,
+    seed: int,
+    settings: SyntheticSettings,
+    seconds: int,
+    market: _Market,
+) -> Iterator[SyntheticDay]:
+    rho = settings.correlation
+    scale = math.sqrt(abs(rho))
+    loadings = {name: -scale if rho < 0 and i % 2 else scale for i, name in enumerate(symbols)}
+    carries = {
+        name: _Carry(log_mid=math.log(_PROFILES.get(name, _OTHER).start_price)) for name in symbols
+    }
+    previous: int | None = None
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        regime = market.regime_path(_stream(seed, day, _REGIME_STREAM), seconds, previous)
+        previous = int(regime[-1])
+        common = _stream(seed, day, _COMMON_STREAM).standard_normal(seconds * GRID_PER_S)
+        regimes_table = _table(
+            "regimes",
+            {
+                "ts_ns": np.arange(seconds, dtype=np.int64) * _US_PER_S * _NS_PER_US,
+                "regime": regime,
+            },
+            day_start_ns(day),
+        )
+        for name, spec in symbols.items():
+            rng = _stream(seed, day, _SYMBOL_STREAM, _symbol_key(name))
+            yield _symbol_day(
+                name,
+                spec,
+                day,
+                market,
+                settings,
+                regime,
+                common,
+                loadings[name],
+                regimes_table,
+                carries[name],
+                rng,
+            )
+
+
+def ingest_synthetic(
+    config: AppConfig,
+    lake: Lake,
+    symbols: list[str],
+    start: dt.date,
+    days: int,
+    seed: int,
+    show_progress: bool = False,
+) -> list[Written]:
+    """Generate `days` days from `start` for `symbols` and write quotes, trades, bars and
+    regimes of all of them in one lake batch (all or nothing; re-running replaces)."""
+    if not 1 <= days <= MAX_DAYS:
+        raise InputError(f"--days {days}: must be between 1 and {MAX_DAYS}")
+    try:
+        start + dt.timedelta(days=days - 1)
+    except OverflowError:
+        raise InputError(f"--start {start} plus {days} days is past year 9999") from None
+    names = parse_symbols(config, symbols)
+    specs = {name: config.symbol(name) for name in names}
+    venue = config.instruments.venue
+    source = f"synthetic:seed={seed}"
+    days_iter = generate(specs, start, days, seed, config.settings.synthetic)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show_progress,
+    )
+    with progress, lake.batch() as batch:
+        task = progress.add_task("synthetic market", total=days * len(names))
+        for item in days_iter:
+            progress.update(task, description=f"synthetic {item.symbol} {item.day}")
+            for kind, table in (
+                ("quotes", item.quotes),
+                ("trades", item.trades),
+                ("bars", item.bars),
+                ("regimes", item.regimes),
+            ):
+                batch.put(venue, item.symbol, kind, table, source=source)
+            progress.advance(task)
+    return batch.written
