@@ -87,6 +87,7 @@ class RestSettings(_Frozen):
     base_url: str = "https://api.binance.com"
     timeout_s: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_s: float = Field(default=0.5, ge=0)  # first retry delay; doubles, at most 30 s
     weight_limit_1m: int = Field(default=6000, gt=0)
     weight_headroom: float = Field(default=0.8, gt=0, le=1)
     max_retry_after_s: float = Field(default=120.0, gt=0)

@@ -45,27 +45,34 @@ _POLARS_TYPES: dict[str, pl.DataType] = {
     "bool": pl.Boolean(),
     "string": pl.String(),
 }
-# Columns each lake kind takes from the raw file.
-_NEEDED = {
-    "trades": ["agg_trade_id", "price", "quantity", "transact_time", "is_buyer_maker"],
-    "quotes": [
-        "best_bid_price",
-        "best_bid_qty",
-        "best_ask_price",
-        "best_ask_qty",
-        "transaction_time",
-    ],
-    "bars": [
-        "open_time",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "quote_volume",
-        "count",
-        "taker_buy_volume",
-    ],
+# Lake column <- raw Binance column, per lake kind. ts_ns is converted to nanoseconds and
+# aggressor_side derived from is_buyer_maker; the rest are taken as they are.
+_LAKE_COLUMNS: dict[str, dict[str, str]] = {
+    "trades": {
+        "ts_ns": "transact_time",
+        "trade_id": "agg_trade_id",
+        "price": "price",
+        "qty": "quantity",
+        "aggressor_side": "is_buyer_maker",
+    },
+    "quotes": {
+        "ts_ns": "transaction_time",
+        "bid": "best_bid_price",
+        "ask": "best_ask_price",
+        "bid_size": "best_bid_qty",
+        "ask_size": "best_ask_qty",
+    },
+    "bars": {
+        "ts_ns": "open_time",
+        "open": "open",
+        "high": "high",
+        "low": "low",
+        "close": "close",
+        "volume": "volume",
+        "quote_volume": "quote_volume",
+        "n_trades": "count",
+        "taker_buy_volume": "taker_buy_volume",
+    },
 }
 
 
@@ -239,39 +246,15 @@ def _side_from_buyer_maker(buyer_maker: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def _to_lake(raw: pa.Table, fmt: CsvFormat, name: str) -> pa.Table:
-    if fmt.lake_kind == "trades":
-        return pa.table(
-            {
-                "ts_ns": to_ns(raw.column("transact_time"), name),
-                "trade_id": raw.column("agg_trade_id"),
-                "price": raw.column("price"),
-                "qty": raw.column("quantity"),
-                "aggressor_side": _side_from_buyer_maker(raw.column("is_buyer_maker")),
-            }
-        )
-    if fmt.lake_kind == "quotes":
-        return pa.table(
-            {
-                "ts_ns": to_ns(raw.column("transaction_time"), name),
-                "bid": raw.column("best_bid_price"),
-                "ask": raw.column("best_ask_price"),
-                "bid_size": raw.column("best_bid_qty"),
-                "ask_size": raw.column("best_ask_qty"),
-            }
-        )
-    return pa.table(
-        {
-            "ts_ns": to_ns(raw.column("open_time"), name),
-            "open": raw.column("open"),
-            "high": raw.column("high"),
-            "low": raw.column("low"),
-            "close": raw.column("close"),
-            "volume": raw.column("volume"),
-            "quote_volume": raw.column("quote_volume"),
-            "n_trades": raw.column("count"),
-            "taker_buy_volume": raw.column("taker_buy_volume"),
-        }
-    )
+    columns = {}
+    for lake_column, raw_column in _LAKE_COLUMNS[fmt.lake_kind].items():
+        values = raw.column(raw_column)
+        if lake_column == "ts_ns":
+            values = to_ns(values, name)
+        elif lake_column == "aggressor_side":
+            values = _side_from_buyer_maker(values)
+        columns[lake_column] = values
+    return pa.table(columns)
 
 
 def _first_content(data: bytes) -> int:
@@ -319,7 +302,7 @@ def _read_csv(
         raise DataFormatError(f"{name}: no data rows after the header")
     if any(count for count in frame.null_count().row(0)):
         raise diagnose()
-    raw = frame.select(_NEEDED[fmt.lake_kind]).to_arrow()
+    raw = frame.select(list(_LAKE_COLUMNS[fmt.lake_kind].values())).to_arrow()
     return fmt.lake_kind, _to_lake(raw, fmt, name)
 
 

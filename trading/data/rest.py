@@ -32,7 +32,6 @@ MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 PAGE_LIMIT = 1000
 MAX_MINUTES = 1440
-BACKOFF_S = 0.5  # first retry delay after a 5xx or connection failure; doubles, max 30 s
 _NS_PER_MS = 1_000_000
 _BOOK_FIELDS = {"bid": "bidPrice", "ask": "askPrice", "bid_size": "bidQty", "ask_size": "askQty"}
 
@@ -127,7 +126,7 @@ class BinanceRestClient:
             if wait_ms > 0:
                 logger.info("request weight near the limit: pausing %.1f s", wait_ms / 1000)
                 self._sleep(wait_ms / 1000)
-            delay = min(BACKOFF_S * 2 ** (attempt - 1), 30.0)
+            delay = min(self.settings.backoff_s * 2 ** (attempt - 1), 30.0)
             try:
                 response = self._client.get(self.base_url + path, params=params)
             except httpx.UnsupportedProtocol as exc:
