@@ -105,24 +105,15 @@ def ingest_archive_cmd(
 ) -> None:
     """Download data.binance.vision archives, verify their SHA-256 and load them."""
     from trading.data.archive import ingest_archive
-    from trading.data.inputs import check_range, parse_day, parse_symbols
-    from trading.errors import InputError
+    from trading.data.inputs import parse_day
 
-    if kind not in ("aggTrades", "bookTicker", "klines"):
-        raise InputError(f"--kind {kind!r}: expected aggTrades, bookTicker or klines")
-    if market not in ("spot", "um"):
-        raise InputError(f"--market {market!r}: expected spot or um")
-    if period not in ("daily", "monthly"):
-        raise InputError(f"--period {period!r}: expected daily or monthly")
     config = _config()
-    names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
-    check_range(first, last)
     began = time.perf_counter()
     written = ingest_archive(
         config,
         _lake(config),
-        names,
+        symbols.split(","),
         first,
         last,
         kind,
@@ -141,13 +132,11 @@ def ingest_rest_cmd(
     base_url: Annotated[str | None, typer.Option(help="REST API (default from settings).")] = None,
 ) -> None:
     """Recent aggTrades, 1m klines and a book-ticker snapshot from Binance's REST API."""
-    from trading.data.inputs import parse_symbols
     from trading.data.rest import ingest_rest
 
     config = _config()
-    names = parse_symbols(config, symbols)
     began = time.perf_counter()
-    written = ingest_rest(config, _lake(config), names, minutes, base_url=base_url)
+    written = ingest_rest(config, _lake(config), symbols.split(","), minutes, base_url=base_url)
     _report_written(written, time.perf_counter() - began)
 
 
@@ -173,14 +162,15 @@ def ingest_synthetic_cmd(
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same market.")] = 7,
 ) -> None:
     """Generate a regime-switching market (quotes, trades, 1m bars, true regimes)."""
-    from trading.data.inputs import parse_day, parse_symbols
+    from trading.data.inputs import parse_day
     from trading.data.synthetic import ingest_synthetic
 
     config = _config()
-    names = parse_symbols(config, symbols)
     first = parse_day(start, "--start")
     began = time.perf_counter()
-    written = ingest_synthetic(config, _lake(config), names, first, days, seed, show_progress=True)
+    written = ingest_synthetic(
+        config, _lake(config), symbols.split(","), first, days, seed, show_progress=True
+    )
     _report_written(written, time.perf_counter() - began)
 
 

@@ -28,6 +28,7 @@ from trading.data.binance_formats import ARCHIVE_KINDS, read_zip_bytes
 from trading.data.inputs import check_range, parse_symbols
 from trading.data.lake import Lake, Written, day_start_ns
 from trading.errors import ChecksumMismatchError, InputError, SourceError
+from trading.paths import StatePaths
 from trading.settings import AppConfig, ArchiveSettings
 
 Market = Literal["spot", "um"]
@@ -274,7 +275,7 @@ def ingest_archive(
         for file in archive_files(base, *where, name, start, end, cast(Period, period))
     ]
     settings = config.settings.archive
-    cache_dir = config.home / "cache" / "archive"
+    cache_dir = StatePaths(config.home).cache / "archive"
     own_client = client is None
     http = client or httpx.Client(timeout=settings.timeout_s, follow_redirects=True)
     columns = (

@@ -11,6 +11,7 @@ import logging
 from decimal import Decimal
 
 import numpy as np
+import pyarrow as pa
 from nautilus_trader.model.currencies import Currency
 from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import AggressorSide
@@ -75,14 +76,21 @@ def _timestamps(ts_ns: np.ndarray) -> np.ndarray:
     return ts_ns.astype(np.uint64)  # a writable copy: Cython memoryviews reject read-only buffers
 
 
+def _lake_rows(
+    lake: Lake, instrument: CurrencyPair, kind: str, start: dt.date, end: dt.date
+) -> tuple[pa.Table, np.ndarray]:
+    """The instrument's rows of one kind and their timestamps as Nautilus wants them."""
+    table = lake.read(instrument.id.venue.value, instrument.id.symbol.value, kind, start, end)
+    return table, _timestamps(table.column("ts_ns").to_numpy())
+
+
 def quote_ticks(
     lake: Lake, instrument: CurrencyPair, start: dt.date, end: dt.date
 ) -> list[QuoteTick]:
     """Quotes of [start, end] from the lake as QuoteTicks, in time order."""
-    table = lake.read(instrument.id.venue.value, instrument.id.symbol.value, "quotes", start, end)
+    table, ts = _lake_rows(lake, instrument, "quotes", start, end)
     if table.num_rows == 0:
         return []
-    ts = _timestamps(table.column("ts_ns").to_numpy())
     return QuoteTick.from_raw_arrays_to_list(
         instrument.id,
         instrument.price_precision,
@@ -100,14 +108,13 @@ def trade_ticks(
     lake: Lake, instrument: CurrencyPair, start: dt.date, end: dt.date
 ) -> list[TradeTick]:
     """Trades of [start, end] from the lake as TradeTicks, in time order."""
-    table = lake.read(instrument.id.venue.value, instrument.id.symbol.value, "trades", start, end)
+    table, ts = _lake_rows(lake, instrument, "trades", start, end)
     if table.num_rows == 0:
         return []
     side = table.column("aggressor_side").to_numpy()
     nautilus_side = np.full(len(side), AggressorSide.NO_AGGRESSOR.value, dtype=np.uint8)
     nautilus_side[side == BUYER] = AggressorSide.BUYER.value
     nautilus_side[side == SELLER] = AggressorSide.SELLER.value
-    ts = _timestamps(table.column("ts_ns").to_numpy())
     return TradeTick.from_raw_arrays_to_list(
         instrument.id,
         instrument.price_precision,
