@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from trading.errors import ConfigError
+from trading.features.descriptor import BarParams, FeatureParams
 
 ENV_PREFIX = "HMMTRADER_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +116,8 @@ class Settings(BaseSettings):
     archive: ArchiveSettings = ArchiveSettings()
     rest: RestSettings = RestSettings()
     synthetic: SyntheticSettings = SyntheticSettings()
+    features: FeatureParams = FeatureParams()
+    bars: BarParams = BarParams()
 
     @classmethod
     def settings_customise_sources(

@@ -149,6 +149,26 @@ class LakeBatch:
             written.append(item)
         return written
 
+    def put_derived(
+        self,
+        venue: str,
+        symbol: str,
+        kind: str,
+        day: dt.date,
+        table: pa.Table,
+        metadata: dict[bytes, bytes],
+    ) -> Written:
+        """Stage one day of a derived dataset (features) whose schema travels in its own
+        metadata; the caller has already sorted it and limited it to that day."""
+        final = self.lake.path(venue, symbol, kind, day)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        meta = {b"hmmtrader.kind": kind.encode(), **metadata}
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+        item = Written(venue, symbol, kind, day, table.num_rows)
+        self.staged.append(_Staged(tmp, final, item))
+        return item
+
     @property
     def written(self) -> list[Written]:
         return [item.written for item in self.staged]

@@ -7,6 +7,10 @@ trades   individual/agg trades: ts_ns, trade_id, price, qty, aggressor_side
 bars     1-minute klines:       ts_ns (open time), open, high, low, close, volume (base),
          quote_volume, n_trades, taker_buy_volume (base)
 regimes  synthetic market only: ts_ns (start of each second), regime (true hidden state)
+funding  perpetual funding events: ts_ns (funding time), rate (fraction, 0.0001 = 1 bp)
+
+Derived kinds (features_v1, bars_v1) carry their own schema and descriptor in the Parquet
+metadata; see trading/features/store.py.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Literal
 
 import pyarrow as pa
 
-Kind = Literal["quotes", "trades", "bars", "regimes"]
-KINDS: tuple[Kind, ...] = ("quotes", "trades", "bars", "regimes")
+Kind = Literal["quotes", "trades", "bars", "regimes", "funding"]
+KINDS: tuple[Kind, ...] = ("quotes", "trades", "bars", "regimes", "funding")
 
 SCHEMAS: dict[str, pa.Schema] = {
     "quotes": pa.schema(
@@ -51,6 +55,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
     "regimes": pa.schema([("ts_ns", pa.int64()), ("regime", pa.int8())]),
+    "funding": pa.schema([("ts_ns", pa.int64()), ("rate", pa.float64())]),
 }
 
 # Columns that identify a row: re-ingesting never duplicates rows with the same key.
@@ -60,6 +65,7 @@ KEYS: dict[str, list[str]] = {
     "trades": ["trade_id"],
     "bars": ["ts_ns"],
     "regimes": ["ts_ns"],
+    "funding": ["ts_ns"],
 }
 
 BUYER = 1
