@@ -303,6 +303,27 @@ def bench_ingest_cmd(
     print(result.to_json())
 
 
+@bench_app.command("features")
+def bench_features_cmd(
+    days: Annotated[
+        int, typer.Option(help="Synthetic BTCUSDT days (4 days: about 5.8M ticks).")
+    ] = 4,
+    repeats: Annotated[
+        int, typer.Option(help="Timed runs of each implementation (best kept).")
+    ] = 2,
+    online_ticks: Annotated[int, typer.Option(help="Ticks fed to the online form.")] = 300_000,
+) -> None:
+    """FEATURES_V1 batch vs a pandas implementation; online cost per tick and grid step."""
+    from trading.bench import bench_features
+
+    if not 1 <= days <= 30:
+        raise InputError(f"--days must be between 1 and 30, got {days}")
+    if repeats < 1 or online_ticks < 1000:
+        raise InputError("--repeats must be >= 1 and --online-ticks >= 1000")
+    result = bench_features(days, repeats, online_ticks, console)
+    print(result.to_json())
+
+
 @app.command()
 def demo(
     days: Annotated[int, typer.Option(help="Synthetic days per symbol.")] = 1,

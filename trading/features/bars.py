@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
 
 from trading.errors import DataFormatError
 from trading.features import kernel as k
@@ -61,12 +60,14 @@ def make_bar_state(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     off += 2 * nfeat
     si[k.I_OFF_ZSHIFT] = off
     off += nfeat
+    si[k.I_OFF_SCRATCH] = off
+    off += k.SCRATCH_VECTOR + 2 * nfeat
     sf = np.zeros(off, dtype=np.float64)
     sf[k.F_ZCLIP] = p.z_clip
     return si, sf
 
 
-@njit(cache=True)
+@k._kernel
 def _bar(
     si: np.ndarray,
     sf: np.ndarray,
@@ -96,9 +97,9 @@ def _bar(
     si[k.I_HAS_PREV_MID] = 1
 
     hl = math.log(high / low)
-    one = np.empty(1)
-    one[0] = hl * hl / _LN2x4
-    k._push_vector(si, sf, k.I_POS_V, si[k.I_OFF_V], si[k.I_NV], F_SUM_PK, one)
+    vec = si[k.I_OFF_SCRATCH]
+    sf[vec] = hl * hl / _LN2x4
+    k._push_vector(si, sf, k.I_POS_V, si[k.I_OFF_V], si[k.I_NV], F_SUM_PK, 1)
     steps = si[k.I_STEPS]
     nv = min(steps + 1, si[k.I_NV])
     parkinson = math.sqrt(max(sf[F_SUM_PK], 0.0) / nv) * 1e4
@@ -111,40 +112,38 @@ def _bar(
         var = sf[F_SUM_VOL + 1] / nvol - mean * mean
         if var > 1e-12:
             volume_z = (lv - mean) / math.sqrt(var)
-    vol = np.empty(2)
-    vol[0] = lv
-    vol[1] = lv * lv
-    k._push_vector(si, sf, k.I_POS_F, si[k.I_OFF_F], si[k.I_NF], F_SUM_VOL, vol)
+    sf[vec] = lv
+    sf[vec + 1] = lv * lv
+    k._push_vector(si, sf, k.I_POS_F, si[k.I_OFF_F], si[k.I_NF], F_SUM_VOL, 2)
 
-    ac = np.empty(2)
-    ac[0] = r * sf[F_R1]
-    ac[1] = r * r
-    k._push_vector(si, sf, k.I_POS_A, si[k.I_OFF_A], si[k.I_NA], F_SUM_AC, ac)
+    sf[vec] = r * sf[F_R1]
+    sf[vec + 1] = r * r
+    k._push_vector(si, sf, k.I_POS_A, si[k.I_OFF_A], si[k.I_NA], F_SUM_AC, 2)
     sf[F_R1] = r
     ac1 = 0.0
     if sf[F_SUM_AC + 1] > 1e-12:
         ac1 = min(1.0, max(-1.0, sf[F_SUM_AC] / sf[F_SUM_AC + 1]))
 
-    raw = np.empty(nfeat)
-    raw[0] = r
-    raw[1] = parkinson
-    raw[2] = volume_z
-    raw[3] = ac1
+    rb = vec + k.SCRATCH_VECTOR  # raw values at sf[rb + j]
+    zb = rb + nfeat  # standardized values at sf[zb + j]
+    sf[rb + 0] = r
+    sf[rb + 1] = parkinson
+    sf[rb + 2] = volume_z
+    sf[rb + 3] = ac1
     steps += 1
     si[k.I_STEPS] = steps
-    z = np.empty(nfeat)
     ready = False
     if steps >= si[k.I_RAW_READY]:
-        ready = k._standardize(si, sf, raw, z)
+        ready = k._standardize(si, sf)
     out[n, 0] = ts_open // si[I_BAR_NS] + 1  # stamped at the bar's close
     out[n, 1] = 1.0 if ready else 0.0
     for j in range(nfeat):
-        out[n, 2 + j] = raw[j]
-        out[n, 2 + nfeat + j] = z[j] if ready else math.nan
+        out[n, 2 + j] = sf[rb + j]
+        out[n, 2 + nfeat + j] = sf[zb + j] if ready else math.nan
     return n + 1
 
 
-@njit(cache=True)
+@k._kernel
 def _bars_batch(
     si: np.ndarray,
     sf: np.ndarray,
@@ -161,7 +160,7 @@ def _bars_batch(
     return n
 
 
-@njit(cache=True)
+@k._kernel
 def _bar_step(
     si: np.ndarray,
     sf: np.ndarray,

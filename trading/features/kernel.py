@@ -74,6 +74,7 @@ I_OFF_ZS = 27
 I_OFF_ZSHIFT = 28
 I_SKIPPED = 29
 I_SEGMENTS = 30
+I_OFF_SCRATCH = 31  # per-step scratch: vector (4), raw (nfeat), z (nfeat)
 I_SIZE = 32
 
 # float state slots
@@ -104,6 +105,11 @@ N_TICK_FEATURES = 11
 FLOW_WIDTH = 4
 AC_WIDTH = 3
 _TINY = 1e-12
+SCRATCH_VECTOR = 4
+
+# No NRT (numba's reference counting): the kernels never allocate, and without it a call
+# that passes the state arrays costs nothing instead of atomic increments per call.
+_kernel = njit(cache=True, _nrt=False)  # type: ignore[call-overload]
 
 
 def make_state(params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +141,8 @@ def make_state(params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
     off += 2 * nfeat
     si[I_OFF_ZSHIFT] = off
     off += nfeat
+    si[I_OFF_SCRATCH] = off
+    off += SCRATCH_VECTOR + 2 * nfeat
     sf = np.zeros(off, dtype=np.float64)
     sf[F_DECAY] = 0.5 ** (params.grid_s / params.queue_halflife_s)
     sf[F_ZCLIP] = params.z_clip
@@ -146,7 +154,7 @@ def row_width(si: np.ndarray) -> int:
     return 2 + 2 * int(si[I_NFEAT])
 
 
-@njit(cache=True)
+@_kernel
 def _reset_segment(si: np.ndarray, sf: np.ndarray) -> None:
     for k in range(F_HEADER):
         if k != F_DECAY and k != F_ZCLIP and k != F_FUND_RATE:
@@ -162,21 +170,22 @@ def _reset_segment(si: np.ndarray, sf: np.ndarray) -> None:
     si[I_HAS_PREV_MID] = 0
 
 
-@njit(cache=True)
+@_kernel
 def _push_vector(
-    si: np.ndarray, sf: np.ndarray, pos_slot: int, off: int, n: int, sum_at: int, vals: np.ndarray
+    si: np.ndarray, sf: np.ndarray, pos_slot: int, off: int, n: int, sum_at: int, width: int
 ) -> None:
-    """Push one row of `vals` into a ring of n rows and keep the column sums at sf[sum_at:]."""
-    width = vals.shape[0]
+    """Push the `width` values in the scratch vector into a ring of n rows and keep the
+    column sums at sf[sum_at:]; the sums are re-added exactly whenever the ring wraps."""
+    src = si[I_OFF_SCRATCH]
     pos = si[pos_slot]
     base = off + pos * width
     for j in range(width):
-        sf[sum_at + j] += vals[j] - sf[base + j]
-        sf[base + j] = vals[j]
+        sf[sum_at + j] += sf[src + j] - sf[base + j]
+        sf[base + j] = sf[src + j]
     pos += 1
     if pos == n:
         pos = 0
-        for j in range(width):  # exact re-sum on every wrap: no accumulated rounding
+        for j in range(width):
             total = 0.0
             for k in range(n):
                 total += sf[off + k * width + j]
@@ -184,10 +193,13 @@ def _push_vector(
     si[pos_slot] = pos
 
 
-@njit(cache=True)
-def _standardize(si: np.ndarray, sf: np.ndarray, raw: np.ndarray, z: np.ndarray) -> bool:
-    """z-score raw against the previous window (past only), then push raw into it."""
+@_kernel
+def _standardize(si: np.ndarray, sf: np.ndarray) -> bool:
+    """z-score the scratch raw values against the previous window (past only) into the
+    scratch z values, then push the raw values into the window."""
     nfeat = si[I_NFEAT]
+    rb = si[I_OFF_SCRATCH] + SCRATCH_VECTOR  # raw values at sf[rb + j]
+    zb = rb + nfeat  # z values at sf[zb + j]
     nz = si[I_NZ]
     cnt = si[I_CNT_Z]
     off = si[I_OFF_Z]
@@ -197,12 +209,12 @@ def _standardize(si: np.ndarray, sf: np.ndarray, raw: np.ndarray, z: np.ndarray)
     ready = cnt >= si[I_MIN_Z]
     if cnt == 0:
         for j in range(nfeat):
-            sf[zshift + j] = raw[j]
+            sf[zshift + j] = sf[rb + j]
     for j in range(nfeat):
         if ready:
             mean = sf[zs + 2 * j] / cnt
             var = sf[zs + 2 * j + 1] / cnt - mean * mean
-            x = raw[j] - sf[zshift + j]
+            x = sf[rb + j] - sf[zshift + j]
             scale = abs(mean) + abs(sf[zshift + j])
             if var > 0.0 and math.sqrt(var) > _TINY * (scale + 1.0):
                 value = (x - mean) / math.sqrt(var)
@@ -210,19 +222,19 @@ def _standardize(si: np.ndarray, sf: np.ndarray, raw: np.ndarray, z: np.ndarray)
                     value = clip
                 elif value < -clip:
                     value = -clip
-                z[j] = value
+                sf[zb + j] = value
             elif math.isfinite(x):
-                z[j] = 0.0
+                sf[zb + j] = 0.0
             else:
-                z[j] = math.nan
-            if not math.isfinite(z[j]):
+                sf[zb + j] = math.nan
+            if not math.isfinite(sf[zb + j]):
                 ready = False
         else:
-            z[j] = math.nan
+            sf[zb + j] = math.nan
     pos = si[I_POS_Z]
     base = off + pos * nfeat
     for j in range(nfeat):
-        x = raw[j] - sf[zshift + j]
+        x = sf[rb + j] - sf[zshift + j]
         if cnt == nz:
             old = sf[base + j]
             sf[zs + 2 * j] -= old
@@ -248,7 +260,7 @@ def _standardize(si: np.ndarray, sf: np.ndarray, raw: np.ndarray, z: np.ndarray)
     return ready
 
 
-@njit(cache=True)
+@_kernel
 def _close_step(si: np.ndarray, sf: np.ndarray, g: int, out: np.ndarray, n: int) -> int:
     """Compute the row of grid time g from the bucket and the state; write it to out[n]."""
     if si[I_HAS_QUOTE] == 0:
@@ -275,17 +287,16 @@ def _close_step(si: np.ndarray, sf: np.ndarray, g: int, out: np.ndarray, n: int)
     sf[F_PREV_MID] = mid
     si[I_HAS_PREV_MID] = 1
 
-    one = np.empty(1)
-    one[0] = r * r
-    _push_vector(si, sf, I_POS_V, si[I_OFF_V], si[I_NV], F_SUM_V, one)
+    vec = si[I_OFF_SCRATCH]
+    sf[vec] = r * r
+    _push_vector(si, sf, I_POS_V, si[I_OFF_V], si[I_NV], F_SUM_V, 1)
     rv_bp = math.sqrt(sf[F_SUM_V]) if sf[F_SUM_V] > 0.0 else 0.0
 
-    flow = np.empty(FLOW_WIDTH)
-    flow[0] = sf[F_NB] - sf[F_NS]
-    flow[1] = sf[F_NB] + sf[F_NS]
-    flow[2] = sf[F_VB] - sf[F_VS]
-    flow[3] = sf[F_VB] + sf[F_VS]
-    _push_vector(si, sf, I_POS_F, si[I_OFF_F], si[I_NF], F_SUM_F, flow)
+    sf[vec] = sf[F_NB] - sf[F_NS]
+    sf[vec + 1] = sf[F_NB] + sf[F_NS]
+    sf[vec + 2] = sf[F_VB] - sf[F_VS]
+    sf[vec + 3] = sf[F_VB] + sf[F_VS]
+    _push_vector(si, sf, I_POS_F, si[I_OFF_F], si[I_NF], F_SUM_F, FLOW_WIDTH)
     if sf[F_SUM_F + 1] > 0.5:  # at least one trade in the window (counts are exact)
         sign_imb = sf[F_SUM_F] / sf[F_SUM_F + 1]
         signed_delta = sf[F_SUM_F + 2] / sf[F_SUM_F + 3] if sf[F_SUM_F + 3] > 0.0 else 0.0
@@ -298,11 +309,10 @@ def _close_step(si: np.ndarray, sf: np.ndarray, g: int, out: np.ndarray, n: int)
     sf[F_QB] = decay * sf[F_QB] + sf[F_ACC_QB]
     sf[F_QA] = decay * sf[F_QA] + sf[F_ACC_QA]
 
-    ac = np.empty(AC_WIDTH)
-    ac[0] = r * sf[F_R1]
-    ac[1] = r * sf[F_R2]
-    ac[2] = r * r
-    _push_vector(si, sf, I_POS_A, si[I_OFF_A], si[I_NA], F_SUM_A, ac)
+    sf[vec] = r * sf[F_R1]
+    sf[vec + 1] = r * sf[F_R2]
+    sf[vec + 2] = r * r
+    _push_vector(si, sf, I_POS_A, si[I_OFF_A], si[I_NA], F_SUM_A, AC_WIDTH)
     sf[F_R2] = sf[F_R1]
     sf[F_R1] = r
     if sf[F_SUM_A + 2] > _TINY:
@@ -312,41 +322,41 @@ def _close_step(si: np.ndarray, sf: np.ndarray, g: int, out: np.ndarray, n: int)
         ac1 = 0.0
         ac2 = 0.0
 
-    raw = np.empty(nfeat)
-    raw[0] = mid
-    raw[1] = spread_bp
-    raw[2] = imbalance
-    raw[3] = micro_bp
-    raw[4] = rv_bp
-    raw[5] = sign_imb
-    raw[6] = signed_delta
-    raw[7] = sf[F_QB]
-    raw[8] = sf[F_QA]
-    raw[9] = ac1
-    raw[10] = ac2
+    rb = vec + SCRATCH_VECTOR  # raw values at sf[rb + j]
+    zb = rb + nfeat  # standardized values at sf[zb + j]
+    sf[rb + 0] = mid
+    sf[rb + 1] = spread_bp
+    sf[rb + 2] = imbalance
+    sf[rb + 3] = micro_bp
+    sf[rb + 4] = rv_bp
+    sf[rb + 5] = sign_imb
+    sf[rb + 6] = signed_delta
+    sf[rb + 7] = sf[F_QB]
+    sf[rb + 8] = sf[F_QA]
+    sf[rb + 9] = ac1
+    sf[rb + 10] = ac2
     if si[I_FUNDING] == 1:
         if si[I_HAS_FUND] == 1:
             left = si[I_FUND_TS] + si[I_FUND_INTERVAL] - g
-            raw[11] = max(left, 0) / 3.6e12
-            raw[12] = sf[F_FUND_RATE] * 1e4
+            sf[rb + 11] = max(left, 0) / 3.6e12
+            sf[rb + 12] = sf[F_FUND_RATE] * 1e4
         else:
-            raw[11] = math.nan
-            raw[12] = math.nan
+            sf[rb + 11] = math.nan
+            sf[rb + 12] = math.nan
 
     steps = si[I_STEPS] + 1
     si[I_STEPS] = steps
-    z = np.empty(nfeat)
     ready = False
     if steps >= si[I_RAW_READY]:
-        ready = _standardize(si, sf, raw, z)
+        ready = _standardize(si, sf)
     else:
         for j in range(nfeat):
-            z[j] = math.nan
+            sf[zb + j] = math.nan
     out[n, 0] = g // si[I_GRID]  # the grid index: exact in a float64, unlike ns
     out[n, 1] = 1.0 if ready else 0.0
     for j in range(nfeat):
-        out[n, 2 + j] = raw[j]
-        out[n, 2 + nfeat + j] = z[j] if ready else math.nan
+        out[n, 2 + j] = sf[rb + j]
+        out[n, 2 + nfeat + j] = sf[zb + j] if ready else math.nan
 
     sf[F_ACC_QB] = 0.0
     sf[F_ACC_QA] = 0.0
@@ -357,7 +367,7 @@ def _close_step(si: np.ndarray, sf: np.ndarray, g: int, out: np.ndarray, n: int)
     return n + 1
 
 
-@njit(cache=True)
+@_kernel
 def _advance(si: np.ndarray, sf: np.ndarray, ts: int, out: np.ndarray, n: int) -> int:
     """Emit every pending grid row stamped before ts; close the segment after a long gap."""
     cur = si[I_CUR]
@@ -375,7 +385,7 @@ def _advance(si: np.ndarray, sf: np.ndarray, ts: int, out: np.ndarray, n: int) -
     return n
 
 
-@njit(cache=True)
+@_kernel
 def _open(si: np.ndarray, sf: np.ndarray, ts: int) -> None:
     if si[I_CUR] == 0:
         _reset_segment(si, sf)
@@ -386,7 +396,7 @@ def _open(si: np.ndarray, sf: np.ndarray, ts: int) -> None:
         si[I_LAST_TS] = ts
 
 
-@njit(cache=True)
+@_kernel
 def _quote(
     si: np.ndarray,
     sf: np.ndarray,
@@ -429,7 +439,7 @@ def _quote(
     return n
 
 
-@njit(cache=True)
+@_kernel
 def _trade(
     si: np.ndarray,
     sf: np.ndarray,
@@ -454,7 +464,7 @@ def _trade(
     return n
 
 
-@njit(cache=True)
+@_kernel
 def _funding(si: np.ndarray, sf: np.ndarray, ts: int, rate: float, out: np.ndarray, n: int) -> int:
     if not math.isfinite(rate):
         si[I_SKIPPED] += 1
@@ -466,7 +476,7 @@ def _funding(si: np.ndarray, sf: np.ndarray, ts: int, rate: float, out: np.ndarr
     return n
 
 
-@njit(cache=True)
+@_kernel
 def process(
     si: np.ndarray,
     sf: np.ndarray,
@@ -488,7 +498,7 @@ def process(
     return _advance(si, sf, ts, out, 0)
 
 
-@njit(cache=True)
+@_kernel
 def run_batch(
     si: np.ndarray,
     sf: np.ndarray,
