@@ -131,3 +131,17 @@ def test_bad_files_name_the_problem(payload: bytes, message: str, tmp_path: Path
 def test_not_a_zip() -> None:
     with pytest.raises(DataFormatError, match="not a valid zip"):
         read_zip_bytes(b"PK-not-really", "x.zip")
+
+
+def test_funding_rate_csv_becomes_lake_funding() -> None:
+    from trading.data.binance_formats import read_csv_bytes
+
+    data = (
+        b"calc_time,funding_interval_hours,last_funding_rate\n"
+        b"1704067200000,8,0.00037409\n"
+        b"1704096000000,8,-0.00010000\n"
+    )
+    kind, table = read_csv_bytes(data, "BTCUSDT-fundingRate-2024-01.csv", expect="fundingRate")
+    assert kind == "funding"
+    assert table.column("ts_ns").to_pylist() == [1704067200 * 10**9, 1704096000 * 10**9]
+    assert table.column("rate").to_pylist() == [0.00037409, -0.0001]

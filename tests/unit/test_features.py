@@ -355,3 +355,31 @@ def test_features_cli(config: AppConfig, home, capsys: pytest.CaptureFixture[str
         == 1
     )
     assert "swap them" in capsys.readouterr().err
+
+
+def test_independent_pandas_implementation_agrees(config: AppConfig) -> None:
+    """The bench's pandas baseline, written separately, computes the same numbers."""
+    from trading.bench import pandas_features
+
+    day = _synthetic(config, 3 * 3600)
+    fs = features_v1(HOUR_PARAMS)
+    ours = compute_batch(fs, day.quotes, day.trades).rows
+    base = pandas_features(day.quotes, day.trades, fs.params)
+    skip = 900 + 400  # both standardization windows full
+    n = min(len(ours), len(base))
+    assert n > 10_000 - 200
+    raw = base[list(fs.base)].to_numpy()[skip:n]
+    assert np.allclose(ours[skip:n, 2 : 2 + len(fs.base)], raw, rtol=1e-9, atol=1e-9)
+    z = base[[f"{c}_z" for c in fs.columns]].to_numpy()[skip:n]
+    assert float(np.abs(ours[skip:n, 2 + len(fs.base) :] - z).max()) < 1e-6
+
+
+def test_bench_features_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        run(["bench", "features", "--days", "1", "--repeats", "1", "--online-ticks", "20000"]) == 0
+    )
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert result["name"] == "features_v1_batch" and result["unit"] == "ticks/s"
+    assert result["value"] > 0 and result["baseline"] > 0
+    assert result["ratio"] == pytest.approx(result["value"] / result["baseline"], rel=0.01)

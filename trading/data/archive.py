@@ -32,7 +32,7 @@ from trading.paths import StatePaths
 from trading.settings import AppConfig, ArchiveSettings
 
 Market = Literal["spot", "um"]
-ArchiveKind = Literal["aggTrades", "bookTicker", "klines"]
+ArchiveKind = Literal["aggTrades", "bookTicker", "klines", "fundingRate"]
 Period = Literal["daily", "monthly"]
 KLINE_INTERVAL = "1m"
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -87,6 +87,11 @@ def archive_files(
         raise InputError(
             "bookTicker archives exist only for USD-M futures, not spot: use --market um "
             "(or --kind aggTrades / klines for spot)"
+        )
+    if kind == "fundingRate" and (market != "um" or period != "monthly"):
+        raise InputError(
+            "fundingRate archives exist only for USD-M futures, monthly: use --market um "
+            "--period monthly"
         )
     check_range(start, end)
     symbol = symbol.strip().upper()

@@ -73,6 +73,7 @@ _LAKE_COLUMNS: dict[str, dict[str, str]] = {
         "n_trades": "count",
         "taker_buy_volume": "taker_buy_volume",
     },
+    "funding": {"ts_ns": "calc_time", "rate": "last_funding_rate"},
 }
 
 
@@ -160,14 +161,30 @@ _KLINES = CsvFormat(
         "ignore": pa.string(),
     },
 )
+_FUNDING = CsvFormat(
+    "fundingRate (USD-M)",
+    "funding",
+    ("calc_time", "funding_interval_hours", "last_funding_rate"),
+    {
+        "calc_time": pa.int64(),
+        "funding_interval_hours": pa.int64(),
+        "last_funding_rate": pa.float64(),
+    },
+)
 FORMATS: dict[str, CsvFormat] = {
     "aggTrades": _AGG_SPOT,
     "aggTrades-um": _AGG_UM,
     "bookTicker": _BOOK_TICKER,
     "klines": _KLINES,
+    "fundingRate": _FUNDING,
 }
 # Binance archive kinds -> lake kinds
-ARCHIVE_KINDS = {"aggTrades": "trades", "bookTicker": "quotes", "klines": "bars"}
+ARCHIVE_KINDS = {
+    "aggTrades": "trades",
+    "bookTicker": "quotes",
+    "klines": "bars",
+    "fundingRate": "funding",
+}
 
 
 def _detect(first_line: str, name: str) -> tuple[CsvFormat, bool]:
@@ -175,12 +192,12 @@ def _detect(first_line: str, name: str) -> tuple[CsvFormat, bool]:
     cells = [c.strip() for c in first_line.split(",")]
     has_header = bool(cells[0]) and not cells[0].lstrip("-").isdigit()
     if has_header:
-        for fmt in (_AGG_SPOT, _AGG_UM, _BOOK_TICKER, _KLINES):
+        for fmt in (_AGG_SPOT, _AGG_UM, _BOOK_TICKER, _KLINES, _FUNDING):
             if tuple(cells) == fmt.columns:
                 return fmt, True
         raise DataFormatError(
             f"{name}: line 1: header {','.join(cells)[:120]!r} is not a Binance aggTrades, "
-            "bookTicker or klines header"
+            "bookTicker, klines or fundingRate header"
         )
     by_count = {8: _AGG_SPOT, 7: _AGG_UM, 12: _KLINES}
     if len(cells) not in by_count:
