@@ -96,7 +96,9 @@ def ingest_archive_cmd(
     symbols: Symbols,
     start: StartDay,
     end: EndDay,
-    kind: Annotated[str, typer.Option(help="aggTrades, bookTicker or klines (1m).")] = "aggTrades",
+    kind: Annotated[
+        str, typer.Option(help="aggTrades, bookTicker, klines (1m) or fundingRate (um, monthly).")
+    ] = "aggTrades",
     market: Annotated[str, typer.Option(help="spot or um (USD-M futures).")] = "spot",
     period: Annotated[str, typer.Option(help="daily or monthly archives.")] = "daily",
     base_url: Annotated[
