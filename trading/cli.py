@@ -34,9 +34,13 @@ data_app = typer.Typer(help="Inspect the lake.", no_args_is_help=True)
 bench_app = typer.Typer(
     help="Benchmarks: each prints a JSON result as its last line.", no_args_is_help=True
 )
+quality_app = typer.Typer(
+    help="Data-quality suites (Great Expectations) of the validate gate.", no_args_is_help=True
+)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(quality_app, name="quality")
 
 
 class _State:
@@ -291,6 +295,109 @@ def features_cmd(
 def data_ls() -> None:
     """What is in the lake: symbol, kind, days, rows, first/last timestamp, largest gap."""
     print_lake_summary(_lake(_config()))
+
+
+# --- data-quality gate -------------------------------------------------------------------
+
+
+@app.command("validate")
+def validate_cmd(
+    symbols: Symbols,
+    start: StartDay,
+    end: EndDay,
+    kinds: Annotated[
+        str, typer.Option(help="Comma-separated: quotes, trades, features.")
+    ] = "quotes,trades,features",
+    features: Annotated[
+        bool | None,
+        typer.Option(
+            "--features/--no-features",
+            help="Require feature files for every day / skip features "
+            "(default: validate features only where files exist).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the issue CSV (default <home>/quality/runs/<time>)."),
+    ] = None,
+    all_checks: Annotated[
+        bool, typer.Option("--all-checks", help="List passed checks too.")
+    ] = False,
+) -> None:
+    """Run the data-quality gate on lake files; exit 1 when a blocking check fails."""
+    from trading.data.inputs import check_range, parse_day, parse_symbols
+    from trading.quality.gate import parse_kinds, run_gate
+
+    config = _config()
+    names = parse_symbols(config, symbols)
+    first, last = parse_day(start, "--start"), parse_day(end, "--end")
+    check_range(first, last)
+    kind_list = list(parse_kinds(kinds))
+    if features is False and "features" in kind_list:
+        kind_list.remove("features")
+    if features is True and "features" not in kind_list:
+        kind_list.append("features")
+    if not kind_list:
+        from trading.errors import InputError
+
+        raise InputError("nothing to validate: --no-features removed the only kind")
+    began = time.perf_counter()
+    result = run_gate(
+        config,
+        _lake(config),
+        names,
+        first,
+        last,
+        kinds=kind_list,
+        out_dir=out,
+        require_features=bool(features),
+    )
+    elapsed = time.perf_counter() - began
+    verdict = "[bold green]passed[/]" if result.passed else "[bold red]BLOCKED[/]"
+    table = Table(title=f"Data-quality gate: {verdict} ({elapsed:.1f} s)")
+    for column in ("symbol", "kind", "day", "check", "severity", "failed rows", "status"):
+        table.add_column(column, justify="right" if column == "failed rows" else "left")
+    styles = {"FAIL": "bold red", "WARN": "yellow", "pass": "green"}
+    for row in result.summary_rows(include_passed=all_checks):
+        status = row["status"]
+        table.add_row(
+            row["symbol"],
+            row["kind"],
+            row["day"],
+            row["check"],
+            row["severity"],
+            f"{row['failed_rows']:,}",
+            f"[{styles[status]}]{status}[/]",
+        )
+    console.print(table)
+    for line in result.skipped:
+        console.print(f"skipped: {line}", highlight=False)
+    for line in result.warnings:
+        console.print(f"[yellow]warn:[/] {line}", highlight=False)
+    for line in result.blocking:
+        console.print(f"[bold red]block:[/] {line}", highlight=False)
+    console.print(f"Issues ({len(result.issues):,} rows): {result.issues_csv}", highlight=False)
+    console.print(f"Data Docs: {result.data_docs}", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@quality_app.command("export")
+def quality_export_cmd(
+    to: Annotated[
+        Path | None,
+        typer.Option("--to", help="GX project root (default: expectations/ of the checkout)."),
+    ] = None,
+) -> None:
+    """Regenerate the committed GX project (suites from the default settings)."""
+    from trading.features.descriptor import features_v1
+    from trading.quality.suites import export_project
+    from trading.settings import PROJECT_ROOT, QualitySettings
+
+    target = to or PROJECT_ROOT / "expectations"
+    written = export_project(target, QualitySettings(), features_v1())
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @bench_app.command("ingest")

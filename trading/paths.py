@@ -31,5 +31,10 @@ class StatePaths:
         return self.home / "runs"
 
     @property
+    def quality(self) -> Path:
+        """Data-quality gate: GX project (gx/), issue CSVs (runs/, latest/)."""
+        return self.home / "quality"
+
+    @property
     def kill_switch(self) -> Path:
         return self.home / "kill_switch.json"

@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from trading.errors import ConfigError
 from trading.features.descriptor import BarParams, FeatureParams
+from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
 
 ENV_PREFIX = "HMMTRADER_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,60 @@ class SyntheticSettings(_Frozen):
     correlation: float = Field(default=0.8, ge=-1, le=1)
 
 
+class _KindLimits(_Frozen):
+    max_gap_s: float = Field(gt=0)  # longest allowed time between consecutive rows
+    min_rows: int = Field(default=100, ge=0)  # per symbol-day file
+    max_rows: int = Field(default=50_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _row_bounds(self) -> _KindLimits:
+        if self.min_rows > self.max_rows:
+            raise ValueError(f"min_rows {self.min_rows} exceeds max_rows {self.max_rows}")
+        return self
+
+
+class QuoteLimits(_KindLimits):
+    max_gap_s: float = Field(default=60.0, gt=0)
+    # the lower end of the sane spread range is "bid < ask" (check crossed_book)
+    max_spread_bp: float = Field(default=500.0, gt=0)
+
+
+class TradeLimits(_KindLimits):
+    max_gap_s: float = Field(default=300.0, gt=0)
+
+
+class FeatureLimits(_KindLimits):
+    max_gap_s: float = Field(default=5.0, gt=0)
+
+
+class QualitySettings(_Frozen):
+    """Thresholds and severities of the data-quality gate (`hmmtrader validate`)."""
+
+    quotes: QuoteLimits = QuoteLimits()
+    trades: TradeLimits = TradeLimits()
+    features: FeatureLimits = FeatureLimits()
+    # Binance book updates (and trades) share milliseconds: by default timestamps only
+    # must not decrease; trade ids must strictly increase either way.
+    strict_quote_timestamps: bool = False
+    strict_trade_timestamps: bool = False
+    max_issue_rows_per_check: int = Field(default=10_000, ge=0)  # CSV rows; counts stay exact
+    # check name -> block | warn; names left out keep their default
+    checks: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        unknown = sorted(set(value) - set(CHECK_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown check(s) {', '.join(unknown)}: known checks are {', '.join(CHECK_NAMES)}"
+            )
+        return {**DEFAULT_SEVERITY, **value}
+
+    def severity(self, check: str) -> Severity:
+        return self.checks[check]
+
+
 class Settings(BaseSettings):
     """Application settings; `symbols` comes from configs/symbols.yaml."""
 
@@ -118,6 +173,7 @@ class Settings(BaseSettings):
     synthetic: SyntheticSettings = SyntheticSettings()
     features: FeatureParams = FeatureParams()
     bars: BarParams = BarParams()
+    quality: QualitySettings = QualitySettings()
 
     @classmethod
     def settings_customise_sources(

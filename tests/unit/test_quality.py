@@ -1,0 +1,446 @@
+"""The data-quality gate: faults injected into copies of real and synthetic lake files are
+reported with exact counts; severities come from the config; committed suites never drift."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import BINANCE_SAMPLES
+from trading.data.files import ingest_files
+from trading.data.lake import Lake, day_start_ns
+from trading.data.synthetic import generate
+from trading.errors import ConfigError, InputError
+from trading.features.descriptor import METADATA_KEY, FeatureParams, FeatureSet, features_v1
+from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY
+from trading.quality.gate import GateResult, parse_kinds, run_gate
+from trading.quality.issues import ISSUE_COLUMNS, count_by, iso_ms, read_issues_csv
+from trading.settings import PROJECT_ROOT, AppConfig, QualitySettings, load_settings
+
+REAL_DAY = dt.date(2021, 1, 8)  # the day of the fixture samples
+SYNTH_DAY = dt.date(2024, 1, 1)
+VENUE = "BINANCE"
+Mutation = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+# --- helpers shared with tests/integration/test_validate_cli.py ----------------------------
+
+
+def ingest_real(config: AppConfig, lake: Lake) -> None:
+    """The fixture samples: 451 quotes and 2001 trades of BTCUSDT on 2021-01-08."""
+    paths = [BINANCE_SAMPLES / "btcusdt-quotes.parquet", BINANCE_SAMPLES / "btcusdt-trades.parquet"]
+    ingest_files(config, lake, paths, "BTCUSDT")
+
+
+def copy_lake(lake: Lake, root: Path) -> Lake:
+    shutil.copytree(lake.root, root)
+    return Lake(root)
+
+
+def rewrite(lake: Lake, kind: str, day: dt.date, mutate: Mutation, symbol: str = "BTCUSDT") -> None:
+    """Rewrite a lake file with pyarrow directly (Lake.write would sort and dedupe)."""
+    path = lake.path(VENUE, symbol, kind, day)
+    table = pq.read_table(path)
+    frame = mutate(table.to_pandas())
+    pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), path)
+
+
+def quote_faults(frame: pd.DataFrame) -> pd.DataFrame:
+    """3 NaN bids, 2 crossed books, 1 timestamp 1 ms before its predecessor, 1 gap of 10 min."""
+    frame = frame.copy()
+    frame.loc[10:12, "bid"] = np.nan
+    frame.loc[20:21, "ask"] = frame.loc[20:21, "bid"] - 0.5
+    frame.loc[100, "ts_ns"] = frame.loc[99, "ts_ns"] - 1_000_000
+    frame.loc[300:, "ts_ns"] += 600 * 1_000_000_000
+    return frame
+
+
+def trade_faults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trade 50 repeats the id of trade 49."""
+    frame = frame.copy()
+    frame.loc[50, "trade_id"] = frame.loc[49, "trade_id"]
+    return frame
+
+
+QUOTE_FAULT_COUNTS = {
+    ("quotes", "not_null"): 3,
+    ("quotes", "crossed_book"): 2,
+    ("quotes", "timestamps_increasing"): 1,
+    ("quotes", "gap"): 1,
+}
+TRADE_FAULT_COUNTS = {
+    ("trades", "unique_trade_id"): 2,  # both rows holding the repeated id
+    ("trades", "trade_id_increasing"): 1,  # the second of them
+}
+
+
+def issue_counts(result_or_csv: GateResult | Path) -> dict[tuple[str, ...], int]:
+    path = result_or_csv if isinstance(result_or_csv, Path) else result_or_csv.issues_csv
+    return count_by(read_issues_csv(path), "kind", "check")
+
+
+def with_quality(config: AppConfig, **changes: object) -> AppConfig:
+    quality = config.settings.quality.model_copy(update=changes)
+    settings = config.settings.model_copy(update={"quality": quality})
+    return config.model_copy(update={"settings": settings})
+
+
+# --- real data ------------------------------------------------------------------------------
+
+
+def test_clean_real_data_passes(config: AppConfig, lake: Lake, home: Path) -> None:
+    ingest_real(config, lake)
+    result = run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes", "trades"))
+    assert result.passed and result.blocking == [] and result.warnings == []
+    assert [(b.kind, b.rows, b.passed) for b in result.batches] == [
+        ("quotes", 451, True),
+        ("trades", 2001, True),
+    ]
+    assert read_issues_csv(result.issues_csv) == []
+    assert result.issues_csv.read_text().splitlines() == [",".join(ISSUE_COLUMNS)]
+    assert result.issues_csv.parent.parent == home / "quality" / "runs"
+    assert (home / "quality" / "latest" / "data_quality_issues.csv").is_file()
+    summary = json.loads((home / "quality" / "latest" / "summary.json").read_text())
+    assert summary["passed"] is True
+    assert result.data_docs == home / "quality/gx/uncommitted/data_docs/local_site/index.html"
+    assert result.data_docs.is_file()
+
+
+def test_faults_in_a_copy_of_real_data(config: AppConfig, lake: Lake, tmp_path: Path) -> None:
+    ingest_real(config, lake)
+    faulty = copy_lake(lake, tmp_path / "faulty-lake")
+    original = pq.read_table(lake.path(VENUE, "BTCUSDT", "quotes", REAL_DAY)).to_pandas()
+    rewrite(faulty, "quotes", REAL_DAY, quote_faults)
+    rewrite(faulty, "trades", REAL_DAY, trade_faults)
+
+    result = run_gate(config, faulty, ["BTCUSDT"], REAL_DAY, REAL_DAY, out_dir=tmp_path / "out")
+
+    assert issue_counts(result) == QUOTE_FAULT_COUNTS | TRADE_FAULT_COUNTS
+    assert not result.passed
+    assert "BTCUSDT quotes 2021-01-08: not_null failed on 3 rows" in result.blocking
+    assert "BTCUSDT trades 2021-01-08: unique_trade_id failed on 2 rows" in result.blocking
+    assert result.issues_csv == tmp_path / "out" / "data_quality_issues.csv"
+    rows = read_issues_csv(result.issues_csv)
+    by_check = {r["check"]: r for r in rows}
+    crossed = [r for r in rows if r["check"] == "crossed_book"]
+    bid, ask = original.loc[20, "bid"], original.loc[20, "bid"] - 0.5
+    assert crossed[0]["value"] == f"bid={float(bid)!r},ask={float(ask)!r}"
+    assert crossed[0]["timestamp"] == iso_ms(int(original.loc[20, "ts_ns"]))
+    assert crossed[0]["row"] == "20" and crossed[0]["severity"] == "block"
+    assert by_check["not_null"]["value"] == "bid=nan"
+    gap_s = 600 + (original.loc[300, "ts_ns"] - original.loc[299, "ts_ns"]) / 1e9
+    assert by_check["gap"]["value"] == f"gap_s={gap_s:.3f}"
+    assert by_check["timestamps_increasing"]["value"] == "ts_step_s=-0.001000"
+    trade_ids = pq.read_table(lake.path(VENUE, "BTCUSDT", "trades", REAL_DAY))["trade_id"]
+    duplicated = trade_ids[49].as_py()
+    assert {r["value"] for r in rows if r["check"] == "unique_trade_id"} == {
+        f"trade_id={duplicated}"
+    }
+    assert result.data_docs.is_file()
+    # the per-check table: only failed checks, with exact counts
+    failed = {(r["kind"], r["check"]): r["failed_rows"] for r in result.summary_rows()}
+    assert failed == QUOTE_FAULT_COUNTS | TRADE_FAULT_COUNTS
+
+
+# --- synthetic data -------------------------------------------------------------------------
+
+
+def synthetic_lake(config: AppConfig, lake: Lake, seconds: int = 180) -> None:
+    specs = {"BTCUSDT": config.symbol("BTCUSDT")}
+    for item in generate(specs, SYNTH_DAY, 1, 7, config.settings.synthetic, seconds=seconds):
+        lake.write(VENUE, item.symbol, "quotes", item.quotes, source="synthetic:test")
+        lake.write(VENUE, item.symbol, "trades", item.trades, source="synthetic:test")
+
+
+def synthetic_trade_faults(frame: pd.DataFrame) -> pd.DataFrame:
+    """NaN price on 2 rows, a repeated trade id, a swapped timestamp pair, a 10-min gap."""
+    frame = frame.copy()
+    frame.loc[5:6, "price"] = np.nan
+    frame.loc[40, "trade_id"] = frame.loc[39, "trade_id"]
+    frame.loc[[70, 71], "ts_ns"] = frame.loc[[71, 70], "ts_ns"].to_numpy()
+    frame.loc[500:, "ts_ns"] += 600 * 1_000_000_000
+    return frame
+
+
+def test_faults_in_a_copy_of_synthetic_data(config: AppConfig, lake: Lake, tmp_path: Path) -> None:
+    synthetic_lake(config, lake)
+    clean = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, kinds=("quotes", "trades"))
+    assert clean.passed and clean.issues == []
+
+    faulty = copy_lake(lake, tmp_path / "faulty-lake")
+    rewrite(faulty, "quotes", SYNTH_DAY, quote_faults)
+    rewrite(faulty, "trades", SYNTH_DAY, synthetic_trade_faults)
+    result = run_gate(config, faulty, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, kinds=("quotes", "trades"))
+
+    assert issue_counts(result) == QUOTE_FAULT_COUNTS | {
+        ("trades", "not_null"): 2,
+        ("trades", "unique_trade_id"): 2,
+        ("trades", "trade_id_increasing"): 1,
+        ("trades", "timestamps_increasing"): 1,
+        ("trades", "gap"): 1,
+    }
+    assert not result.passed
+    assert result.data_docs.is_file()
+
+
+# --- severity, caps, missing data -----------------------------------------------------------
+
+
+def test_warn_severity_reports_without_blocking(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    ingest_real(config, lake)
+    rewrite(lake, "quotes", REAL_DAY, lambda f: f.assign(ask=f["ask"].where(f.index != 7, 1.0)))
+    blocked = run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY)
+    assert not blocked.passed
+    assert blocked.blocking == ["BTCUSDT quotes 2021-01-08: crossed_book failed on 1 row"]
+
+    relaxed = with_quality(config, checks={**DEFAULT_SEVERITY, "crossed_book": "warn"})
+    result = run_gate(relaxed, lake, "BTCUSDT", REAL_DAY, REAL_DAY)
+    assert result.passed and result.blocking == []
+    assert result.warnings == ["BTCUSDT quotes 2021-01-08: crossed_book failed on 1 row"]
+    (row,) = read_issues_csv(result.issues_csv)
+    assert (row["check"], row["severity"], row["row"]) == ("crossed_book", "warn", "7")
+    assert [r["status"] for r in result.summary_rows()] == ["WARN", "pass"]
+
+
+def test_issue_rows_are_capped_but_counts_stay_exact(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    ingest_real(config, lake)
+    rewrite(lake, "quotes", REAL_DAY, lambda f: f.assign(bid_size=-1.0))  # all 451 rows
+    capped = with_quality(config, max_issue_rows_per_check=25)
+    result = run_gate(capped, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    assert issue_counts(result) == {("quotes", "positive_size"): 25}
+    assert result.blocking == ["BTCUSDT quotes 2021-01-08: positive_size failed on 451 rows"]
+    assert [r["row"] for r in read_issues_csv(result.issues_csv)][:3] == ["0", "1", "2"]
+
+
+def test_missing_day_and_broken_file_are_blocking_issues(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    ingest_real(config, lake)
+    next_day = REAL_DAY + dt.timedelta(days=1)
+    trades = lake.path(VENUE, "BTCUSDT", "trades", REAL_DAY)
+    pq.write_table(pq.read_table(trades).drop_columns(["qty"]), trades)
+
+    result = run_gate(config, lake, "BTCUSDT", REAL_DAY, next_day, kinds=("quotes", "trades"))
+
+    assert not result.passed
+    assert result.blocking == [
+        "no quotes for BTCUSDT on 2021-01-09: ingest it first",
+        "BTCUSDT trades 2021-01-08: schema: missing column(s) qty",
+        "no trades for BTCUSDT on 2021-01-09: ingest it first",
+    ]
+    assert issue_counts(result) == {
+        ("quotes", "data_present"): 1,
+        ("trades", "data_present"): 1,
+        ("trades", "schema"): 1,
+    }
+    assert result.data_docs.is_file()
+
+
+def test_row_count_and_spread_warn_by_default(config: AppConfig, lake: Lake) -> None:
+    ingest_real(config, lake)
+
+    def short_and_wide(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.iloc[:60].copy()  # 60 rows < min_rows 100
+        frame.loc[3, "ask"] = frame.loc[3, "bid"] * 1.06  # about 583 bp > 500
+        return frame
+
+    rewrite(lake, "quotes", REAL_DAY, short_and_wide)
+    result = run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    assert result.passed and result.blocking == []
+    assert issue_counts(result) == {("quotes", "row_count"): 1, ("quotes", "spread_range"): 1}
+    values = {r["check"]: r["value"] for r in read_issues_csv(result.issues_csv)}
+    assert values["row_count"] == "rows=60 (allowed 100..50000000)"
+    assert values["spread_range"] == f"spread_bp={0.06 / 1.03 * 1e4:.2f}"
+
+
+def test_strict_quote_timestamps_flag_shared_milliseconds(config: AppConfig, lake: Lake) -> None:
+    ingest_real(config, lake)
+    lenient = run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    assert lenient.passed
+    strict = with_quality(config, strict_quote_timestamps=True)
+    result = run_gate(strict, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    # 23 of the 451 real book updates share their millisecond with the previous one
+    assert issue_counts(result) == {("quotes", "timestamps_increasing"): 23}
+    assert {r["value"] for r in read_issues_csv(result.issues_csv)} == {"ts_step_s=0.000000"}
+
+
+def test_bad_kind_is_an_input_error() -> None:
+    assert parse_kinds("quotes, TRADES") == ("quotes", "trades")
+    with pytest.raises(InputError, match="unknown kind"):
+        parse_kinds("quotes,bars")
+
+
+# --- features -------------------------------------------------------------------------------
+
+
+def feature_table(feature_set: FeatureSet, rows: int = 300, seed: int = 3) -> pd.DataFrame:
+    """A clean FEATURES_V1 day: 1 s grid, z values in +-3, raw values within their ranges."""
+    rng = np.random.default_rng(seed)
+    start = day_start_ns(SYNTH_DAY) + 600 * 1_000_000_000
+    grid_ns = int(feature_set.params["grid_s"] * 1e9)
+    frame = {"ts_ns": start + np.arange(rows, dtype=np.int64) * grid_ns}
+    for column in feature_set.columns:
+        frame[column] = np.clip(rng.standard_normal(rows), -3, 3)
+    for column in feature_set.raw_columns:
+        frame[column] = rng.uniform(-0.9, 0.9, rows)
+    frame["raw_mid"] = 42_000 + rng.standard_normal(rows)
+    for column in ("raw_spread_bp", "raw_rv_bp"):
+        frame[column] = rng.uniform(0, 5, rows)
+    return pd.DataFrame(frame)
+
+
+def write_features(lake: Lake, frame: pd.DataFrame, feature_set: FeatureSet) -> Path:
+    path = lake.path(VENUE, "BTCUSDT", "features_v1", SYNTH_DAY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {METADATA_KEY: feature_set.to_json().encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return path
+
+
+def test_features_clean_and_faulty(config: AppConfig, lake: Lake) -> None:
+    fs = features_v1(config.settings.features)
+    clean = feature_table(fs)
+    write_features(lake, clean, fs)
+    ok = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, kinds=("features",))
+    assert ok.passed and ok.issues == []
+    assert [(b.kind, b.rows) for b in ok.batches] == [("features", 300)]
+
+    faulty = clean.copy()
+    faulty.loc[5, "imbalance"] = np.nan
+    faulty.loc[7, "mid"] = math.inf
+    faulty.loc[9, "rv_bp"] = 12.5  # |z| > z_clip = 10
+    faulty.loc[11, "raw_imbalance"] = 1.5  # outside [-1, 1]
+    faulty.loc[13, "raw_bid_queue"] = -math.inf
+    write_features(lake, faulty, fs)
+    result = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, kinds=("features",))
+
+    assert not result.passed
+    # an infinite z value is both non-finite and outside +-z_clip
+    assert issue_counts(result) == {
+        ("features", "feature_finite"): 3,
+        ("features", "feature_range"): 3,
+    }
+    values = sorted(r["value"] for r in read_issues_csv(result.issues_csv))
+    assert values == sorted(
+        [
+            "imbalance=nan",
+            "mid=inf",
+            "mid=inf",
+            "rv_bp=12.5",
+            "raw_imbalance=1.5",
+            "raw_bid_queue=-inf",
+        ]
+    )
+
+
+def test_features_of_another_set_or_with_holes(config: AppConfig, lake: Lake) -> None:
+    fs = features_v1(config.settings.features)
+    other = features_v1(FeatureParams(z_clip=5.0))
+    write_features(lake, feature_table(other), other)
+    result = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, kinds=("features",))
+    assert issue_counts(result) == {("features", "schema"): 1}
+    assert "parameters differ: z_clip" in result.blocking[0]
+
+    holes = feature_table(fs).drop(index=range(100, 110)).reset_index(drop=True)
+    write_features(lake, holes, fs)
+    result = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, kinds=("features",))
+    assert issue_counts(result) == {("features", "gap"): 1}
+    (row,) = read_issues_csv(result.issues_csv)
+    assert row["value"] == "gap_s=11.000"
+
+
+def test_features_optional_unless_required(config: AppConfig, lake: Lake) -> None:
+    synthetic_lake(config, lake, seconds=120)
+    result = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY)
+    assert result.passed and [b.kind for b in result.batches] == ["quotes", "trades"]
+    assert result.skipped == ["BTCUSDT features 2024-01-01: no feature file (not required)"]
+    required = run_gate(config, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY, require_features=True)
+    assert required.blocking == [
+        "no features for BTCUSDT on 2024-01-01: compute them first (hmmtrader features)"
+    ]
+
+
+# --- config and committed suites ------------------------------------------------------------
+
+
+def _config_dir(tmp_path: Path, quality: dict[str, object]) -> Path:
+    target = tmp_path / "configs"
+    shutil.copytree(PROJECT_ROOT / "configs", target)
+    data = yaml.safe_load((target / "settings.yaml").read_text())
+    data["quality"] = quality
+    (target / "settings.yaml").write_text(yaml.safe_dump(data))
+    return target
+
+
+def test_quality_settings_defaults_and_overrides(home: Path, tmp_path: Path) -> None:
+    assert load_settings().settings.quality == QualitySettings()
+    quality = QualitySettings()
+    assert set(quality.checks) == set(CHECK_NAMES)
+    assert [c for c, s in quality.checks.items() if s == "warn"] == ["spread_range", "row_count"]
+    assert (quality.quotes.max_gap_s, quality.trades.max_gap_s, quality.features.max_gap_s) == (
+        60.0,
+        300.0,
+        5.0,
+    )
+    loaded = load_settings(_config_dir(tmp_path / "a", {"checks": {"gap": "warn"}}))
+    assert loaded.settings.quality.severity("gap") == "warn"
+    assert loaded.settings.quality.severity("not_null") == "block"  # others keep defaults
+
+
+@pytest.mark.parametrize(
+    ("quality", "expected"),
+    [
+        ({"checks": {"crossed_books": "warn"}}, "unknown check(s) crossed_books: known checks"),
+        ({"checks": {"gap": "ignore"}}, "quality.checks.gap"),
+        ({"quotes": {"min_rows": 10, "max_rows": 5}}, "min_rows 10 exceeds max_rows 5"),
+        ({"trade": {}}, "quality.trade: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_quality_config_is_a_config_error(
+    quality: dict[str, object], expected: str, home: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"settings\.yaml") as info:
+        load_settings(_config_dir(tmp_path, quality))
+    assert expected in str(info.value)
+
+
+def test_cli_startup_does_not_import_great_expectations() -> None:
+    code = (
+        "import sys, trading.cli, trading.quality.gate; print('great_expectations' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_committed_suites_equal_generated(tmp_path: Path) -> None:
+    from trading.quality.suites import export_project
+
+    committed = PROJECT_ROOT / "expectations" / "gx" / "expectations"
+    written = export_project(tmp_path, QualitySettings(), features_v1())
+    assert sorted(p.name for p in written) == sorted(p.name for p in committed.glob("*.json"))
+    for path in written:
+        assert json.loads(path.read_text()) == json.loads((committed / path.name).read_text()), (
+            f"{committed / path.name} is stale: run `hmmtrader quality export`"
+        )
+    assert (PROJECT_ROOT / "expectations" / "gx" / "great_expectations.yml").is_file()
+    suites = {p.stem: json.loads(p.read_text()) for p in written}
+    checks = {e["meta"]["check"] for s in suites.values() for e in s["expectations"]}
+    assert checks == set(CHECK_NAMES) - {"data_present"}  # data_present: no file, no batch

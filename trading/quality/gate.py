@@ -1,0 +1,339 @@
+"""The data-quality gate: validate lake files per symbol/kind/day and say what blocks training.
+
+`run_gate` is what `hmmtrader validate` and the training flow call. Each (symbol, kind, day)
+file is one batch; each failed expectation becomes issue rows in data_quality_issues.csv and
+a check result whose severity (block or warn) comes from `QualitySettings.checks`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trading.data.inputs import day_range, parse_symbols
+from trading.data.lake import Lake, day_start_ns
+from trading.errors import InputError
+from trading.paths import StatePaths
+from trading.quality.checks import CHECK_NAMES
+from trading.quality.issues import (
+    ISSUES_FILE,
+    Issue,
+    copy_atomic,
+    describe_rows,
+    table_value,
+    write_issues_csv,
+)
+from trading.settings import AppConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trading.features.descriptor import FeatureSet
+    from trading.quality.runner import ExpectationOutcome, SuiteRunner
+
+GATE_KINDS: tuple[str, ...] = ("quotes", "trades", "features")
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check on one batch: every expectation tagged with the check, added up."""
+
+    check: str
+    severity: str
+    failed_rows: int  # exact, even where the CSV is capped
+    passed: bool
+
+    @property
+    def status(self) -> str:
+        if self.passed:
+            return "pass"
+        return "FAIL" if self.severity == "block" else "WARN"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One symbol/kind/day file (or the missing one)."""
+
+    symbol: str
+    kind: str
+    day: dt.date
+    rows: int
+    path: Path | None
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed or c.severity != "block" for c in self.checks)
+
+    @property
+    def label(self) -> str:
+        return f"{self.symbol} {self.kind} {self.day.isoformat()}"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What the gate found. `passed` is False iff a block-severity check failed."""
+
+    batches: list[BatchResult]
+    issues: list[Issue]  # as written to the CSV (capped per check and batch)
+    passed: bool
+    blocking: list[str]  # "BTCUSDT quotes 2024-01-01: crossed_book failed on 3 rows"
+    warnings: list[str]
+    skipped: list[str]  # feature days without a file, when features were optional
+    issues_csv: Path
+    data_docs: Path
+    run_dir: Path
+
+    def summary_rows(self, include_passed: bool = False) -> list[dict[str, Any]]:
+        """Rows for a table: failed checks of every batch (all checks with include_passed);
+        a batch whose checks all passed gets one row with check "all N checks"."""
+        rows = []
+        for batch in self.batches:
+            shown = [c for c in batch.checks if include_passed or not c.passed]
+            if not shown:
+                shown = [CheckResult(f"all {len(batch.checks)} checks", "-", 0, True)]
+            for check in shown:
+                rows.append(
+                    {
+                        "symbol": batch.symbol,
+                        "kind": batch.kind,
+                        "day": batch.day.isoformat(),
+                        "check": check.check,
+                        "severity": check.severity,
+                        "failed_rows": check.failed_rows,
+                        "status": check.status,
+                    }
+                )
+        return rows
+
+
+def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    items = kinds.split(",") if isinstance(kinds, str) else list(kinds)
+    names = [k.strip().lower() for k in items if k.strip()]
+    unknown = [k for k in names if k not in GATE_KINDS]
+    if unknown or not names:
+        raise InputError(
+            f"unknown kind(s) {', '.join(unknown) or '(none given)'}: "
+            f"expected some of {', '.join(GATE_KINDS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def run_gate(
+    config: AppConfig,
+    lake: Lake,
+    symbols: str | Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    kinds: Sequence[str] = GATE_KINDS,
+    out_dir: Path | None = None,
+    require_features: bool = False,
+) -> GateResult:
+    """Validate every (symbol, kind, day) file of [start, end] and write the issue CSV.
+
+    Missing quotes/trades files are blocking issues (`data_present`). Feature days without
+    a file are skipped unless `require_features`. Writes `data_quality_issues.csv` and
+    `summary.json` to `out_dir` (default `<home>/quality/runs/<UTC time>/`) and copies both
+    to `<home>/quality/latest/`; Data Docs go to `<home>/quality/gx/uncommitted/data_docs/`.
+    """
+    from trading.features.descriptor import features_v1
+    from trading.quality.runner import SuiteRunner
+    from trading.quality.suites import build_suites
+
+    names = parse_symbols(config, list(symbols) if not isinstance(symbols, str) else symbols)
+    days = day_range(start, end)
+    kind_list = parse_kinds(kinds)
+    quality = config.settings.quality
+    feature_set = features_v1(config.settings.features)
+    suites = build_suites(quality, feature_set)
+    paths = StatePaths(config.home)
+    runner = SuiteRunner(paths.quality, {k: suites[k] for k in kind_list})
+    started = dt.datetime.now(dt.UTC)
+    gate = _Gate(config, lake, runner, feature_set, started, require_features)
+    for symbol in names:
+        for kind in kind_list:
+            for day in days:
+                gate.batch(symbol, kind, day)
+    runner.build_docs()
+    run_dir = out_dir or paths.quality / "runs" / started.strftime("%Y%m%dT%H%M%S.%fZ")
+    return gate.finish(Path(run_dir), paths.quality / "latest", runner.data_docs)
+
+
+class _Gate:
+    """Accumulates batch results and issues over one gate run."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        lake: Lake,
+        runner: SuiteRunner,
+        feature_set: FeatureSet,
+        started: dt.datetime,
+        require_features: bool,
+    ) -> None:
+        self.venue = config.instruments.venue
+        self.quality = config.settings.quality
+        self.lake = lake
+        self.runner = runner
+        self.feature_set = feature_set
+        self.started = started
+        self.require_features = require_features
+        self.batches: list[BatchResult] = []
+        self.issues: list[Issue] = []
+        self.skipped: list[str] = []
+        self.messages: dict[str, list[str]] = {"block": [], "warn": []}
+
+    def batch(self, symbol: str, kind: str, day: dt.date) -> None:
+        from trading.quality.frames import (
+            FEATURES_KIND,
+            BatchSchemaError,
+            feature_table_columns,
+            read_features_day,
+            read_raw,
+            validation_frame,
+        )
+
+        lake_kind = FEATURES_KIND if kind == "features" else kind
+        path = self.lake.path(self.venue, symbol, lake_kind, day)
+        if day not in self.lake.days(self.venue, symbol, lake_kind):
+            if kind == "features" and not self.require_features:
+                self.skipped.append(f"{symbol} features {day}: no feature file (not required)")
+                return
+            hint = "compute them first (hmmtrader features)" if kind == "features" else None
+            self._fail(symbol, kind, day, "data_present", f"missing: {path}", None, hint)
+            return
+        try:
+            if kind == "features":
+                table = read_features_day(self.lake, self.venue, symbol, day, self.feature_set)
+                table = feature_table_columns(table, self.feature_set)
+            else:
+                table = read_raw(path, kind)
+        except BatchSchemaError as exc:
+            self._fail(symbol, kind, day, "schema", str(exc), path)
+            return
+        if table.num_rows == 0:
+            self._fail(symbol, kind, day, "data_present", f"empty file: {path}", path)
+            return
+        frame = validation_frame(table, kind, day)
+        outcomes = self.runner.validate(kind, frame, f"{symbol} {kind} {day}", self.started)
+        self._record(symbol, kind, day, path, frame, outcomes)
+
+    def _fail(
+        self,
+        symbol: str,
+        kind: str,
+        day: dt.date,
+        check: str,
+        value: str,
+        path: Path | None,
+        hint: str | None = None,
+    ) -> None:
+        """A batch that could not be validated at all: one issue, one failed check."""
+        severity = self.quality.severity(check)
+        self.issues.append(Issue(day_start_ns(day), symbol, check, value, severity, kind, day))
+        result = CheckResult(check, severity, 1, False)
+        self.batches.append(BatchResult(symbol, kind, day, 0, path, (result,)))
+        if check == "data_present" and path is None:
+            self.messages[severity].append(
+                f"no {kind} for {symbol} on {day}: {hint or 'ingest it first'}"
+            )
+        else:
+            self.messages[severity].append(f"{symbol} {kind} {day}: {check}: {value}")
+
+    def _record(
+        self,
+        symbol: str,
+        kind: str,
+        day: dt.date,
+        path: Path,
+        frame: pd.DataFrame,
+        outcomes: list[ExpectationOutcome],
+    ) -> None:
+        cap = self.quality.max_issue_rows_per_check
+        failed: dict[str, int] = {}
+        written: dict[str, int] = {}
+        found: list[Issue] = []
+        for outcome in outcomes:
+            failed.setdefault(outcome.check, 0)
+            if outcome.success:
+                continue
+            failed[outcome.check] += outcome.unexpected_count
+            severity = self.quality.severity(outcome.check)
+            room = cap - written.get(outcome.check, 0)
+            if room <= 0:
+                continue
+            if outcome.row_level and outcome.error is None:
+                rows = describe_rows(
+                    frame, outcome.expectation_type, outcome.kwargs, outcome.positions[:room]
+                )
+                positions = outcome.positions[:room].tolist()
+            else:
+                value = table_value(outcome.check, outcome.kwargs, outcome.observed, outcome.error)
+                rows, positions = [(day_start_ns(day), value)], [None]
+            for (ts_ns, value), row in zip(rows, positions, strict=True):
+                found.append(Issue(ts_ns, symbol, outcome.check, value, severity, kind, day, row))
+            written[outcome.check] = written.get(outcome.check, 0) + len(rows)
+        # file order; table-level issues (no row) first
+        found.sort(key=lambda i: (-1 if i.row is None else i.row, CHECK_NAMES.index(i.check)))
+        self.issues.extend(found)
+        checks = tuple(
+            CheckResult(check, self.quality.severity(check), count, count == 0)
+            for check, count in sorted(failed.items(), key=lambda kv: CHECK_NAMES.index(kv[0]))
+        )
+        self.batches.append(BatchResult(symbol, kind, day, len(frame), path, checks))
+        for check in checks:
+            if not check.passed:
+                self.messages[check.severity].append(
+                    f"{symbol} {kind} {day}: {check.check} failed on {check.failed_rows:,} "
+                    f"row{'s' if check.failed_rows != 1 else ''}"
+                )
+
+    def finish(self, run_dir: Path, latest_dir: Path, data_docs: Path) -> GateResult:
+        issues_csv = write_issues_csv(run_dir / ISSUES_FILE, self.issues)
+        result = GateResult(
+            batches=self.batches,
+            issues=self.issues,
+            passed=not self.messages["block"],
+            blocking=list(self.messages["block"]),
+            warnings=list(self.messages["warn"]),
+            skipped=self.skipped,
+            issues_csv=issues_csv,
+            data_docs=data_docs,
+            run_dir=run_dir,
+        )
+        summary = _write_json(run_dir / SUMMARY_FILE, _summary(result, self.started))
+        copy_atomic(issues_csv, latest_dir / ISSUES_FILE)
+        copy_atomic(summary, latest_dir / SUMMARY_FILE)
+        return result
+
+
+def _summary(result: GateResult, started: dt.datetime) -> dict[str, Any]:
+    return {
+        "started": started.isoformat(),
+        "passed": result.passed,
+        "blocking": result.blocking,
+        "warnings": result.warnings,
+        "skipped": result.skipped,
+        "issues_csv": str(result.issues_csv),
+        "data_docs": str(result.data_docs),
+        "checks": result.summary_rows(include_passed=True),
+    }
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,153 @@
+"""Run the suites through a Great Expectations file project under the state root.
+
+One checkpoint per gate kind (quotes, trades, features) with `UpdateDataDocsAction`; each
+symbol-day file is one checkpoint run, named "<SYMBOL> <kind> <day>" in Data Docs. The
+checkpoint keeps SUMMARY results (exact counts, 20 sample rows): storing COMPLETE results
+grows with the failed rows (a trial with 400,000 NaN bids in an 870,000-row day: 20 s and
+38 MB of JSON). The failed expectations alone are then re-validated on the same batch with
+COMPLETE results (not stored) to get every offending row's position in the file; asking GX
+for `unexpected_index_column_names` instead costs 10 s on that day, positions 0.06 s.
+
+Imports Great Expectations: import this module inside functions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.core.run_identifier import RunIdentifier
+
+from trading.quality.suites import open_project
+
+DATASOURCE = "lake"
+BATCH_DEFINITION = "symbol-day file"
+ASSETS = {"quotes": "quotes", "trades": "trades", "features": "features_v1"}
+_SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+_COMPLETE = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's result on one batch."""
+
+    check: str
+    expectation_type: str
+    kwargs: dict[str, Any]
+    success: bool
+    row_level: bool  # flags rows (column expectations) rather than the whole table
+    unexpected_count: int  # offending rows (1 for a failed table-level expectation)
+    positions: np.ndarray  # row positions in the file of every offending row (may be empty)
+    observed: Any = None  # table-level expectations: the observed value
+    error: str | None = None  # the expectation could not be evaluated
+
+
+def data_docs_index(project_root: Path) -> Path:
+    return project_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+class SuiteRunner:
+    """The GX project at `<project_root>/gx` with the given suites, ready to validate."""
+
+    def __init__(self, project_root: Path, suites: dict[str, gx.ExpectationSuite]) -> None:
+        self.project_root = project_root
+        self.context = open_project(project_root)
+        try:
+            datasource = self.context.data_sources.get(DATASOURCE)
+        except KeyError:
+            datasource = self.context.data_sources.add_pandas(DATASOURCE)
+        self._batch_definitions: dict[str, Any] = {}
+        self._checkpoints: dict[str, gx.Checkpoint] = {}
+        for kind, suite in suites.items():
+            stored = self.context.suites.add_or_update(suite)
+            try:
+                asset = datasource.get_asset(ASSETS[kind])
+            except LookupError:
+                asset = datasource.add_dataframe_asset(ASSETS[kind])
+            try:
+                batch_definition = asset.get_batch_definition(BATCH_DEFINITION)
+            except KeyError:
+                batch_definition = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+            validation = self.context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=stored)
+            )
+            self._checkpoints[kind] = self.context.checkpoints.add_or_update(
+                gx.Checkpoint(
+                    name=suite.name,
+                    validation_definitions=[validation],
+                    actions=[UpdateDataDocsAction(name="update_data_docs")],
+                    result_format=_SUMMARY,
+                )
+            )
+            self._batch_definitions[kind] = batch_definition
+
+    @property
+    def data_docs(self) -> Path:
+        return data_docs_index(self.project_root)
+
+    def validate(
+        self, kind: str, frame: pd.DataFrame, run_name: str, run_time: dt.datetime
+    ) -> list[ExpectationOutcome]:
+        checkpoint = self._checkpoints[kind]
+        result = checkpoint.run(
+            batch_parameters={"dataframe": frame},
+            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+        )
+        (suite_result,) = result.run_results.values()
+        outcomes = [_outcome(item) for item in suite_result.results]
+        failed: dict[int, Any] = {
+            i: item.expectation_config
+            for i, (item, outcome) in enumerate(zip(suite_result.results, outcomes, strict=True))
+            if not outcome.success and outcome.error is None and outcome.row_level
+        }
+        if failed:
+            batch = self._batch_definitions[kind].get_batch(batch_parameters={"dataframe": frame})
+            for i, config in failed.items():
+                complete = batch.validate(config.to_domain_obj(), result_format=_COMPLETE)
+                index = complete.result.get("unexpected_index_list") or []
+                outcomes[i] = replace(outcomes[i], positions=np.asarray(index, dtype=np.int64))
+        return outcomes
+
+    def build_docs(self) -> None:
+        if not self.data_docs.is_file():
+            self.context.build_data_docs()
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX reports errors flat ({"raised_exception": ...}) or per metric (nested dicts)."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "the expectation raised an exception")
+    for value in info.values():
+        message = _exception_message(value)
+        if message:
+            return message
+    return None
+
+
+def _outcome(item: Any) -> ExpectationOutcome:
+    config = item.expectation_config
+    meta = config.meta or {}
+    error = _exception_message(item.exception_info)
+    result = item.result or {}
+    count = int(result.get("unexpected_count") or 0)
+    if not item.success and count == 0:
+        count = 1  # a table-level failure (row count, columns) or an error
+    return ExpectationOutcome(
+        check=str(meta.get("check", config.type)),
+        expectation_type=str(config.type),
+        kwargs=dict(config.kwargs),
+        success=bool(item.success),
+        row_level="unexpected_count" in result,
+        unexpected_count=count if not item.success else 0,
+        positions=np.zeros(0, dtype=np.int64),
+        observed=result.get("observed_value"),
+        error=error,
+    )
