@@ -17,6 +17,8 @@ from trading.errors import HmmTraderError, InputError
 
 if TYPE_CHECKING:
     from trading.data.lake import Lake, Written
+    from trading.features.descriptor import FeatureSet
+    from trading.quality.gate import GateResult
     from trading.settings import AppConfig
 
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
@@ -245,7 +247,6 @@ def features_cmd(
     """Compute features for a date range and write them to the lake with their descriptor."""
     from trading.data.inputs import check_range, parse_day, parse_symbols
     from trading.features.descriptor import bars_v1, features_v1
-    from trading.features.store import compute_range, write_features
 
     config = _config()
     names = parse_symbols(config, symbols)
@@ -260,6 +261,19 @@ def features_cmd(
     if not 0 <= lookback_days <= 7:
         raise InputError(f"--lookback-days must be between 0 and 7, got {lookback_days}")
     fs = sets[feature_set.lower()]()
+    _write_features(config, names, first, last, fs, lookback_days)
+
+
+def _write_features(
+    config: AppConfig,
+    names: list[str],
+    first: dt.date,
+    last: dt.date,
+    fs: FeatureSet,
+    lookback_days: int = 1,
+) -> int:
+    from trading.features.store import compute_range, write_features
+
     lake = _lake(config)
     venue = config.instruments.venue
     console.print(f"Feature set {fs.version}: {len(fs.columns)} columns")
@@ -289,6 +303,7 @@ def features_cmd(
         f"{'s' if 'standardize_min_s' in fs.params else 'bars'} of each continuous stretch, "
         f"plus the rolling windows) are not written."
     )
+    return total
 
 
 @data_app.command("ls")
@@ -352,7 +367,12 @@ def validate_cmd(
         out_dir=out,
         require_features=bool(features),
     )
-    elapsed = time.perf_counter() - began
+    _print_gate(result, time.perf_counter() - began, all_checks)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _print_gate(result: GateResult, elapsed: float, all_checks: bool = False) -> None:
     verdict = "[bold green]passed[/]" if result.passed else "[bold red]BLOCKED[/]"
     table = Table(title=f"Data-quality gate: {verdict} ({elapsed:.1f} s)")
     for column in ("symbol", "kind", "day", "check", "severity", "failed rows", "status"):
@@ -378,8 +398,6 @@ def validate_cmd(
         console.print(f"[bold red]block:[/] {line}", highlight=False)
     console.print(f"Issues ({len(result.issues):,} rows): {result.issues_csv}", highlight=False)
     console.print(f"Data Docs: {result.data_docs}", highlight=False)
-    if not result.passed:
-        raise typer.Exit(1)
 
 
 @quality_app.command("export")
@@ -438,9 +456,13 @@ def demo(
     days: Annotated[int, typer.Option(help="Synthetic days per symbol.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """The main job on embedded defaults (for now: a synthetic market into the lake)."""
+    """The main job on embedded defaults (for now: synthetic market, features, quality gate)."""
     from trading.data.synthetic import ingest_synthetic
+    from trading.features.descriptor import features_v1
+    from trading.quality.gate import run_gate
 
+    if not 1 <= days <= 30:
+        raise InputError(f"--days must be between 1 and 30, got {days}")
     config = _config()
     lake = _lake(config)
     names = list(config.instruments.symbols)
@@ -448,14 +470,31 @@ def demo(
     console.print(f"State root: {config.home.resolve()}")
     began = time.perf_counter()
     start = dt.date(2024, 1, 1)
+    last = start + dt.timedelta(days=days - 1)
+    console.rule("1. synthetic market")
     written = ingest_synthetic(config, lake, names, start, days, seed, show_progress=True)
-    elapsed = time.perf_counter() - began
     console.print(
         f"Synthetic market: {len(names)} symbols x {days} day(s), "
-        f"{sum(w.rows for w in written):,} rows in {elapsed:.1f} s"
+        f"{sum(w.rows for w in written):,} rows in {time.perf_counter() - began:.1f} s"
     )
     print_lake_summary(lake)
-    console.print(f"Inspect again with: .venv/bin/hmmtrader --home {config.home} data ls")
+    console.rule("2. features (FEATURES_V1, batch form)")
+    _write_features(config, names, start, last, features_v1(config.settings.features))
+    console.rule("3. data-quality gate (Great Expectations)")
+    gate_began = time.perf_counter()
+    result = run_gate(config, lake, names, start, last, require_features=True)
+    _print_gate(result, time.perf_counter() - gate_began)
+    console.rule("done")
+    console.print(f"Demo finished in {time.perf_counter() - began:.1f} s. Next, on this state:")
+    home = config.home
+    console.print(f"  .venv/bin/hmmtrader --home {home} data ls", highlight=False)
+    console.print(
+        f"  .venv/bin/hmmtrader --home {home} validate --symbols {','.join(names)} "
+        f"--start {start} --end {last}",
+        highlight=False,
+    )
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -106,6 +106,11 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["data", "ls"],
         ["bench"],
         ["bench", "ingest"],
+        ["bench", "features"],
+        ["features"],
+        ["validate"],
+        ["quality"],
+        ["quality", "export"],
         ["demo"],
     ]
     for command in commands:
