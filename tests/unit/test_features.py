@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -175,18 +176,8 @@ def test_no_look_ahead(config: AppConfig) -> None:
         frame.loc[late, "qty"] = frame.loc[late, "qty"] * 13.0
         extra = frame[late].head(500).copy()
         extra["trade_id"] += 10**9
-        frame = pa.Table.from_pandas(
-            pa.concat_tables(
-                [
-                    pa.Table.from_pandas(frame, preserve_index=False),
-                    pa.Table.from_pandas(extra, preserve_index=False),
-                ]
-            )
-            .to_pandas()
-            .sort_values("ts_ns", kind="stable"),
-            preserve_index=False,
-        ).to_pandas()
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        merged = pd.concat([frame, extra]).sort_values("ts_ns", kind="stable")
+        return pa.Table.from_pandas(merged, preserve_index=False)
 
     after = compute_batch(fs, perturb_quotes(day.quotes), perturb_trades(day.trades)).rows
     grid = step_ns(fs)
@@ -303,57 +294,24 @@ def test_bars_batch_equals_online_and_has_no_look_ahead(config: AppConfig) -> No
 
 
 def test_features_cli(config: AppConfig, home, capsys: pytest.CaptureFixture[str]) -> None:
+    def features(*extra: str, symbol: str = "BTCUSDT", start: str = "2024-01-01") -> int:
+        argv = ["features", "--symbols", symbol, "--start", start, "--end", "2024-01-01"]
+        return run([*argv, *extra])
+
     assert run(["ingest", "synthetic", "--symbols", "BTCUSDT", "--start", "2024-01-01"]) == 0
     capsys.readouterr()
-    code = run(["features", "--symbols", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-01"])
+    assert features() == 0
     out = capsys.readouterr().out
-    assert code == 0
     assert "FEATURES_V1@" in out and "86,400" in out
     assert Lake(home / "lake").days("BINANCE", "BTCUSDT", "features_v1") == [DAY]
-    assert (
-        run(
-            [
-                "features",
-                "--symbols",
-                "BTCUSDT",
-                "--start",
-                "2024-01-01",
-                "--end",
-                "2024-01-01",
-                "--set",
-                "bars_v1",
-            ]
-        )
-        == 0
-    )
+    assert features("--set", "bars_v1") == 0
     assert Lake(home / "lake").days("BINANCE", "BTCUSDT", "bars_v1") == [DAY]
 
-    assert (
-        run(["features", "--symbols", "ETHUSDT", "--start", "2024-01-01", "--end", "2024-01-01"])
-        == 1
-    )
+    assert features(symbol="ETHUSDT") == 1
     assert "no quotes for ETHUSDT" in capsys.readouterr().err
-    assert (
-        run(
-            [
-                "features",
-                "--symbols",
-                "BTCUSDT",
-                "--start",
-                "2024-01-01",
-                "--end",
-                "2024-01-01",
-                "--set",
-                "nope",
-            ]
-        )
-        == 1
-    )
+    assert features("--set", "nope") == 1
     assert "--set must be one of" in capsys.readouterr().err
-    assert (
-        run(["features", "--symbols", "BTCUSDT", "--start", "2024-01-02", "--end", "2024-01-01"])
-        == 1
-    )
+    assert features(start="2024-01-02") == 1
     assert "swap them" in capsys.readouterr().err
 
 
