@@ -21,6 +21,9 @@ from rich.table import Table
 if TYPE_CHECKING:
     import pandas as pd
 
+    from trading.features.v1 import OnlineFeatures
+    from trading.settings import AppConfig
+
 
 @dataclass(frozen=True)
 class BenchResult:
@@ -161,7 +164,9 @@ def pandas_features(quotes: pa.Table, trades: pa.Table, fs_params: dict[str, Any
     return z.add_suffix("_z").join(out)
 
 
-def bench_features(days: int, repeats: int, online_ticks: int, console: Console) -> BenchResult:
+def bench_features(
+    config: AppConfig, days: int, repeats: int, online_ticks: int, console: Console
+) -> BenchResult:
     """Batch FEATURES_V1 (numba kernel) vs the pandas baseline on the same synthetic ticks;
     plus the online form's median cost per tick and per grid step."""
     import datetime as dt
@@ -169,25 +174,14 @@ def bench_features(days: int, repeats: int, online_ticks: int, console: Console)
     from trading.data.synthetic import generate
     from trading.features.descriptor import features_v1
     from trading.features.v1 import OnlineFeatures, compute_batch
-    from trading.settings import SymbolSpec, SyntheticSettings
 
-    spec = SymbolSpec(
-        base="BTC",
-        quote="USDT",
-        tick_size=0.01,
-        lot_size=0.00001,
-        min_qty=0.00001,
-        max_qty=9000,
-        min_notional_usd=5,
-        maker_fee=0.001,
-        taker_fee=0.001,
-    )
+    specs = {"BTCUSDT": config.symbol("BTCUSDT")}
     console.print(f"generating {days} synthetic BTCUSDT day(s) ...")
-    parts = list(generate({"BTCUSDT": spec}, dt.date(2024, 1, 1), days, 7, SyntheticSettings()))
+    parts = list(generate(specs, dt.date(2024, 1, 1), days, 7, config.settings.synthetic))
     quotes = pa.concat_tables([d.quotes for d in parts])
     trades = pa.concat_tables([d.trades for d in parts])
     ticks = quotes.num_rows + trades.num_rows
-    fs = features_v1()
+    fs = features_v1(config.settings.features)
     compute_batch(fs, quotes.slice(0, 1000), trades.slice(0, 1000))  # compile / load cache
     ours_s, rows = _best_of(repeats, lambda: len(compute_batch(fs, quotes, trades).rows))
     pandas_s, pd_rows = _best_of(repeats, lambda: len(pandas_features(quotes, trades, fs.params)))
@@ -228,13 +222,10 @@ def bench_features(days: int, repeats: int, online_ticks: int, console: Console)
 
 
 def _online_costs(
-    online: object, quotes: pa.Table, trades: pa.Table, limit: int
+    online: OnlineFeatures, quotes: pa.Table, trades: pa.Table, limit: int
 ) -> tuple[float, float]:
     """Median ns of an on_quote/on_trade call that completes no row, and of one grid row
     for calls that complete rows (the call's time divided by the rows it emitted)."""
-    from trading.features.v1 import OnlineFeatures
-
-    assert isinstance(online, OnlineFeatures)
     q = quotes.slice(0, limit)
     t = trades.slice(0, limit)
     q_cols = [q.column(c).to_pylist() for c in ("ts_ns", "bid", "ask", "bid_size", "ask_size")]

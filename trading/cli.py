@@ -353,8 +353,6 @@ def validate_cmd(
     if features is True and "features" not in kind_list:
         kind_list.append("features")
     if not kind_list:
-        from trading.errors import InputError
-
         raise InputError("nothing to validate: --no-features removed the only kind")
     began = time.perf_counter()
     result = run_gate(
@@ -447,7 +445,7 @@ def bench_features_cmd(
         raise InputError(f"--days must be between 1 and 30, got {days}")
     if repeats < 1 or online_ticks < 1000:
         raise InputError("--repeats must be >= 1 and --online-ticks >= 1000")
-    result = bench_features(days, repeats, online_ticks, console)
+    result = bench_features(_config(), days, repeats, online_ticks, console)
     print(result.to_json())
 
 

@@ -204,6 +204,11 @@ class FeatureSet:
             )
 
 
+def feature_kind(fs: FeatureSet) -> str:
+    """The lake kind of a feature set's files: features_v1, bars_v1."""
+    return fs.name.lower()
+
+
 def features_v1(params: FeatureParams | None = None) -> FeatureSet:
     params = params or FeatureParams()
     base = TICK_FEATURES + (FUNDING_FEATURES if params.funding else ())

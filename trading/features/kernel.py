@@ -408,10 +408,8 @@ def _quote(
     out: np.ndarray,
     n: int,
 ) -> int:
-    if not (bid > 0.0 and ask >= bid and bsz >= 0.0 and asz >= 0.0 and math.isfinite(ask)):
-        si[I_SKIPPED] += 1
-        return n
-    if not (math.isfinite(bsz) and math.isfinite(asz)):
+    sizes_ok = bsz >= 0.0 and asz >= 0.0 and math.isfinite(bsz) and math.isfinite(asz)
+    if not (bid > 0.0 and ask >= bid and math.isfinite(ask) and sizes_ok):
         si[I_SKIPPED] += 1
         return n
     n = _advance(si, sf, ts, out, n)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trading.data.lake import Lake, Written, day_start_ns, split_by_day
@@ -26,14 +25,11 @@ from trading.features.descriptor import (
     METADATA_KEY,
     FeatureSet,
     FeatureVersionError,
+    feature_kind,
 )
-from trading.features.v1 import compute_batch, rows_to_table
+from trading.features.v1 import compute_batch, rows_to_table, step_ns
 
 _ONE_DAY = dt.timedelta(days=1)
-
-
-def feature_kind(fs: FeatureSet) -> str:
-    return fs.name.lower()
 
 
 @dataclass(frozen=True)
@@ -97,13 +93,10 @@ def compute_range(
         inputs = quotes.num_rows + trades.num_rows
     else:
         raise FeatureVersionError(f"unknown feature set {fs.version}")
+    stamps = rows[:, 0].astype(np.int64) * step_ns(fs)
+    rows = rows[(stamps >= lo) & (stamps < hi)]
     table = rows_to_table(fs, rows, ready_only=True)
-    ts = table.column("ts_ns")
-    in_range = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
-    table = table.filter(in_range)
-    all_ts = rows_to_table(fs, rows, ready_only=False).column("ts_ns").to_numpy()
-    emitted = int(((all_ts >= lo) & (all_ts < hi)).sum())
-    return RangeFeatures(symbol, fs, table, inputs, skipped, segments, emitted)
+    return RangeFeatures(symbol, fs, table, inputs, skipped, segments, len(rows))
 
 
 def _has_rows_in(table: pa.Table, lo: int, hi: int) -> bool:

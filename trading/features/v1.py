@@ -80,7 +80,7 @@ class OnlineFeatures:
         n = kernel.process(
             self._si, self._sf, EV_QUOTE, ts_ns, bid, ask, bid_size, ask_size, self._out
         )
-        return self._emit(n) if n else _NONE
+        return self._emit(n)
 
     def on_trade(
         self, ts_ns: int, price: float, qty: float, aggressor_side: int
@@ -88,7 +88,7 @@ class OnlineFeatures:
         n = kernel.process(
             self._si, self._sf, EV_TRADE, ts_ns, price, qty, float(aggressor_side), 0.0, self._out
         )
-        return self._emit(n) if n else _NONE
+        return self._emit(n)
 
     def on_funding(self, ts_ns: int, rate: float) -> Sequence[FeatureRow]:
         n = kernel.process(self._si, self._sf, EV_FUNDING, ts_ns, rate, 0.0, 0.0, 0.0, self._out)

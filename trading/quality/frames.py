@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from trading.data.lake import Lake, day_start_ns
 from trading.data.schemas import SCHEMAS
 from trading.errors import HmmTraderError
-from trading.features.descriptor import FeatureSet
+from trading.features.descriptor import FeatureSet, feature_kind, features_v1
 
-FEATURES_KIND = "features_v1"  # the lake kind of FEATURES_V1 files
+FEATURES_KIND = feature_kind(features_v1())  # the lake kind of FEATURES_V1 files
 
 
 class BatchSchemaError(HmmTraderError):
