@@ -454,7 +454,8 @@ def demo(
     days: Annotated[int, typer.Option(help="Synthetic days per symbol.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """The main job on embedded defaults (for now: synthetic market, features, quality gate)."""
+    """The main job on embedded defaults (for now: synthetic market, features, quality gate,
+    training and registering the regime model)."""
     from trading.data.synthetic import ingest_synthetic
     from trading.features.descriptor import features_v1
     from trading.quality.gate import run_gate
@@ -482,6 +483,11 @@ def demo(
     gate_began = time.perf_counter()
     result = run_gate(config, lake, names, start, last, require_features=True)
     _print_gate(result, time.perf_counter() - gate_began)
+    if result.passed:
+        from trading.cli_models import train_cmd
+
+        console.rule("4. regime model: HMM search + policy head -> MLflow registry (candidate)")
+        train_cmd(",".join(names), start.isoformat(), last.isoformat())
     console.rule("done")
     console.print(f"Demo finished in {time.perf_counter() - began:.1f} s. Next, on this state:")
     home = config.home
@@ -489,6 +495,12 @@ def demo(
     console.print(
         f"  .venv/bin/hmmtrader --home {home} validate --symbols {','.join(names)} "
         f"--start {start} --end {last}",
+        highlight=False,
+    )
+    console.print(f"  .venv/bin/hmmtrader --home {home} models", highlight=False)
+    console.print(
+        f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow' / 'mlflow.db').resolve()} "
+        "--host 127.0.0.1 --port 5000",
         highlight=False,
     )
     if not result.passed:
@@ -531,3 +543,6 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(run())
+
+
+from trading import cli_models  # noqa: E402,F401  (registers train/models/promote/rollback)

@@ -1,12 +1,17 @@
-"""Process-wide environment defaults: no telemetry from any library we embed."""
+"""Process-wide environment defaults: no telemetry from any library we embed, and no
+caches written outside the checkout and the system temp directory."""
 
 import os
+import tempfile
 
 _OFFLINE_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # matplotlib keeps its font cache here instead of ~/.cache/matplotlib
+    "MPLCONFIGDIR": os.path.join(tempfile.gettempdir(), "hmmtrader-matplotlib"),
 }
 
 

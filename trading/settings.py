@@ -20,6 +20,7 @@ from pydantic_settings import (
 from trading.errors import ConfigError
 from trading.features.descriptor import BarParams, FeatureParams
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
+from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings, RegistrySettings
 
 ENV_PREFIX = "HMMTRADER_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +175,10 @@ class Settings(BaseSettings):
     features: FeatureParams = FeatureParams()
     bars: BarParams = BarParams()
     quality: QualitySettings = QualitySettings()
+    regime: RegimeSettings = RegimeSettings()
+    policy: PolicySettings = PolicySettings()
+    drift: DriftSettings = DriftSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @classmethod
     def settings_customise_sources(

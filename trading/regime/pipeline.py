@@ -1,0 +1,225 @@
+"""Train (or partially refit) from the lake and register the result: the function the
+CLI and the Prefect flows call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trading.data.lake import Lake
+from trading.features.descriptor import FeatureSet, bars_v1, features_v1
+from trading.paths import StatePaths
+from trading.regime.dataset import Dataset, load_dataset
+from trading.regime.registry import (
+    TAG_FINGERPRINT,
+    Registered,
+    Registry,
+    fingerprint,
+    git_commit,
+)
+from trading.regime.train import TrainReport, fit_regime_model, partial_fit
+from trading.settings import AppConfig
+
+Progress = Callable[[str], None]
+
+
+def configured_feature_set(config: AppConfig) -> FeatureSet:
+    s = config.settings
+    return features_v1(s.features) if s.regime.feature_set == "features_v1" else bars_v1(s.bars)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    registered: Registered
+    metrics: dict[str, float]
+    report: TrainReport | None  # None when an identical version already existed
+    data_rows: int
+    model_uri: str
+
+
+def _data_hash(data: Dataset) -> str:
+    h = hashlib.sha256()
+    for symbol in data.symbols:
+        ts, X = data.frames[symbol]
+        h.update(symbol.encode())
+        h.update(np.ascontiguousarray(ts).tobytes())
+        h.update(np.ascontiguousarray(X).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _training_config(
+    config: AppConfig, data: Dataset, kind: str, parent: int | None
+) -> dict[str, Any]:
+    s = config.settings
+    return {
+        "kind": kind,
+        "parent_version": parent,
+        "feature_version": data.feature_set.version,
+        "symbols": data.symbols,
+        "start": str(data.start),
+        "end": str(data.end),
+        "regime": s.regime.model_dump(),
+        "policy": s.policy.model_dump(),
+        "drift": s.drift.model_dump(),
+        "data_hash": _data_hash(data),
+    }
+
+
+def train_and_register(
+    config: AppConfig,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    update_from: str | None = None,
+    progress: Progress | None = None,
+) -> TrainOutcome:
+    """Fit on the feature files of [start, end] and register a new `candidate` version.
+    With update_from (a version reference), run partial_fit on that version instead.
+    The same data and config as an existing version reuse it (nothing is registered)."""
+    s = config.settings
+    lake = Lake(StatePaths(config.home).lake)
+    fs = configured_feature_set(config)
+    registry = Registry(s.registry, config.home)
+    parent_model, parent = None, None
+    if update_from is not None:
+        parent_model, parent = registry.load(update_from)
+        fs = parent_model.feature_set
+    data = load_dataset(lake, config.instruments.venue, list(symbols), start, end, fs)
+    kind = "partial_fit" if parent is not None else "train"
+    training_config = _training_config(config, data, kind, parent)
+    fp = fingerprint(training_config)
+    existing = registry.find_by_fingerprint(fp)
+    if existing is not None:
+        info = next(i for i in registry.versions() if i.version == existing)
+        return TrainOutcome(
+            Registered(existing, info.run_id, reused=True), {}, None, data.rows,
+            registry.model_uri(existing),
+        )  # fmt: skip
+
+    report: TrainReport | None
+    if parent_model is not None:
+        model, metrics = partial_fit(parent_model, data, s.regime)
+        report = None
+    else:
+        model, report = fit_regime_model(data, s.regime, s.policy, s.drift, progress)
+        metrics = report.metrics
+    model.info = {
+        **model.info,
+        "symbols": data.symbols,
+        "start": str(start),
+        "end": str(end),
+        "kind": kind,
+        "state_table": report.state_table if report else model.info.get("state_table", []),
+    }
+    from trading.regime.pyfunc import input_example, signature_of
+
+    first = data.symbols[0]
+    ts, X = data.frames[first]
+    tags = {
+        "data_start": str(start),
+        "data_end": str(end),
+        "symbols": ",".join(data.symbols),
+        "feature_version": data.feature_set.version,
+        "git_commit": git_commit(),
+        "seed": str(s.regime.seed),
+        "kind": kind,
+        "n_states": str(model.n_states),
+        "rows": str(data.rows),
+        TAG_FINGERPRINT: fp,
+        **{k: f"{v:.6g}" for k, v in metrics.items() if k in _TAGGED_METRICS},
+    }
+    if parent is not None:
+        tags["parent_version"] = str(parent)
+
+    def write_files(directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if report is not None:
+            from trading.regime.plots import write_plots
+
+            write_plots(report, directory)
+            _write_tables(report, directory)
+
+    params = (
+        report.params
+        if report
+        else {"kind": kind, "parent_version": parent, "feature_version": fs.version}
+    )
+    registered = registry.register(
+        model,
+        run_name=f"{kind} {','.join(data.symbols)} {start}..{end}",
+        params={
+            **params,
+            "symbols": ",".join(data.symbols),
+            "data_start": str(start),
+            "data_end": str(end),
+        },
+        metrics={**metrics, "rows": float(data.rows)},
+        version_tags=tags,
+        write_files=write_files,
+        signature=signature_of(model),
+        input_example=input_example(model, X, ts),
+        training_config=training_config,
+    )
+    return TrainOutcome(
+        registered, metrics, report, data.rows, registry.model_uri(registered.version)
+    )
+
+
+_TAGGED_METRICS = (
+    "val_bic",
+    "val_loglik",
+    "state_entropy",
+    "policy_log_loss",
+    "policy_accuracy",
+    "partial_fit_loglik_after",
+)
+
+
+def _write_tables(report: TrainReport, directory: Path) -> None:
+    import csv
+    import json
+
+    with open(directory / "candidates.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            [
+                "k",
+                "restart",
+                "seed",
+                "train_loglik",
+                "val_loglik",
+                "val_bic",
+                "iterations",
+                "converged",
+                "fit_s",
+                "error",
+            ]
+        )
+        for c in report.candidates:
+            writer.writerow(
+                [
+                    c.k,
+                    c.restart,
+                    c.seed,
+                    c.train_loglik,
+                    c.val_loglik,
+                    c.val_bic,
+                    c.iterations,
+                    c.converged,
+                    round(c.fit_s, 3),
+                    c.error,
+                ]
+            )
+    with open(directory / "states.csv", "w", newline="") as fh:
+        states = csv.DictWriter(fh, fieldnames=list(report.state_table[0]))
+        states.writeheader()
+        states.writerows(report.state_table)
+    (directory / "transition_matrix.json").write_text(json.dumps(report.transmat.tolist()))
+    (directory / "split.json").write_text(json.dumps(report.split))
