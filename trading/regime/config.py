@@ -52,7 +52,9 @@ class RegimeSettings(_Frozen):
     min_train_rows: int = Field(default=2_000, ge=50)
     min_validation_rows: int = Field(default=500, ge=20)
     min_state_entropy: float = Field(default=0.1, ge=0)  # nats, decoded states on validation
-    min_dwell_s: float = Field(default=0.0, ge=0)  # fits with a shorter-lived state are skipped (0: off)
+    min_dwell_s: float = Field(
+        default=0.0, ge=0
+    )  # fits with a shorter-lived state are skipped (0: off)
     partial_fit_iter: int = Field(default=5, ge=1, le=1_000)  # EM steps of partial_fit
 
     @field_validator("inputs")

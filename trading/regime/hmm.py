@@ -15,6 +15,7 @@ from trading.errors import HmmTraderError
 from trading.regime.config import RegimeSettings
 
 KMEANS_SAMPLE = 20_000
+STICKY = 0.99  # initial self-transition probability
 
 
 class ModelFitError(HmmTraderError):
@@ -60,7 +61,7 @@ def fit_one(
         tol=settings.tol_per_row * len(X),
         random_state=seed,
         implementation="scaling",
-        init_params="stc",
+        init_params="c",
     )
     # hmmlearn seeds the means with a 10-run k-means over every row; a seeded subsample
     # gives the same starting points at a fraction of the cost
@@ -69,6 +70,13 @@ def fit_one(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.means_ = KMeans(k, n_init=3, random_state=seed).fit(sample).cluster_centers_
+    # a sticky start (regimes last many steps): hmmlearn's Dirichlet draw can start with
+    # near-zero self-transitions, and EM then settles in flickering local optima
+    model.startprob_ = np.full(k, 1.0 / k)
+    off = (1.0 - STICKY) / (k - 1)
+    model.transmat_ = np.full((k, k), off) + np.eye(k) * (STICKY - off)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         model.fit(X, lengths)
     return model
 
@@ -157,7 +165,7 @@ def state_entropy(states: np.ndarray, k: int) -> float:
     """Shannon entropy (nats) of the share of time in each state."""
     share = np.bincount(states, minlength=k) / max(len(states), 1)
     share = share[share > 0]
-    return float(-(share * np.log(share)).sum())
+    return float(max(0.0, -(share * np.log(share)).sum()))
 
 
 def mean_dwell_steps(states: np.ndarray, resets: np.ndarray, k: int) -> np.ndarray:

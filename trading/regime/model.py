@@ -17,7 +17,7 @@ from trading.features.descriptor import FeatureSet
 from trading.regime import kernel
 from trading.regime.config import DriftSettings, PolicySettings
 from trading.regime.dataset import row_columns
-from trading.regime.hmm import full_covariances
+from trading.regime.hmm import ModelFitError, full_covariances
 from trading.regime.policy import PolicyArrays, export_policy
 
 ACTIONS = {-1: "SELL", 0: "HOLD", 1: "BUY"}
@@ -77,7 +77,7 @@ class RegimeModel:
     def check_rows(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.columns):
-            got = X.shape[1] if X.ndim == 2 else X.ndim
+            got = f"{X.shape[1]} columns" if X.ndim == 2 else f"an array of shape {X.shape}"
             raise FeatureInputError(
                 f"{self.feature_set.version} rows have {len(self.columns)} columns "
                 f"({', '.join(self.columns)}); got {got}"
@@ -94,6 +94,8 @@ class RegimeModel:
         resets = np.zeros(n, dtype=np.bool_)
         if n:
             resets[0] = True
+        if ts_ns is not None and len(ts_ns) != n:
+            raise FeatureInputError(f"{len(ts_ns)} timestamps for {n} rows")
         if ts_ns is not None and n > 1:
             ts = np.asarray(ts_ns, dtype=np.int64)
             resets[1:] = np.diff(ts) != self.step_ns
@@ -111,6 +113,7 @@ class RegimeModel:
 
     def filter(self, X: np.ndarray, resets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filtered state posteriors and standardized HMM inputs of each row."""
+        X = self.check_rows(X)
         out = np.zeros((len(X), self.n_states + len(self.inputs)))
         kernel.filter_batch(
             np.ascontiguousarray(X, dtype=np.float64), resets, *hmm_params(self), out
@@ -128,7 +131,14 @@ class RegimeModel:
 def hmm_params(m: RegimeModel) -> tuple[np.ndarray, ...]:
     """Kernel arguments of the input transform and the HMM (states in model order)."""
     hmm = m.hmm
-    chol = np.linalg.cholesky(full_covariances(hmm))
+    covars = full_covariances(hmm)
+    try:
+        chol = np.linalg.cholesky(covars)
+    except np.linalg.LinAlgError:  # as hmmlearn does: retry with min_covar on the diagonal
+        try:
+            chol = np.linalg.cholesky(covars + hmm.min_covar * np.eye(covars.shape[1]))
+        except np.linalg.LinAlgError as exc:
+            raise ModelFitError(f"a state's covariance is not positive definite: {exc}") from None
     logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
     return (
         np.vstack([m.input_index, m.input_log.astype(np.int64)]).astype(np.int64),
@@ -236,8 +246,10 @@ class OnlineRegime:
 
     def step_array(self, row: np.ndarray, ts_ns: int | None = None) -> np.ndarray:
         """Kernel output (kernel.OUT_* layout) for the next row; the array is reused."""
-        if row.shape != (self._width,):
-            self.model.check_rows(np.atleast_2d(row))
+        if row.shape != (self._width,) or row.dtype != np.float64:
+            if row.ndim != 1:
+                raise FeatureInputError(f"one row per step: got an array of shape {row.shape}")
+            row = self.model.check_rows(np.atleast_2d(row))[0]
         reset = self._last_ts is None or (
             ts_ns is not None and ts_ns - self._last_ts != self._step_ns
         )

@@ -247,7 +247,9 @@ class Registry:
             self.client.create_registered_model(
                 self.name, description="HMM regime detector + policy head (hmm-trader)"
             )
-        mv = self.client.create_model_version(self.name, info.model_uri, run_id=run_id)
+        mv = self.client.create_model_version(
+            self.name, info.model_uri, run_id=run_id, model_id=info.model_id
+        )
         version = int(mv.version)
         try:
             for key, value in version_tags.items():

@@ -134,8 +134,9 @@ def fit_regime_model(
     X_va, len_va, resets_va = split.validation.stacked()
     raw_tr = input_transform(X_tr, index, log)
     mu, sd = raw_tr.mean(axis=0), raw_tr.std(axis=0)
-    if (sd <= 1e-12).any():
-        flat = [regime.inputs_for(fs.name)[i][0] for i in np.flatnonzero(sd <= 1e-12)]
+    constant = sd <= 1e-9 * np.maximum(np.abs(mu), 1.0)
+    if constant.any():
+        flat = [regime.inputs_for(fs.name)[i][0] for i in np.flatnonzero(constant)]
         raise TrainingDataError(
             f"HMM input(s) {', '.join(flat)} are constant in the training window"
         )
