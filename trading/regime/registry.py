@@ -243,13 +243,19 @@ class Registry:
                     pip_requirements=_requirements(),
                 )
             run_id = run.info.run_id
-        if not self._model_exists():
-            self.client.create_registered_model(
-                self.name, description="HMM regime detector + policy head (hmm-trader)"
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if not self._model_exists():
+                self.client.create_registered_model(
+                    self.name, description="HMM regime detector + policy head (hmm-trader)"
+                )
+            mv = self.client.create_model_version(
+                self.name, info.model_uri, run_id=run_id, model_id=info.model_id
             )
-        mv = self.client.create_model_version(
-            self.name, info.model_uri, run_id=run_id, model_id=info.model_id
-        )
+        except MlflowException as exc:
+            self.client.delete_run(run_id)  # no orphan run without a version
+            raise RegistryError(f"registering {self.name} at {self.uri}: {exc.message}") from None
         version = int(mv.version)
         try:
             for key, value in version_tags.items():
@@ -280,15 +286,15 @@ class Registry:
         info = next(i for i in self.versions() if i.version == version)
         if force and not reason.strip():
             raise InputError("--force needs --reason TEXT (it is recorded on the version)")
+        current = self.aliases().get(PRODUCTION)
+        if current == version:
+            return current, version
         if info.canary != "passed" and not force:
             verdict = info.canary or "no canary verdict"
             raise PromotionRefusedError(
                 f"version {version} has {verdict}: run the canary first, or promote with "
                 "--force --reason TEXT"
             )
-        current = self.aliases().get(PRODUCTION)
-        if current == version:
-            return current, version
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.set_tags(
             version,

@@ -41,7 +41,7 @@ class TrainReport:
     candidates: list[Candidate]
     metrics: dict[str, float]
     params: dict[str, Any]
-    state_table: list[dict[str, float]]  # per state: share, dwell, feature means, cost
+    state_table: list[dict[str, Any]]  # per state: share, dwell, feature means, cost
     transmat: np.ndarray
     split: dict[str, Any]
     timeline: dict[str, np.ndarray] = field(default_factory=dict)  # for the plot
@@ -314,15 +314,15 @@ def _state_table(
     resets_tr: np.ndarray,
     states_va: np.ndarray,
     resets_va: np.ndarray,
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     fs = model.feature_set
     cols = row_columns(fs)
     dwell = mean_dwell_steps(states_tr, resets_tr, model.n_states) * model.step_ns / 1e9
     rows = []
     for s in range(model.n_states):
         sel = states_tr == s
-        row: dict[str, float] = {
-            "state": float(s),
+        row: dict[str, Any] = {
+            "state": s,
             "share_train": float(sel.mean()),
             "share_validation": float((states_va == s).mean()) if len(states_va) else 0.0,
             "mean_dwell_s": float(dwell[s]) if np.isfinite(dwell[s]) else 0.0,
