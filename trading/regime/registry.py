@@ -283,14 +283,15 @@ class Registry:
         """production <- version (previous <- old production). Refused unless the version
         carries a passed canary verdict, or force with a reason (recorded as tags)."""
         version = self.resolve(ref)
-        info = next(i for i in self.versions() if i.version == version)
+        tags = self.client.get_model_version(self.name, str(version)).tags or {}
         if force and not reason.strip():
             raise InputError("--force needs --reason TEXT (it is recorded on the version)")
         current = self.aliases().get(PRODUCTION)
         if current == version:
             return current, version
-        if info.canary != "passed" and not force:
-            verdict = info.canary or "no canary verdict"
+        canary = tags.get(TAG_CANARY, "")
+        if canary != "passed" and not force:
+            verdict = canary or "no canary verdict"
             raise PromotionRefusedError(
                 f"version {version} has {verdict}: run the canary first, or promote with "
                 "--force --reason TEXT"

@@ -31,6 +31,7 @@ from trading.regime.hmm import (
     search,
     state_entropy,
 )
+from trading.regime.kernel import OUT_ACTION
 from trading.regime.model import RegimeModel, input_transform
 
 Progress = Callable[[str], None]
@@ -75,35 +76,23 @@ def _check_rows(split_rows: int, minimum: int, what: str, data: Dataset) -> None
 
 
 def _labelled(model: RegimeModel, part: Part, policy: PolicySettings) -> tuple[np.ndarray, ...]:
-    """Policy features, classes, forward returns, costs and posteriors of labelled rows."""
-    feats, ys, fwds, costs, posts = [], [], [], [], []
+    """Policy features, classes, forward returns and costs of the labelled rows, and the
+    labelled-row mask over all rows of the part (segments in order)."""
+    feats, ys, fwds, costs, keeps = [], [], [], [], []
     fs = model.feature_set
     for seg in part.segments:
-        resets = np.zeros(len(seg.ts_ns), dtype=np.bool_)
-        resets[0] = True
-        post, zin = model.filter(seg.X, resets)
+        post, zin = model.filter(seg.X, model.resets_of(len(seg.ts_ns), None))
         y, fwd, cost = forward_labels(seg, fs, policy, model.step_ns)
         keep = y >= 0
         feats.append(model.policy_features(seg.X, post, zin)[keep])
         ys.append(y[keep])
         fwds.append(fwd[keep])
         costs.append(cost[keep])
-        posts.append(post[keep])
+        keeps.append(keep)
     if not feats:
-        return (
-            np.zeros((0, 0)),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0),
-            np.zeros(0),
-            np.zeros((0, 0)),
-        )
-    return (
-        np.concatenate(feats),
-        np.concatenate(ys),
-        np.concatenate(fwds),
-        np.concatenate(costs),
-        np.concatenate(posts),
-    )
+        empty = np.zeros(0)
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64), empty, empty, empty.astype(bool)
+    return tuple(np.concatenate(parts) for parts in (feats, ys, fwds, costs, keeps))
 
 
 def _drift_reference(Z: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +260,7 @@ def _metrics(
     dwell = mean_dwell_steps(states_va, resets_va, k) * model.step_ns / 1e9
     for s in range(k):
         out[f"dwell_s_state_{s}"] = float(dwell[s]) if np.isfinite(dwell[s]) else 0.0
-    F_te, y_te, fwd_te, cost_te, _ = _labelled(model, test, policy)
+    F_te, y_te, fwd_te, cost_te, labelled = _labelled(model, test, policy)
     if len(y_te):
         proba = model.policy.predict_proba(F_te)
         eps = 1e-15
@@ -285,17 +274,9 @@ def _metrics(
         onehot = np.eye(3)[y_te]
         out["policy_brier"] = float(((proba - onehot) ** 2).sum(axis=1).mean())
         # actions on the test window, from the compiled kernel (what trading would do)
-        acts = []
-        for seg in test.segments:
-            acts.append(model.predict_array(seg.X, seg.ts_ns)[:, 4])
-        action = np.concatenate(acts)
-        labelled = np.concatenate(
-            [
-                forward_labels(seg, model.feature_set, policy, model.step_ns)[0] >= 0
-                for seg in test.segments
-            ]
-        )
-        action = action[labelled]
+        action = np.concatenate(
+            [model.predict_array(seg.X, seg.ts_ns)[:, OUT_ACTION] for seg in test.segments]
+        )[labelled]
         traded = action != 0
         out["policy_action_rate"] = float(traded.mean())
         if traded.any():
