@@ -545,4 +545,7 @@ def main() -> None:
     sys.exit(run())
 
 
-from trading import cli_models  # noqa: E402,F401  (registers train/models/promote/rollback)
+from trading import (
+    cli_backtest,  # noqa: F401  (registers backtest/canary/bench backtest)
+    cli_models,  # noqa: F401  (registers train/models/promote/rollback)
+)

@@ -23,3 +23,7 @@ class ChecksumMismatchError(HmmTraderError):
 
 class SourceError(HmmTraderError):
     """A remote source (archive site, REST API) failed or answered nonsense."""
+
+
+class DataQualityError(HmmTraderError):
+    """The data-quality gate blocked: nothing is trained or evaluated on this data."""

@@ -270,6 +270,32 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, str(version), key, value)
 
+    def info(self, version: int) -> VersionInfo:
+        mv = self.client.get_model_version(self.name, str(version))
+        aliases = sorted(a for a, v in self.aliases().items() if v == version)
+        return VersionInfo(
+            version=version,
+            aliases=aliases,
+            created=dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC),
+            run_id=mv.run_id or "",
+            tags=dict(mv.tags or {}),
+        )
+
+    def log_results(
+        self, version: int, metrics: dict[str, float], directory: Path, artifact_path: str
+    ) -> str:
+        """Log evaluation metrics and a directory of files under the version's MLflow run."""
+        run_id = self.info(version).run_id
+        if not run_id:
+            raise RegistryError(f"{self.name} version {version} has no MLflow run to log to")
+        try:
+            for key, value in metrics.items():
+                self.client.log_metric(run_id, key, float(value))
+            self.client.log_artifacts(run_id, str(directory), artifact_path)
+        except Exception as exc:  # mlflow raises many types; one clear line for the CLI
+            raise RegistryError(f"logging results to MLflow run {run_id} failed: {exc}") from exc
+        return run_id
+
     def _history(self) -> list[int]:
         tags = self.client.get_registered_model(self.name).tags or {}
         try:

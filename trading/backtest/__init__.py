@@ -1,0 +1,1 @@
+"""Backtest harness, fill and fee models, reports and KPIs, the canary gate."""

@@ -1,0 +1,346 @@
+"""The canary gate: backtest a candidate version and the current production version on the
+same recent holdout (after the candidate's training range), same data, same seeds, and
+apply the gate rules of `canary:` in the settings.
+
+The verdict is written to the run directory (verdict.json, canary.log), logged to the
+candidate's MLflow run, and stored as version tags (`canary_verdict` is what `promote`
+reads). The canary never moves an alias: production is untouched whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trading.backtest.engine import NS, BacktestRun, Window, run_backtest
+from trading.data.lake import Lake, day_start_ns
+from trading.errors import InputError
+from trading.paths import StatePaths
+from trading.regime.registry import TAG_CANARY, Registry
+from trading.settings import AppConfig
+from trading.strategy.config import CanarySettings
+from trading.strategy.guardrails import LIMIT_REASONS
+from trading.strategy.inference import InProcessInference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str  # floor | relative
+    candidate: float
+    reference: float | None  # the threshold the candidate is held to
+    production: float | None  # production's value (relative rules)
+    passed: bool
+    text: str  # the rule as a person reads it
+
+
+@dataclass
+class CanaryResult:
+    version: int
+    production_version: int | None
+    window: Window
+    rules: list[Rule]
+    run_dir: Path
+    candidate: dict[str, Any]
+    production: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rules)
+
+    @property
+    def failed_rules(self) -> list[str]:
+        return [r.name for r in self.rules if not r.passed]
+
+
+def limit_blocks(summary: dict[str, Any]) -> int:
+    blocks = summary.get("guardrail_blocks", {})
+    return int(sum(blocks.get(r.value, 0) for r in LIMIT_REASONS))
+
+
+def evaluate(
+    candidate: dict[str, Any], production: dict[str, Any] | None, settings: CanarySettings
+) -> list[Rule]:
+    f, t = settings.floors, settings.tolerances
+    c = candidate
+    rules = [
+        Rule(
+            "net_pnl",
+            "floor",
+            c["net_pnl_usd"],
+            f.min_net_pnl_usd,
+            None,
+            c["net_pnl_usd"] >= f.min_net_pnl_usd,
+            f"net PnL after fees and slippage >= {f.min_net_pnl_usd} USD",
+        ),
+        Rule(
+            "min_trades",
+            "floor",
+            c["trades"],
+            f.min_trades,
+            None,
+            c["trades"] >= f.min_trades,
+            f"at least {f.min_trades} trade(s)",
+        ),
+        Rule(
+            "state_entropy",
+            "floor",
+            c["state_entropy"],
+            f.min_state_entropy,
+            None,
+            c["state_entropy"] > f.min_state_entropy,
+            f"state entropy > {f.min_state_entropy} nats",
+        ),
+        Rule(
+            "nan",
+            "floor",
+            c["nan_count"],
+            f.max_nan,
+            None,
+            c["nan_count"] <= f.max_nan,
+            f"NaN count <= {f.max_nan}",
+        ),
+        Rule(
+            "limits",
+            "floor",
+            limit_blocks(c),
+            f.max_limit_blocks,
+            None,
+            limit_blocks(c) <= f.max_limit_blocks,
+            f"risk-limit blocks (DAILY, DD, KILL) <= {f.max_limit_blocks}",
+        ),
+    ]
+    if production is None:
+        return rules
+    p = production
+    rules += [
+        Rule(
+            "pnl_vs_production",
+            "relative",
+            c["net_pnl_usd"],
+            p["net_pnl_usd"] - t.pnl_usd,
+            p["net_pnl_usd"],
+            c["net_pnl_usd"] >= p["net_pnl_usd"] - t.pnl_usd,
+            f"net PnL >= production's - {t.pnl_usd} USD",
+        ),
+        Rule(
+            "sharpe_vs_production",
+            "relative",
+            c["sharpe"],
+            p["sharpe"] - t.sharpe,
+            p["sharpe"],
+            c["sharpe"] >= p["sharpe"] - t.sharpe,
+            f"Sharpe >= production's - {t.sharpe}",
+        ),
+        Rule(
+            "drawdown_vs_production",
+            "relative",
+            c["max_drawdown_usd"],
+            p["max_drawdown_usd"] + t.drawdown_usd,
+            p["max_drawdown_usd"],
+            c["max_drawdown_usd"] <= p["max_drawdown_usd"] + t.drawdown_usd,
+            f"max drawdown <= production's + {t.drawdown_usd} USD",
+        ),
+    ]
+    return rules
+
+
+def holdout_window(
+    config: AppConfig, symbols: list[str], train_end: dt.date | None, days: int
+) -> Window:
+    """The most recent `days` lake days (quotes of every symbol) after the training range."""
+    lake = Lake(StatePaths(config.home).lake)
+    venue = config.instruments.venue
+    common: set[dt.date] | None = None
+    for symbol in symbols:
+        have = set(lake.days(venue, symbol, "quotes"))
+        common = have if common is None else common & have
+    after = sorted(d for d in (common or set()) if train_end is None or d > train_end)
+    if not after:
+        latest = max(common) if common else None
+        raise InputError(
+            f"no holdout data: the lake has no {'/'.join(symbols)} days after the candidate's "
+            f"training range (ends {train_end}; latest lake day {latest}). Ingest newer days "
+            "or pass --start/--end after the training range"
+        )
+    chosen = after[-days:]
+    return Window(day_start_ns(chosen[0]), day_start_ns(chosen[-1]) + 86_400 * NS)
+
+
+def _train_end(tags: dict[str, str]) -> dt.date | None:
+    text = tags.get("data_end")
+    return dt.date.fromisoformat(text) if text else None
+
+
+def run_canary(
+    config: AppConfig,
+    registry: Registry,
+    ref: str | int,
+    *,
+    symbols: list[str] | None = None,
+    window: Window | None = None,
+    run_dir: Path | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    log_mlflow: bool = True,
+) -> CanaryResult:
+    settings = config.settings.canary
+    version = registry.resolve(ref)
+    info = registry.info(version)
+    names = (
+        symbols
+        or [s for s in info.tags.get("symbols", "").split(",") if s]
+        or list(config.settings.strategy.symbols)
+    )
+    train_end = _train_end(info.tags)
+    if window is None:
+        window = holdout_window(config, names, train_end, settings.holdout_days)
+    elif train_end is not None and window.start_ns < day_start_ns(train_end) + 86_400 * NS:
+        raise InputError(
+            f"the canary window {window} overlaps version {version}'s training range "
+            f"(ends {train_end}): start after {train_end}"
+        )
+    production = registry.aliases().get("production")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = run_dir or StatePaths(config.home).runs / f"canary-v{version}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "canary.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    notes = []
+    try:
+        log.info("canary of %s version %s on %s, symbols %s", registry.name, version, window, names)
+        candidate = _backtest(
+            config, registry, version, names, window, run_dir / "candidate", progress
+        )
+        reference: BacktestRun | None = None
+        if production is not None and production != version:
+            log.info("production is version %s: same window, same data, same seeds", production)
+            reference = _backtest(
+                config, registry, production, names, window, run_dir / "production", progress
+            )
+        else:
+            note = (
+                "no production version yet: only the floors apply"
+                if production is None
+                else f"version {version} is production already: only the floors apply"
+            )
+            notes.append(note)
+            log.info(note)
+        rules = evaluate(candidate.summary, reference.summary if reference else None, settings)
+        result = CanaryResult(
+            version,
+            production if reference else None,
+            window,
+            rules,
+            run_dir,
+            candidate.summary,
+            reference.summary if reference else None,
+            notes,
+        )
+        for rule in rules:
+            log.info(
+                "%s %s: %s (candidate %s, threshold %s%s)",
+                "PASS" if rule.passed else "FAIL",
+                rule.name,
+                rule.text,
+                rule.candidate,
+                rule.reference,
+                f", production {rule.production}" if rule.production is not None else "",
+            )
+        log.info("verdict: %s", "passed" if result.passed else "failed")
+        _record(registry, result, log_mlflow)
+        return result
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _backtest(
+    config: AppConfig,
+    registry: Registry,
+    version: int,
+    symbols: list[str],
+    window: Window,
+    run_dir: Path,
+    progress: Callable[[str, float], None] | None,
+) -> BacktestRun:
+    model, _ = registry.load(version)
+    inference = InProcessInference(model, version)
+    label = f"v{version}"
+    run = run_backtest(
+        config,
+        inference,
+        symbols,
+        window,
+        run_dir,
+        progress=(lambda f: progress(label, f)) if progress else None,
+    )
+    s = run.summary
+    log.info(
+        "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
+        version,
+        s["net_pnl_usd"],
+        s["trades"],
+        s["sharpe"],
+        s["max_drawdown_usd"],
+        run_dir,
+    )
+    return run
+
+
+def verdict_dict(result: CanaryResult) -> dict[str, Any]:
+    return {
+        "version": result.version,
+        "verdict": "passed" if result.passed else "failed",
+        "production_version": result.production_version,
+        "window_start": result.window.start.isoformat(),
+        "window_end": result.window.end.isoformat(),
+        "failed_rules": result.failed_rules,
+        "rules": [asdict(r) for r in result.rules],
+        "notes": result.notes,
+        "run_dir": str(result.run_dir),
+    }
+
+
+def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
+    verdict = verdict_dict(result)
+    (result.run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2))
+    registry.set_tags(
+        result.version,
+        {
+            TAG_CANARY: verdict["verdict"],
+            "canary_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "canary_against": str(result.production_version or "none"),
+            "canary_window": f"{verdict['window_start']}..{verdict['window_end']}",
+            "canary_failed_rules": ",".join(result.failed_rules) or "none",
+            "canary_rules": json.dumps(
+                {r.name: [r.candidate, r.reference, r.passed] for r in result.rules}
+            ),
+            "canary_run_dir": str(result.run_dir),
+        },
+    )
+    if log_mlflow:
+        c = result.candidate
+        metrics = {
+            "canary_passed": float(result.passed),
+            "canary_net_pnl_usd": c["net_pnl_usd"],
+            "canary_sharpe": c["sharpe"],
+            "canary_max_drawdown_usd": c["max_drawdown_usd"],
+            "canary_trades": c["trades"],
+            "canary_state_entropy": c["state_entropy"],
+        }
+        if result.production is not None:
+            metrics["canary_production_net_pnl_usd"] = result.production["net_pnl_usd"]
+        run_id = registry.log_results(
+            result.version, metrics, result.run_dir, f"canary/{result.run_dir.name}"
+        )
+        log.info("logged to MLflow run %s", run_id)

@@ -1,0 +1,286 @@
+"""The backtest harness: lake ticks -> Nautilus' low-level BacktestEngine with the
+RegimeStrategy -> run directory (CSVs, equity PNG, summary.json).
+
+Venue: Binance spot instruments from configs/symbols.yaml (tick, lot, notional, maker/taker
+fees), a MARGIN account in USDT (shorts allowed at leverage 1), a HEDGING order-management
+system with explicit closes (Nautilus 1.231's NETTING re-reads other instruments'
+positions on every close), fills `slippage_bp` beyond the touch, and an order latency.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from trading.data.lake import Lake
+from trading.errors import InputError
+from trading.settings import AppConfig
+from trading.strategy.config import limits_of
+from trading.strategy.inference import Inference
+from trading.strategy.recorder import Recorder
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """[start_ns, end_ns) of trading; ticks from start_ns - warmup feed the features."""
+
+    start_ns: int
+    end_ns: int
+
+    @property
+    def start(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.start_ns / NS, dt.UTC)
+
+    @property
+    def end(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.end_ns / NS, dt.UTC)
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+def parse_time(text: str, *, end: bool = False) -> int:
+    """'2024-01-02' (a whole UTC day; as an end, the day is included) or an ISO time."""
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            moment = dt.datetime.combine(
+                day + dt.timedelta(days=1 if end else 0), dt.time(), dt.UTC
+            )
+        else:
+            moment = dt.datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise InputError(
+            f"bad time {text!r}: use YYYY-MM-DD (a whole UTC day) or YYYY-MM-DDTHH:MM"
+        ) from None
+    return int(moment.timestamp()) * NS + moment.microsecond * 1000
+
+
+def window_of(start: str, end: str) -> Window:
+    window = Window(parse_time(start), parse_time(end, end=True))
+    if window.end_ns <= window.start_ns:
+        raise InputError(f"--end {end} is not after --start {start}")
+    return window
+
+
+@dataclass
+class BacktestRun:
+    run_dir: Path
+    summary: dict[str, Any]
+    model_version: str
+
+
+def _days(start_ns: int, end_ns: int) -> tuple[dt.date, dt.date]:
+    first = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).date()
+    last = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).date()
+    return first, last
+
+
+def load_ticks(
+    config: AppConfig, lake: Lake, symbols: list[str], start_ns: int, end_ns: int
+) -> tuple[list[Any], list[Any], int]:
+    """Instruments and the quote + trade ticks of [start_ns, end_ns), checked for presence."""
+    from trading.data.nautilus import make_instrument, quote_ticks, trade_ticks
+
+    venue = config.instruments.venue
+    first, last = _days(start_ns, end_ns)
+    instruments, data = [], []
+    for symbol in symbols:
+        spec = config.symbol(symbol)
+        if spec.quote not in ("USDT", "USDC", "USD", "FDUSD"):
+            raise InputError(
+                f"{symbol}: the backtest account is in USDT; {spec.quote} pairs are not supported"
+            )
+        instrument = make_instrument(symbol, spec, venue)
+        quotes = [
+            q for q in quote_ticks(lake, instrument, first, last) if start_ns <= q.ts_event < end_ns
+        ]
+        trades = [
+            t for t in trade_ticks(lake, instrument, first, last) if start_ns <= t.ts_event < end_ns
+        ]
+        if not quotes:
+            days = lake.days(venue, symbol, "quotes")
+            have = (
+                f"the lake has {symbol} quotes for {days[0]} .. {days[-1]}"
+                if days
+                else f"the lake has no {symbol} quotes"
+            )
+            raise InputError(
+                f"no {symbol} quotes between {Window(start_ns, end_ns)}: {have} "
+                "(ingest that range or choose another --start/--end)"
+            )
+        instruments.append(instrument)
+        data.extend(quotes)
+        data.extend(trades)
+    return instruments, data, len(data)
+
+
+def run_backtest(
+    config: AppConfig,
+    inference: Inference,
+    symbols: list[str],
+    window: Window,
+    run_dir: Path,
+    *,
+    gate: bool = True,
+    progress: Callable[[float], None] | None = None,
+    kill_engaged: Callable[[], bool] | None = None,
+) -> BacktestRun:
+    """Backtest `inference` over `window` and write the run directory."""
+    from trading.backtest.report import write_reports
+
+    s = config.settings
+    bt = s.backtest
+    limits = limits_of(s.strategy, symbols)
+    lake = Lake(config.home / "lake")
+    warm_start = window.start_ns - int(bt.warmup_s * NS)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    quality = _quality_gate(config, lake, symbols, window, run_dir) if gate else None
+
+    t0 = time.perf_counter()
+    instruments, data, n_events = load_ticks(config, lake, symbols, warm_start, window.end_ns)
+    load_s = time.perf_counter() - t0
+    recorder = Recorder()
+    engine, strategy = build_engine(
+        config, instruments, inference, window, limits, recorder, progress, kill_engaged
+    )
+    engine.add_data(data, sort=True)
+    del data
+    t1 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine.run()
+    run_s = time.perf_counter() - t1
+    try:
+        summary = write_reports(
+            engine,
+            strategy,
+            recorder,
+            instruments,
+            window,
+            run_dir,
+            starting_balance_usd=bt.starting_balance_usd,
+            extra={
+                "model_version": inference.version,
+                "symbols": symbols,
+                "events": n_events,
+                "load_s": round(load_s, 3),
+                "run_s": round(run_s, 3),
+                "events_per_s": round(n_events / run_s, 1) if run_s > 0 else None,
+                "data_quality": quality,
+                "settings": {
+                    "backtest": bt.model_dump(),
+                    "strategy": s.strategy.model_dump(),
+                },
+            },
+        )
+    finally:
+        engine.dispose()
+    return BacktestRun(run_dir, summary, inference.version)
+
+
+def build_engine(
+    config: AppConfig,
+    instruments: list[Any],
+    inference: Inference,
+    window: Window,
+    limits: Any,
+    recorder: Recorder,
+    progress: Callable[[float], None] | None,
+    kill_engaged: Callable[[], bool] | None,
+    strategy_factory: Callable[..., Any] | None = None,
+) -> tuple[Any, Any]:
+    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+    from nautilus_trader.backtest.models import LatencyModel, MakerTakerFeeModel
+    from nautilus_trader.config import LoggingConfig
+    from nautilus_trader.model.currencies import USDT
+    from nautilus_trader.model.enums import AccountType, OmsType
+    from nautilus_trader.model.identifiers import Venue
+    from nautilus_trader.model.objects import Money
+
+    from trading.backtest.fills import BasisPointSlippageFillModel
+    from trading.strategy.strategy import RegimeStrategy, RegimeStrategyConfig
+
+    bt = config.settings.backtest
+    engine = BacktestEngine(
+        BacktestEngineConfig(
+            trader_id="BACKTESTER-001",
+            logging=LoggingConfig(log_level="ERROR"),
+            run_analysis=False,
+        )
+    )
+    engine.add_venue(
+        Venue(config.instruments.venue),
+        OmsType.HEDGING,
+        AccountType.MARGIN,
+        [Money(bt.starting_balance_usd, USDT)],
+        base_currency=USDT,
+        default_leverage=Decimal(1),
+        fill_model=BasisPointSlippageFillModel(bt.slippage_bp, bt.seed),
+        fee_model=MakerTakerFeeModel(),
+        latency_model=LatencyModel(base_latency_nanos=int(bt.latency_ms * 1_000_000)),
+    )
+    for instrument in instruments:
+        engine.add_instrument(instrument)
+    if strategy_factory is not None:
+        strategy = strategy_factory(tuple(i.id for i in instruments))
+    else:
+        cfg = RegimeStrategyConfig(
+            instrument_ids=tuple(i.id for i in instruments),
+            limits=limits,
+            trade_from_ns=window.start_ns,
+            trade_until_ns=window.end_ns - int(bt.flatten_before_end_s * NS),
+            measure_inference_latency=False,
+            progress_every_s=bt.progress_every_s,
+        )
+
+        def report(now_ns: int) -> None:
+            if progress is not None:
+                progress(
+                    max(
+                        0.0,
+                        min(1.0, (now_ns - window.start_ns) / (window.end_ns - window.start_ns)),
+                    )
+                )
+
+        strategy = RegimeStrategy(
+            cfg, inference=inference, kill_engaged=kill_engaged, recorder=recorder, progress=report
+        )
+    engine.add_strategy(strategy)
+    return engine, strategy
+
+
+def _quality_gate(
+    config: AppConfig, lake: Lake, symbols: list[str], window: Window, run_dir: Path
+) -> dict[str, Any]:
+    """The data-quality gate on the window's quote and trade files; blocking issues stop
+    the backtest (nothing is evaluated on bad data). Its issue CSV lands in the run dir."""
+    import shutil
+
+    from trading.quality.gate import run_gate
+
+    first, last = _days(window.start_ns, window.end_ns)
+    result = run_gate(
+        config, lake, symbols, first, last, kinds=("quotes", "trades"), out_dir=run_dir / "quality"
+    )
+    shutil.copyfile(result.issues_csv, run_dir / "data_quality_issues.csv")
+    if not result.passed:
+        from trading.errors import DataQualityError
+
+        raise DataQualityError(
+            f"data-quality gate blocked the backtest: {'; '.join(result.blocking[:3])} "
+            f"(issues: {run_dir / 'data_quality_issues.csv'})"
+        )
+    return {"passed": True, "issues": len(result.issues), "warnings": result.warnings}

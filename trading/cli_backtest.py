@@ -1,0 +1,238 @@
+"""`hmmtrader backtest | canary | bench backtest`: evaluate model versions in Nautilus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trading.cli import _config, app, bench_app, console
+from trading.cli_models import _registry
+from trading.errors import InputError
+
+if TYPE_CHECKING:
+    from trading.backtest.canary import CanaryResult
+
+When = Annotated[str, typer.Option(help="UTC day YYYY-MM-DD (whole day) or YYYY-MM-DDTHH:MM.")]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _symbols(config: Any, text: str | None) -> list[str]:
+    from trading.data.inputs import parse_symbols
+
+    return parse_symbols(config, text) if text else list(config.settings.strategy.symbols)
+
+
+@app.command("backtest")
+def backtest_cmd(
+    start: When,
+    end: When,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="production, candidate, previous, a version or a models:/ URI."
+        ),
+    ] = "production",
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated (default: strategy.symbols).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default <home>/runs/backtest-v<N>-<time>).")
+    ] = None,
+    log_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--log-mlflow", help="Log KPIs and the run directory under the version's MLflow run."
+        ),
+    ] = False,
+) -> None:
+    """Backtest a registered model version on lake data in NautilusTrader; write a run directory."""
+    from trading.backtest.engine import run_backtest, window_of
+    from trading.paths import StatePaths
+    from trading.strategy.config import limits_of
+    from trading.strategy.inference import InProcessInference
+
+    config = _config()
+    names = _symbols(config, symbols)
+    limits_of(config.settings.strategy, names)  # missing per-symbol limits: fail before loading
+    window = window_of(start, end)
+    registry = _registry(config)
+    version = registry.resolve(model)
+    with console.status(f"loading {registry.name} version {version}"):
+        loaded, _ = registry.load(version)
+        inference = InProcessInference(loaded, version)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out or StatePaths(config.home).runs / f"backtest-v{version}-{stamp}"
+    began = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task(f"backtest v{version} {window}", total=1.0)
+        run = run_backtest(
+            config,
+            inference,
+            names,
+            window,
+            run_dir,
+            progress=lambda f: bar.update(task, completed=f),
+        )
+    _print_summary(run.summary, f"backtest of version {version}, {window}")
+    if log_mlflow:
+        metrics = {f"backtest_{k}": float(v) for k, v in run.summary.items() if k in _LOGGED}
+        run_id = registry.log_results(version, metrics, run_dir, f"backtests/{run_dir.name}")
+        console.print(
+            f"Logged to MLflow run {run_id} (artifacts backtests/{run_dir.name}).", highlight=False
+        )
+    console.print(
+        f"Run directory: {run_dir} ({time.perf_counter() - began:.1f} s)", highlight=False
+    )
+
+
+_LOGGED = (
+    "net_pnl_usd",
+    "sharpe",
+    "sortino",
+    "max_drawdown_usd",
+    "hit_rate",
+    "trades",
+    "turnover_usd",
+    "exposure",
+    "state_entropy",
+    "nan_count",
+    "guardrail_blocks_total",
+)
+
+
+def _print_summary(s: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("KPI")
+    table.add_column("value", justify="right")
+    rows = [
+        ("net PnL (after fees, slippage)", f"{s['net_pnl_usd']:+.2f} USD"),
+        (
+            "gross PnL / fees / slippage",
+            f"{s['gross_pnl_usd']:+.2f} / {s['fees_usd']:.2f} / {s['slippage_usd']:.2f} USD",
+        ),
+        (
+            "final equity (account)",
+            f"{s['final_equity_usd']:.2f} ({s['account_final_balance_usd']:.2f}) USD",
+        ),
+        ("Sharpe / Sortino (1-min returns, annualized)", f"{s['sharpe']:.2f} / {s['sortino']:.2f}"),
+        ("max drawdown", f"{s['max_drawdown_usd']:.2f} USD ({s['max_drawdown_pct']:.3f} %)"),
+        ("trades / hit rate", f"{s['trades']} / {s['hit_rate']:.1%}"),
+        ("turnover / exposure", f"{s['turnover_usd']:,.0f} USD / {s['exposure']:.1%}"),
+        (
+            "guardrail blocks",
+            ", ".join(f"{k} {v}" for k, v in s["guardrail_blocks"].items()) or "none",
+        ),
+        ("state entropy / NaN", f"{s['state_entropy']:.3f} nats / {s['nan_count']}"),
+        ("events / speed", f"{s['events']:,} / {s['events_per_s']:,.0f} per s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@app.command("canary")
+def canary_cmd(
+    version: Annotated[
+        str, typer.Argument(help="Candidate: a version number, candidate, or a models:/ URI.")
+    ],
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated (default: the version's symbols).")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Holdout start (default: the most recent lake days after training)."),
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Holdout end (with --start).")] = None,
+) -> None:
+    """Backtest a candidate and production on the same holdout; apply the gate; tag the verdict.
+
+    Exit 0 when the candidate passes, 1 when it fails. Production is never moved."""
+    from trading.backtest.canary import run_canary
+    from trading.backtest.engine import window_of
+
+    config = _config()
+    if (start is None) != (end is None):
+        raise InputError("give both --start and --end, or neither (the default holdout)")
+    window = window_of(start, end) if start and end else None
+    names = _symbols(config, symbols) if symbols else None
+    registry = _registry(config)
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(f"backtest {label}", total=1.0)
+            bar.update(tasks[label], completed=fraction)
+
+        result = run_canary(
+            config, registry, version, symbols=names, window=window, progress=progress
+        )
+    _print_verdict(result)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _print_verdict(result: CanaryResult) -> None:
+    table = Table(
+        title=f"canary: version {result.version} vs production "
+        f"{result.production_version or '(none)'}, holdout {result.window}"
+    )
+    for column in ("rule", "kind", "candidate", "threshold", "production", "result"):
+        table.add_column(
+            column,
+            justify="right" if column in ("candidate", "threshold", "production") else "left",
+        )
+    for r in result.rules:
+        table.add_row(
+            r.text,
+            r.kind,
+            f"{r.candidate:.4g}",
+            f"{r.reference:.4g}" if r.reference is not None else "-",
+            f"{r.production:.4g}" if r.production is not None else "-",
+            "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
+        )
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    verdict = (
+        "[green]PASSED[/]"
+        if result.passed
+        else "[bold red]FAILED[/] (" + ", ".join(result.failed_rules) + ")"
+    )
+    console.print(f"Verdict: {verdict}; tagged on version {result.version}; production unchanged.")
+    console.print(f"Run directory: {result.run_dir} (verdict.json, canary.log)", highlight=False)
+    if result.passed:
+        console.print(f"Next: hmmtrader promote {result.version}", highlight=False)
+
+
+@bench_app.command("backtest")
+def bench_backtest_cmd(
+    hours: Annotated[
+        float, typer.Option(help="Hours of two-symbol synthetic data backtested.")
+    ] = 2.0,
+    repeats: Annotated[int, typer.Option(help="Timed runs of each strategy (best kept).")] = 2,
+) -> None:
+    """Events/s of the full strategy vs a do-nothing strategy on the same engine and ticks."""
+    from trading.backtest.bench import bench_backtest
+
+    if not 0.25 <= hours <= 24:
+        raise InputError(f"--hours must be between 0.25 and 24, got {hours}")
+    if not 1 <= repeats <= 5:
+        raise InputError(f"--repeats must be between 1 and 5, got {repeats}")
+    print(bench_backtest(_config(), hours, console, repeats).to_json())

@@ -1,0 +1,1 @@
+"""NautilusTrader strategy: guardrails, sizing, execution rule, inference seam."""

@@ -1,0 +1,152 @@
+"""Strategy, backtest and canary settings (YAML `strategy:`, `backtest:`, `canary:`).
+
+Validated here with pydantic at the edge; `limits_of` turns them into the plain frozen
+dataclasses the guardrail functions and the Nautilus strategy read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SymbolRisk(_Frozen):
+    """Per-symbol sizing and caps (the operator handbook's per-symbol block)."""
+
+    min_notional_usd: float = Field(default=10.0, ge=0)  # ours; the exchange's applies too
+    base_qty: float = Field(gt=0)  # k in qty = k * |exp_edge_bp| / vol_bp, base units
+    max_position_usd: float = Field(gt=0)  # cap of this symbol's open position
+    cooldown_s: float = Field(default=5.0, ge=0)  # between two entries of this symbol
+
+
+class GuardrailSettings(_Frozen):
+    """Hard limits checked before every entry order; each has a reason code."""
+
+    min_conf: float = Field(default=0.4, ge=0, le=1)  # MIN_CONF
+    max_spread_bp: float = Field(default=3.0, gt=0)  # SPREAD: max = this + factor * vol_bp
+    spread_vol_factor: float = Field(default=0.25, ge=0)
+    max_total_position_usd: float = Field(default=2000.0, gt=0)  # POS (all symbols)
+    flip_cooldown_s: float = Field(default=1.5, ge=0)  # COOLDOWN between any two entries
+    max_data_age_ms: float = Field(default=2000.0, gt=0)  # LATENCY: last tick age at decision
+    max_inference_ms: float = Field(default=250.0, gt=0)  # LATENCY: inference time
+    state_drawdown_usd: float = Field(default=20.0, gt=0)  # DD: per state and UTC day
+    daily_loss_usd: float = Field(default=100.0, gt=0)  # DAILY: all symbols, UTC day
+    max_drift: float = Field(default=0.5, gt=0)  # DRIFT: drift score above it blocks
+    flatten_on_kill: bool = True  # KILL: close open positions when the switch engages
+
+
+class ExecutionSettings(_Frozen):
+    vwap_anchor: bool = True  # enter only when the microprice is on the good side of VWAP
+    vwap_anchor_bp: float = Field(default=0.0, ge=0)  # ... by at least this much
+    vwap_window_s: float = Field(default=300.0, gt=0)
+    hold_s: float | None = Field(default=None, gt=0)  # None: the model's label horizon
+    allow_short: bool = True  # margin account; False: SELL signals only close longs
+
+
+class StrategySettings(_Frozen):
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"], min_length=1)
+    model: str = "production"  # registry reference the strategy trades
+    guardrails: GuardrailSettings = GuardrailSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    per_symbol: dict[str, SymbolRisk] = Field(
+        default_factory=lambda: {
+            "BTCUSDT": SymbolRisk(base_qty=0.002, max_position_usd=1000.0),
+            "ETHUSDT": SymbolRisk(base_qty=0.03, max_position_usd=1000.0),
+        }
+    )
+
+    @model_validator(mode="after")
+    def _every_symbol_has_limits(self) -> StrategySettings:
+        missing = [s for s in self.symbols if s not in self.per_symbol]
+        if missing:
+            raise ValueError(
+                f"no per_symbol risk limits for {', '.join(missing)}: add "
+                "strategy.per_symbol.<SYMBOL> with base_qty and max_position_usd"
+            )
+        return self
+
+
+class BacktestSettings(_Frozen):
+    starting_balance_usd: float = Field(default=10_000.0, gt=0)
+    slippage_bp: float = Field(default=1.0, ge=0)  # every fill, beyond the touch
+    latency_ms: float = Field(default=50.0, ge=0)  # order to venue
+    warmup_s: float = Field(default=4500.0, ge=0)  # features/filter warm up, no trading
+    flatten_before_end_s: float = Field(default=60.0, ge=0)  # close everything before the end
+    seed: int = 42
+    progress_every_s: float = Field(default=900.0, gt=0)  # simulated time between updates
+
+
+class CanaryFloors(_Frozen):
+    min_net_pnl_usd: float = 0.0  # net of fees and slippage
+    min_state_entropy: float = Field(default=0.05, ge=0)  # nats, over the holdout timeline
+    max_nan: int = Field(default=0, ge=0)
+    max_limit_blocks: int = Field(default=0, ge=0)  # DAILY / DD / KILL blocks: a limit was hit
+    min_trades: int = Field(default=1, ge=0)
+
+
+class CanaryTolerances(_Frozen):
+    """How much worse than production a candidate may be."""
+
+    pnl_usd: float = Field(default=5.0, ge=0)  # candidate >= production - this
+    sharpe: float = Field(default=0.5, ge=0)  # candidate >= production - this
+    drawdown_usd: float = Field(default=10.0, ge=0)  # candidate <= production + this
+
+
+class CanarySettings(_Frozen):
+    holdout_days: int = Field(default=1, ge=1, le=31)  # most recent days after training
+    floors: CanaryFloors = CanaryFloors()
+    tolerances: CanaryTolerances = CanaryTolerances()
+
+
+# ---- the plain, frozen form the guardrails and the Nautilus strategy read ----
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolLimits:
+    min_notional_usd: float
+    base_qty: float
+    max_position_usd: float
+    cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    min_conf: float
+    max_spread_bp: float
+    spread_vol_factor: float
+    max_total_position_usd: float
+    flip_cooldown_s: float
+    max_data_age_ms: float
+    max_inference_ms: float
+    state_drawdown_usd: float
+    daily_loss_usd: float
+    max_drift: float
+    flatten_on_kill: bool
+    vwap_anchor: bool
+    vwap_anchor_bp: float
+    vwap_window_s: float
+    hold_s: float | None
+    allow_short: bool
+    symbols: dict[str, SymbolLimits] = field(default_factory=dict)
+
+
+def limits_of(settings: StrategySettings, symbols: list[str] | None = None) -> Limits:
+    chosen = symbols or settings.symbols
+    missing = [s for s in chosen if s not in settings.per_symbol]
+    if missing:
+        from trading.errors import ConfigError
+
+        raise ConfigError(
+            f"no per_symbol risk limits for {', '.join(missing)}: add "
+            "strategy.per_symbol.<SYMBOL> (base_qty, max_position_usd) to configs/settings.yaml"
+        )
+    return Limits(
+        **settings.guardrails.model_dump(),
+        **settings.execution.model_dump(),
+        symbols={s: SymbolLimits(**settings.per_symbol[s].model_dump()) for s in chosen},
+    )

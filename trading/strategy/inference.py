@@ -1,0 +1,59 @@
+"""The inference seam: the strategy asks "this symbol's feature row at this grid step ->
+model output" through `Inference`, in process (here) or over HTTP (serving's client).
+
+Both return the kernel's output layout (`trading.regime.kernel.OUT_*`) and keep the
+per-symbol filter state on their side of the seam.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from trading.errors import InputError
+from trading.features.descriptor import FEATURES_V1, FeatureSet
+
+if TYPE_CHECKING:
+    from trading.regime.model import OnlineRegime, RegimeModel
+
+
+class ModelMismatchError(InputError):
+    """The model cannot read what the strategy computes (feature set or version)."""
+
+
+class Inference(Protocol):
+    version: str  # the model version that answers, e.g. "3"
+    feature_set: FeatureSet
+    n_states: int
+    horizon_s: float  # the policy's label horizon: how long a position is meant to be held
+
+    def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray: ...
+
+
+def require_tick_features(feature_set: FeatureSet, version: str) -> None:
+    if feature_set.name != FEATURES_V1:
+        raise ModelMismatchError(
+            f"model version {version} was trained on {feature_set.name} "
+            f"({feature_set.version}); the strategy computes {FEATURES_V1} from ticks: "
+            "train a model with regime.feature_set: features_v1"
+        )
+
+
+class InProcessInference:
+    """A registry model run in this process, one online filter per symbol."""
+
+    def __init__(self, model: RegimeModel, version: int | str) -> None:
+        self.model = model
+        self.version = str(version)
+        self.feature_set = model.feature_set
+        self.n_states = model.n_states
+        self.horizon_s = float(model.policy_settings.horizon_s)
+        require_tick_features(self.feature_set, self.version)
+        self._filters: dict[str, OnlineRegime] = {}
+
+    def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
+        online = self._filters.get(symbol)
+        if online is None:
+            online = self._filters[symbol] = self.model.online()
+        return online.step_array(row, ts_ns)

@@ -1,0 +1,84 @@
+"""What the strategy saw and decided, kept in memory for the reports: the state timeline
+(one row per symbol and grid step), guardrail blocks, and the context of every order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trading.regime import kernel
+
+
+@dataclass(frozen=True, slots=True)
+class OrderContext:
+    """The market and the model when an order was decided."""
+
+    client_order_id: str
+    symbol: str
+    kind: str  # entry, or the close reason: hold, flip, kill, session_end
+    ts_ns: int
+    side: int
+    touch_px: float  # the price it takes at decision time (ask for a buy, bid for a sell)
+    mid: float
+    spread_bp: float
+    vol_bp: float
+    l1_depth_usd: float
+    state: int
+    confidence: float
+    exp_edge_bp: float
+
+
+TIMELINE_FIELDS = (
+    "ts_ns",
+    "symbol",
+    "state",
+    "action",
+    "confidence",
+    "exp_edge_bp",
+    "drift_score",
+    "p_down",
+    "p_flat",
+    "p_up",
+    "mid",
+    "spread_bp",
+    "vol_bp",
+)
+
+
+@dataclass
+class Recorder:
+    n_states: int = 0
+    timeline: list[tuple[object, ...]] = field(default_factory=list)
+    posteriors: list[np.ndarray] = field(default_factory=list)
+    blocks: list[tuple[int, str, str, str]] = field(default_factory=list)
+    orders: dict[str, OrderContext] = field(default_factory=dict)
+    nan_steps: int = 0
+
+    def step(
+        self, ts_ns: int, symbol: str, out: np.ndarray, mid: float, spread_bp: float, vol_bp: float
+    ) -> None:
+        self.timeline.append(
+            (
+                ts_ns,
+                symbol,
+                int(out[kernel.OUT_STATE]),
+                int(out[kernel.OUT_ACTION]),
+                float(out[kernel.OUT_CONFIDENCE]),
+                float(out[kernel.OUT_EDGE]),
+                float(out[kernel.OUT_DRIFT]),
+                float(out[kernel.OUT_P_DOWN]),
+                float(out[kernel.OUT_P_FLAT]),
+                float(out[kernel.OUT_P_UP]),
+                mid,
+                spread_bp,
+                vol_bp,
+            )
+        )
+        self.posteriors.append(out[kernel.OUT_POSTERIOR :].copy())
+
+    def block(self, ts_ns: int, symbol: str, reason: str, detail: str) -> None:
+        self.blocks.append((ts_ns, symbol, reason, detail))
+
+    def order(self, context: OrderContext) -> None:
+        self.orders[context.client_order_id] = context

@@ -1,0 +1,306 @@
+"""RegimeStrategy: the one NautilusTrader Strategy of hmm-trader (backtest, canary, replay,
+paper, testnet, live).
+
+Ticks -> online FEATURES_V1 (per symbol) -> inference at each completed grid step ->
+`Decider` (guardrails, sizing, VWAP rule) -> market orders. Handlers only wire events to
+those plain objects. Positions are held for the model's label horizon (or until the
+signal flips, the kill switch engages or the session ends) and closed explicitly: the
+venue runs a HEDGING order-management system, one position per entry.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from nautilus_trader.config import StrategyConfig
+from nautilus_trader.model.data import QuoteTick, TradeTick
+from nautilus_trader.model.enums import AggressorSide, OrderSide
+from nautilus_trader.model.events import (
+    OrderDenied,
+    OrderRejected,
+    PositionClosed,
+    PositionOpened,
+)
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.instruments import Instrument
+from nautilus_trader.trading.strategy import Strategy
+
+from trading.data.schemas import BUYER, SELLER
+from trading.features.v1 import FeatureRow, OnlineFeatures
+from trading.regime import kernel
+from trading.strategy.config import Limits
+from trading.strategy.decide import Book, Close, Decider, Enter, Signal, Venue, Vwap
+from trading.strategy.guardrails import Block
+from trading.strategy.inference import Inference, InProcessInference
+from trading.strategy.recorder import OrderContext, Recorder
+
+
+class RegimeStrategyConfig(StrategyConfig, frozen=True):
+    instrument_ids: tuple[InstrumentId, ...]
+    limits: Limits
+    model_ref: str = "production"  # used when no Inference is passed in
+    registry_uri: str | None = None
+    model_name: str = "hmm-regime"
+    trade_from_ns: int = 0  # warm-up: before it, decisions are computed but nothing trades
+    trade_until_ns: int | None = None  # after it, close everything and take no new risk
+    measure_inference_latency: bool = True  # False in backtests: decisions stay reproducible
+    progress_every_s: float = 0.0  # >0: call the progress callback this often (event time)
+
+
+@dataclass(slots=True)
+class _Symbol:
+    """Everything the strategy keeps for one instrument."""
+
+    name: str
+    instrument: Instrument
+    features: OnlineFeatures
+    book: Book
+    vwap: Vwap
+    rv_index: int
+
+
+_SIDE = {AggressorSide.BUYER: BUYER, AggressorSide.SELLER: SELLER}
+
+
+class RegimeStrategy(Strategy):
+    def __init__(
+        self,
+        config: RegimeStrategyConfig,
+        inference: Inference | None = None,
+        kill_engaged: Callable[[], bool] | None = None,
+        recorder: Recorder | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.inference = inference
+        self.kill_engaged = kill_engaged or (lambda: False)
+        self.recorder = recorder or Recorder()
+        self.progress = progress
+        self.decider: Decider | None = None
+        self._symbols: dict[InstrumentId, _Symbol] = {}
+        self._by_name: dict[str, _Symbol] = {}
+        self._mids: dict[str, float] = {}
+        self._next_progress_ns = 0
+
+    # ---- lifecycle ----
+    def on_start(self) -> None:
+        cfg: RegimeStrategyConfig = self.config
+        if self.inference is None:
+            self.inference = _registry_inference(cfg)
+        inference = self.inference
+        self.recorder.n_states = inference.n_states
+        rv_index = inference.feature_set.raw_columns.index("raw_rv_bp")
+        venues = {}
+        for instrument_id in cfg.instrument_ids:
+            instrument = self.cache.instrument(instrument_id)
+            if instrument is None:
+                raise ValueError(f"instrument {instrument_id} is not in the cache")
+            name = instrument_id.symbol.value
+            slot = _Symbol(
+                name,
+                instrument,
+                OnlineFeatures(inference.feature_set),
+                Book(),
+                Vwap(cfg.limits.vwap_window_s),
+                rv_index,
+            )
+            self._symbols[instrument_id] = self._by_name[name] = slot
+            venues[name] = Venue(
+                lot_size=float(instrument.size_increment),
+                min_qty=float(instrument.min_quantity or instrument.size_increment),
+                max_qty=float(instrument.max_quantity or 1e12),
+                min_notional_usd=float(instrument.min_notional or 0.0),
+            )
+            self.subscribe_quote_ticks(instrument_id)
+            self.subscribe_trade_ticks(instrument_id)
+        self.decider = Decider(
+            cfg.limits,
+            venues,
+            hold_s=inference.horizon_s,
+            trade_from_ns=cfg.trade_from_ns,
+            trade_until_ns=cfg.trade_until_ns,
+            kill_engaged=self.kill_engaged,
+            on_block=self._on_block,
+        )
+
+    def on_stop(self) -> None:
+        for slot in self._symbols.values():
+            self._close_all(slot)
+
+    # ---- market data ----
+    def on_quote_tick(self, tick: QuoteTick) -> None:
+        slot = self._symbols[tick.instrument_id]
+        book = slot.book
+        ts = tick.ts_event
+        book.bid = tick.bid_price.as_double()
+        book.ask = tick.ask_price.as_double()
+        book.bid_size = tick.bid_size.as_double()
+        book.ask_size = tick.ask_size.as_double()
+        book.last_ts_ns = ts
+        self._mids[slot.name] = (book.bid + book.ask) * 0.5
+        rows = slot.features.on_quote(ts, book.bid, book.ask, book.bid_size, book.ask_size)
+        if rows:
+            self._on_rows(slot, rows, ts)
+
+    def on_trade_tick(self, tick: TradeTick) -> None:
+        slot = self._symbols[tick.instrument_id]
+        ts = tick.ts_event
+        price, qty = tick.price.as_double(), tick.size.as_double()
+        slot.book.last_ts_ns = ts
+        slot.vwap.add(ts, price, qty)
+        rows = slot.features.on_trade(ts, price, qty, _SIDE.get(tick.aggressor_side, 0))
+        if rows:
+            self._on_rows(slot, rows, ts)
+
+    # ---- decisions ----
+    def _on_rows(self, slot: _Symbol, rows: Sequence[FeatureRow], now_ns: int) -> None:
+        inference = self.inference
+        assert inference is not None and self.decider is not None
+        book = slot.book
+        out = None
+        vol_bp = math.nan
+        inference_ms = 0.0
+        for row in rows:
+            if not row.ready:
+                continue
+            x = np.concatenate((row.values, row.raw))
+            if not np.isfinite(x).all():
+                self.recorder.nan_steps += 1
+                continue
+            if self.config.measure_inference_latency:
+                t0 = time.perf_counter()
+                out = inference.step(slot.name, x, row.ts_ns)
+                inference_ms = (time.perf_counter() - t0) * 1e3
+            else:
+                out = inference.step(slot.name, x, row.ts_ns)
+            vol_bp = float(row.raw[slot.rv_index])
+            if not np.isfinite(out[: kernel.OUT_POSTERIOR]).all():
+                self.recorder.nan_steps += 1
+            self.recorder.step(row.ts_ns, slot.name, out, book.mid, book.spread_bp, vol_bp)
+        if self.progress is not None and now_ns >= self._next_progress_ns:
+            self.progress(now_ns)
+            self._next_progress_ns = now_ns + int(self.config.progress_every_s * 1e9)
+        if out is None:
+            return
+        signal = Signal(
+            state=int(out[kernel.OUT_STATE]),
+            action=int(out[kernel.OUT_ACTION]),
+            confidence=float(out[kernel.OUT_CONFIDENCE]),
+            exp_edge_bp=float(out[kernel.OUT_EDGE]),
+            drift_score=float(out[kernel.OUT_DRIFT]),
+            vol_bp=vol_bp,
+            inference_ms=inference_ms,
+        )
+        decision = self.decider.decide(
+            slot.name, now_ns, signal, book, self._mids, slot.vwap.value(now_ns)
+        )
+        if isinstance(decision, Enter):
+            self._enter(slot, decision, signal, now_ns)
+        elif isinstance(decision, Close):
+            self._close_all(slot, decision.reason, signal, now_ns)
+
+    def _context(
+        self, slot: _Symbol, order_id: str, kind: str, side: int, signal: Signal | None, now_ns: int
+    ) -> OrderContext:
+        book = slot.book
+        return OrderContext(
+            client_order_id=order_id,
+            symbol=slot.name,
+            kind=kind,
+            ts_ns=now_ns,
+            side=side,
+            touch_px=book.ask if side > 0 else book.bid,
+            mid=book.mid,
+            spread_bp=book.spread_bp,
+            vol_bp=signal.vol_bp if signal else math.nan,
+            l1_depth_usd=book.l1_depth_usd,
+            state=signal.state if signal else -1,
+            confidence=signal.confidence if signal else math.nan,
+            exp_edge_bp=signal.exp_edge_bp if signal else math.nan,
+        )
+
+    def _enter(self, slot: _Symbol, enter: Enter, signal: Signal, now_ns: int) -> None:
+        order = self.order_factory.market(
+            slot.instrument.id,
+            OrderSide.BUY if enter.side > 0 else OrderSide.SELL,
+            slot.instrument.make_qty(enter.qty),
+        )
+        self.recorder.order(
+            self._context(slot, order.client_order_id.value, "entry", enter.side, signal, now_ns)
+        )
+        self.submit_order(order)
+
+    def _close_all(
+        self, slot: _Symbol, reason: str = "stop", signal: Signal | None = None, now_ns: int = 0
+    ) -> None:
+        for position in self.cache.positions_open(
+            instrument_id=slot.instrument.id, strategy_id=self.id
+        ):
+            side = -1 if position.is_long else 1
+            order = self.order_factory.market(
+                slot.instrument.id,
+                OrderSide.SELL if position.is_long else OrderSide.BUY,
+                position.quantity,
+                reduce_only=True,
+            )
+            self.recorder.order(
+                self._context(
+                    slot,
+                    order.client_order_id.value,
+                    reason,
+                    side,
+                    signal,
+                    now_ns or slot.book.last_ts_ns,
+                )
+            )
+            self.submit_order(order, position_id=position.id)
+
+    def _on_block(self, ts_ns: int, symbol: str, block: Block) -> None:
+        self.recorder.block(ts_ns, symbol, block.reason.value, block.detail)
+
+    # ---- execution events -> risk book ----
+    def on_position_opened(self, event: PositionOpened) -> None:
+        assert self.decider is not None
+        self.decider.book.on_entry_filled(
+            event.instrument_id.symbol.value, float(event.quantity), float(event.avg_px_open)
+        )
+
+    def on_position_closed(self, event: PositionClosed) -> None:
+        assert self.decider is not None
+        self.decider.book.on_closed(
+            event.instrument_id.symbol.value, float(event.realized_pnl), event.ts_closed
+        )
+
+    def on_order_rejected(self, event: OrderRejected) -> None:
+        self._order_failed(event.client_order_id.value, event.instrument_id.symbol.value)
+
+    def on_order_denied(self, event: OrderDenied) -> None:
+        self._order_failed(event.client_order_id.value, event.instrument_id.symbol.value)
+
+    def _order_failed(self, client_order_id: str, symbol: str) -> None:
+        assert self.decider is not None
+        context = self.recorder.orders.get(client_order_id)
+        if context is not None and context.kind == "entry":
+            self.decider.book.on_entry_failed(symbol)
+        else:  # a close failed: allow the next step to try again
+            position = self.decider.book.positions.get(symbol)
+            if position is not None:
+                position.closing = False
+        self.log.warning(f"order {client_order_id} of {symbol} failed")
+
+
+def _registry_inference(cfg: RegimeStrategyConfig) -> Inference:
+    """Load the configured registry reference (production alias by default)."""
+    from pathlib import Path
+
+    from trading.regime.config import RegistrySettings
+    from trading.regime.registry import Registry
+
+    settings = RegistrySettings(tracking_uri=cfg.registry_uri, model_name=cfg.model_name)
+    registry = Registry(settings, Path("."))
+    model, version = registry.load(cfg.model_ref)
+    return InProcessInference(model, version)
