@@ -545,7 +545,5 @@ def main() -> None:
     sys.exit(run())
 
 
-from trading import (
-    cli_backtest,  # noqa: F401  (registers backtest/canary/bench backtest)
-    cli_models,  # noqa: F401  (registers train/models/promote/rollback)
-)
+# the command modules register themselves on `app` (they import it from here)
+from trading import cli_backtest, cli_models  # noqa: E402,F401
