@@ -83,8 +83,8 @@ class BacktestRun:
 
 
 def _days(start_ns: int, end_ns: int) -> tuple[dt.date, dt.date]:
-    first = dt.datetime.fromtimestamp(start_ns / NS, dt.UTC).date()
-    last = dt.datetime.fromtimestamp((end_ns - 1) / NS, dt.UTC).date()
+    first = dt.datetime.fromtimestamp(start_ns // NS, dt.UTC).date()
+    last = dt.datetime.fromtimestamp((end_ns - 1) // NS, dt.UTC).date()  # end is exclusive
     return first, last
 
 
@@ -104,12 +104,8 @@ def load_ticks(
                 f"{symbol}: the backtest account is in USDT; {spec.quote} pairs are not supported"
             )
         instrument = make_instrument(symbol, spec, venue)
-        quotes = [
-            q for q in quote_ticks(lake, instrument, first, last) if start_ns <= q.ts_event < end_ns
-        ]
-        trades = [
-            t for t in trade_ticks(lake, instrument, first, last) if start_ns <= t.ts_event < end_ns
-        ]
+        quotes = quote_ticks(lake, instrument, first, last, (start_ns, end_ns))
+        trades = trade_ticks(lake, instrument, first, last, (start_ns, end_ns))
         if not quotes:
             days = lake.days(venue, symbol, "quotes")
             have = (

@@ -232,6 +232,7 @@ def write_equity_png(equity: pd.DataFrame, trades: pd.DataFrame, path: Path, tit
     ax.plot(times, equity["equity_usd"], lw=1.2, color="#1f77b4")
     ax.set_title(title)
     ax.set_ylabel("equity (USDT)")
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -254,6 +255,7 @@ def write_reports(
 
     trades, still_open = trades_frame(engine, recorder)
     timeline = timeline_frame(recorder)
+    timeline = timeline[timeline["ts_ns"] >= window.start_ns].reset_index(drop=True)  # no warm-up
     equity = equity_curve(trades, timeline, window.start_ns, window.end_ns, starting_balance_usd)
     blocks = dict(strategy.decider.blocks) if strategy.decider else {}
     summary = kpis(

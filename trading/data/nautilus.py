@@ -77,18 +77,32 @@ def _timestamps(ts_ns: np.ndarray) -> np.ndarray:
 
 
 def _lake_rows(
-    lake: Lake, instrument: CurrencyPair, kind: str, start: dt.date, end: dt.date
+    lake: Lake,
+    instrument: CurrencyPair,
+    kind: str,
+    start: dt.date,
+    end: dt.date,
+    between_ns: tuple[int, int] | None,
 ) -> tuple[pa.Table, np.ndarray]:
-    """The instrument's rows of one kind and their timestamps as Nautilus wants them."""
+    """The instrument's rows of one kind (within [lo, hi) ns when given) and their
+    timestamps as Nautilus wants them."""
     table = lake.read(instrument.id.venue.value, instrument.id.symbol.value, kind, start, end)
+    if between_ns is not None and table.num_rows:
+        ts = table.column("ts_ns").to_numpy()
+        lo, hi = np.searchsorted(ts, between_ns[0]), np.searchsorted(ts, between_ns[1])
+        table = table.slice(int(lo), int(hi - lo))
     return table, _timestamps(table.column("ts_ns").to_numpy())
 
 
 def quote_ticks(
-    lake: Lake, instrument: CurrencyPair, start: dt.date, end: dt.date
+    lake: Lake,
+    instrument: CurrencyPair,
+    start: dt.date,
+    end: dt.date,
+    between_ns: tuple[int, int] | None = None,
 ) -> list[QuoteTick]:
     """Quotes of [start, end] from the lake as QuoteTicks, in time order."""
-    table, ts = _lake_rows(lake, instrument, "quotes", start, end)
+    table, ts = _lake_rows(lake, instrument, "quotes", start, end, between_ns)
     if table.num_rows == 0:
         return []
     return QuoteTick.from_raw_arrays_to_list(
@@ -105,10 +119,14 @@ def quote_ticks(
 
 
 def trade_ticks(
-    lake: Lake, instrument: CurrencyPair, start: dt.date, end: dt.date
+    lake: Lake,
+    instrument: CurrencyPair,
+    start: dt.date,
+    end: dt.date,
+    between_ns: tuple[int, int] | None = None,
 ) -> list[TradeTick]:
     """Trades of [start, end] from the lake as TradeTicks, in time order."""
-    table, ts = _lake_rows(lake, instrument, "trades", start, end)
+    table, ts = _lake_rows(lake, instrument, "trades", start, end, between_ns)
     if table.num_rows == 0:
         return []
     side = table.column("aggressor_side").to_numpy()

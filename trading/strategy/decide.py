@@ -60,8 +60,7 @@ class Vwap:
     def add(self, ts_ns: int, price: float, qty: float) -> None:
         self._trades.append((ts_ns, price * qty, qty))
         self._pq += price * qty
-        self._q += qty
-        self._evict(ts_ns)
+        self._q += qty  # old trades leave in value(): one eviction per decision, not per trade
 
     def _evict(self, now_ns: int) -> None:
         trades, edge = self._trades, now_ns - self._window_ns
@@ -123,7 +122,9 @@ def size_order(
 ) -> tuple[float, g.Block | None]:
     """qty = base_qty * |edge| / vol, clipped to [min notional, caps], on the lot grid."""
     sym = limits.symbols[symbol]
-    raw = sym.base_qty * abs(signal.exp_edge_bp) / max(signal.vol_bp, MIN_VOL_BP)
+    edge = abs(signal.exp_edge_bp) if math.isfinite(signal.exp_edge_bp) else 0.0
+    vol = signal.vol_bp if signal.vol_bp > MIN_VOL_BP else MIN_VOL_BP  # NaN -> the floor too
+    raw = sym.base_qty * edge / vol
     floor_usd = max(sym.min_notional_usd, venue.min_notional_usd)
     room_usd = min(
         sym.max_position_usd - symbol_open_usd, limits.max_total_position_usd - total_open_usd
@@ -139,6 +140,11 @@ def size_order(
     block = g.check_position(order_usd, symbol_open_usd, total_open_usd, limits, sym)
     if block is None:
         block = g.check_min_notional(order_usd, floor_usd)
+    if block is None and qty > venue.max_qty + 1e-12:
+        block = g.Block(
+            g.Reason.MIN_NOTIONAL,
+            f"min notional {floor_usd} needs {qty} > the exchange's max qty {venue.max_qty}",
+        )
     return qty, block
 
 

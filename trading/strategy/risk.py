@@ -79,8 +79,11 @@ class RiskBook:
 
     # ---- reads ----
     def daily_loss_usd(self, mids: dict[str, float]) -> float:
-        unrealized = sum(p.unrealized_usd(mids.get(p.symbol, 0.0)) for p in self.positions.values())
-        return max(0.0, -(self.realized_today_usd + min(0.0, unrealized)))
+        # each open loss counts; one position's open gain does not hide another's loss
+        open_loss = sum(
+            min(0.0, p.unrealized_usd(mids.get(p.symbol, 0.0))) for p in self.positions.values()
+        )
+        return max(0.0, -(self.realized_today_usd + open_loss))
 
     def state_loss_usd(self, state: int, mids: dict[str, float]) -> float:
         drawdown = self.state_peak_usd.get(state, 0.0) - self.state_pnl_usd.get(state, 0.0)
