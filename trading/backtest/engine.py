@@ -88,6 +88,28 @@ def _days(start_ns: int, end_ns: int) -> tuple[dt.date, dt.date]:
     return first, last
 
 
+def check_data(config: AppConfig, lake: Lake, symbols: list[str], window: Window) -> None:
+    """Every symbol has quotes and trades on every day of the window, or a clear error."""
+    first, last = _days(window.start_ns, window.end_ns)
+    wanted = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    venue = config.instruments.venue
+    for symbol in symbols:
+        for kind in ("quotes", "trades"):
+            days = lake.days(venue, symbol, kind)
+            missing = [d for d in wanted if d not in set(days)]
+            if missing:
+                have = (
+                    f"the lake has {symbol} {kind} for {days[0]} .. {days[-1]}"
+                    if days
+                    else f"the lake has no {symbol} {kind}"
+                )
+                raise InputError(
+                    f"no {symbol} {kind} for {', '.join(map(str, missing[:3]))}"
+                    f"{' ...' if len(missing) > 3 else ''} in the window {window}: {have} "
+                    "(ingest that range or choose another --start/--end)"
+                )
+
+
 def load_ticks(
     config: AppConfig, lake: Lake, symbols: list[str], start_ns: int, end_ns: int
 ) -> tuple[list[Any], list[Any], int]:
@@ -142,6 +164,7 @@ def run_backtest(
     limits = limits_of(s.strategy, symbols)
     lake = Lake(config.home / "lake")
     warm_start = window.start_ns - int(bt.warmup_s * NS)
+    check_data(config, lake, symbols, window)
     run_dir.mkdir(parents=True, exist_ok=True)
     quality = _quality_gate(config, lake, symbols, window, run_dir) if gate else None
 

@@ -42,6 +42,7 @@ TRADE_COLUMNS = [
     "confidence",
     "exp_edge_bp",
     "exit_reason",
+    "decision_time",
     "entry_ns",
     "exit_ns",
 ]
@@ -104,6 +105,7 @@ def trades_frame(engine: Any, recorder: Recorder) -> tuple[pd.DataFrame, pd.Data
                 "confidence": entry.confidence if entry else math.nan,
                 "exp_edge_bp": entry.exp_edge_bp if entry else math.nan,
                 "exit_reason": exit_.kind if exit_ else "",
+                "decision_time": pd.Timestamp(entry.ts_ns, tz="UTC").isoformat() if entry else "",
                 "entry_ns": entry_ns,
                 "exit_ns": exit_ns,
             }

@@ -30,7 +30,8 @@ class OrderContext:
 
 
 TIMELINE_FIELDS = (
-    "ts_ns",
+    "ts_ns",  # the grid step
+    "decided_ns",  # when the row was complete (the first tick after the step): the decision time
     "symbol",
     "state",
     "action",
@@ -56,11 +57,19 @@ class Recorder:
     nan_steps: int = 0
 
     def step(
-        self, ts_ns: int, symbol: str, out: np.ndarray, mid: float, spread_bp: float, vol_bp: float
+        self,
+        ts_ns: int,
+        decided_ns: int,
+        symbol: str,
+        out: np.ndarray,
+        mid: float,
+        spread_bp: float,
+        vol_bp: float,
     ) -> None:
         self.timeline.append(
             (
                 ts_ns,
+                decided_ns,
                 symbol,
                 int(out[kernel.OUT_STATE]),
                 int(out[kernel.OUT_ACTION]),

@@ -180,7 +180,7 @@ class RegimeStrategy(Strategy):
             vol_bp = float(row.raw[slot.rv_index])
             if not np.isfinite(out[: kernel.OUT_POSTERIOR]).all():
                 self.recorder.nan_steps += 1
-            self.recorder.step(row.ts_ns, slot.name, out, book.mid, book.spread_bp, vol_bp)
+            self.recorder.step(row.ts_ns, now_ns, slot.name, out, book.mid, book.spread_bp, vol_bp)
         if self.progress is not None and now_ns >= self._next_progress_ns:
             self.progress(now_ns)
             self._next_progress_ns = now_ns + int(self.config.progress_every_s * 1e9)

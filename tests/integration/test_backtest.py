@@ -1,0 +1,255 @@
+"""The backtest harness and the canary gate, end to end through the CLI, on a synthetic
+two-day market: train on day 1, backtest and canary on day 2 in the real Nautilus engine
+against a real (SQLite) MLflow registry."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from trading.backtest.engine import run_backtest, window_of
+from trading.cli import run
+from trading.data.lake import Lake
+from trading.regime.config import RegistrySettings
+from trading.regime.registry import Registry
+from trading.settings import AppConfig, load_settings
+from trading.strategy.inference import InProcessInference
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYMBOLS = "BTCUSDT,ETHUSDT"
+TRAIN_DAY, TEST_DAY = "2025-01-01", "2025-01-02"
+FAST_ENV = {
+    "HMMTRADER_REGIME__RESTARTS": "1",
+    "HMMTRADER_REGIME__K_MIN": "3",
+    "HMMTRADER_REGIME__K_MAX": "4",
+    "HMMTRADER_REGIME__MAX_ITER": "40",
+}
+RUN_FILES = {
+    "trades.csv",
+    "guardrails.csv",
+    "state_timeline.csv",
+    "data_quality_issues.csv",
+    "equity.png",
+    "equity.csv",
+    "summary.json",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_env() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key == "HMMTRADER_HOME" or re.match(
+                r"HMMTRADER_(REGIME|POLICY|DRIFT|REGISTRY|FEATURES|STRATEGY|BACKTEST|CANARY)__", key
+            ):
+                mp.delenv(key)
+        for key, value in FAST_ENV.items():
+            mp.setenv(key, value)
+        yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def cli(home: Path, *args: str) -> int:
+    return run(["--home", str(home), *args])
+
+
+def config_for(home: Path) -> AppConfig:
+    config = load_settings()
+    return config.model_copy(update={"settings": config.settings.model_copy(update={"home": home})})
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic days for both symbols; version 1 trained on day 1 (candidate)."""
+    home = tmp_path_factory.mktemp("backtest") / "home"
+    assert cli(home, "ingest", "synthetic", "--symbols", SYMBOLS, "--start", TRAIN_DAY,
+               "--days", "2", "--seed", "7") == 0  # fmt: skip
+    assert (
+        cli(home, "features", "--symbols", SYMBOLS, "--start", TRAIN_DAY, "--end", TRAIN_DAY) == 0
+    )
+    assert cli(home, "train", "--symbols", SYMBOLS, "--start", TRAIN_DAY, "--end", TRAIN_DAY) == 0
+    return home
+
+
+def private_home(root: Path, trained_home: Path) -> Path:
+    """A copy of the trained state root (lake + registry) a test may change."""
+    home = root / "home"
+    shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("runs"))
+    return home
+
+
+def test_backtest_day_writes_consistent_reports(
+    trained_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = cli(trained_home, "backtest", "--model", "candidate", "--symbols", SYMBOLS,
+               "--start", TEST_DAY, "--end", TEST_DAY, "--out", str(out))  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert {p.name for p in out.iterdir()} >= RUN_FILES
+    assert "net PnL (after fees, slippage)" in printed and f"Run directory: {out}" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    trades = pd.read_csv(out / "trades.csv")
+    equity = pd.read_csv(out / "equity.csv")
+    guard = pd.read_csv(out / "guardrails.csv")
+    timeline = pd.read_csv(out / "state_timeline.csv")
+
+    # every column the issue names
+    assert {"entry_time", "exit_time", "entry_price", "exit_price", "qty", "side", "pnl_usd",
+            "fees_usd", "slippage_usd", "vol_bp", "spread_bp", "l1_depth_usd", "state",
+            "confidence"} <= set(trades.columns)  # fmt: skip
+    assert summary["trades"] == len(trades) > 0
+    # trades.csv PnL sums to summary.json within a cent; equity ends at the account balance
+    assert abs(trades["pnl_usd"].sum() - summary["net_pnl_usd"]) < 0.01
+    assert abs(equity["equity_usd"].iloc[-1] - summary["account_final_balance_usd"]) < 0.01
+    assert abs(summary["starting_balance_usd"] + summary["net_pnl_usd"]
+               - summary["account_final_balance_usd"]) < 0.01  # fmt: skip
+    assert summary["open_positions_at_end"] == 0
+    # net = gross - fees, and every fee is Binance's 0.1 % taker fee on both fills
+    assert abs(trades["gross_pnl_usd"] - trades["fees_usd"] - trades["pnl_usd"]).max() < 1e-6
+    both_fills = trades["qty"] * (trades["entry_price"] + trades["exit_price"]) * 0.001
+    assert np.allclose(trades["fees_usd"], both_fills, atol=2e-8)
+    # slippage vs the touch at decision: the fill model's 1 bp on each fill, plus whatever
+    # the touch did during the 50 ms order latency (either way)
+    per_notional_bp = (
+        trades["slippage_usd"]
+        / (trades["qty"] * (trades["entry_price"] + trades["exit_price"]))
+        * 1e4
+    )
+    assert 0.9 < per_notional_bp.median() < 1.1 and summary["slippage_usd"] > 0
+    # guardrail counts in the summary are the CSV's
+    assert summary["guardrail_blocks"] == guard["reason"].value_counts().to_dict()
+    assert summary["guardrail_blocks_total"] == len(guard)
+    # the timeline covers the day for both symbols, on the 1 s grid, without warm-up rows
+    assert set(timeline["symbol"]) == {"BTCUSDT", "ETHUSDT"}
+    assert timeline["ts_ns"].min() >= pd.Timestamp(TEST_DAY, tz="UTC").value
+    assert summary["steps"] == len(timeline) > 150_000
+    assert summary["nan_count"] == 0 and summary["state_entropy"] > 0.5
+    # trades respect the caps and the notional floor
+    notional = trades["qty"] * trades["entry_price"]
+    assert notional.max() <= 1000.0 + 1e-6 and notional.min() >= 10.0 - 1e-6
+    assert (out / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "data_quality_issues.csv") as fh:
+        assert next(csv.reader(fh))  # the gate's header (no blocking issue on synthetic data)
+
+
+def _shift_prices_after(lake: Lake, symbol: str, day: str, t_ns: int, factor: float) -> None:
+    """Rewrite the lake's quotes and trades of `day` with prices after t_ns scaled."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for kind, columns in (("quotes", ("bid", "ask")), ("trades", ("price",))):
+        path = lake.path("BINANCE", symbol, kind, dt.date.fromisoformat(day))
+        table = pq.read_table(path)
+        after = pc.greater(table.column("ts_ns"), pa.scalar(t_ns, table.schema.field("ts_ns").type))
+        for name in columns:
+            column = table.column(name)
+            scaled = pc.if_else(after, pc.multiply(column, pa.scalar(factor, column.type)), column)
+            table = table.set_column(table.schema.get_field_index(name), name, scaled)
+        pq.write_table(table, path)
+
+
+def test_changing_data_after_t_changes_no_decision_at_or_before_t(
+    trained_home: Path, tmp_path: Path
+) -> None:
+    home = private_home(tmp_path, trained_home)
+    config = config_for(home)
+    model, version = Registry(RegistrySettings(), home).load("candidate")
+    window = window_of(f"{TEST_DAY}T00:00", f"{TEST_DAY}T02:00")
+    t = window.start_ns + 3600 * 10**9
+    symbols = ["BTCUSDT", "ETHUSDT"]
+
+    def backtest(name: str) -> dict[str, pd.DataFrame]:
+        out = tmp_path / name
+        run_backtest(config, InProcessInference(model, version), symbols, window, out, gate=False)
+        return {
+            f: pd.read_csv(out / f"{f}.csv") for f in ("state_timeline", "guardrails", "trades")
+        }
+
+    before = backtest("original")
+    lake = Lake(home / "lake")
+    for symbol in symbols:
+        _shift_prices_after(lake, symbol, TEST_DAY, t, 1.02)  # +2 % after t
+    after = backtest("perturbed")
+
+    def upto(frame: pd.DataFrame, column: str, limit: int) -> pd.DataFrame:
+        return frame[frame[column] <= limit].reset_index(drop=True)
+
+    timeline_a, timeline_b = before["state_timeline"], after["state_timeline"]
+    pd.testing.assert_frame_equal(
+        upto(timeline_a, "decided_ns", t), upto(timeline_b, "decided_ns", t)
+    )
+    pd.testing.assert_frame_equal(
+        upto(before["guardrails"], "ts_ns", t), upto(after["guardrails"], "ts_ns", t)
+    )
+    # entries decided at or before t: same symbol, side, size and decision context
+    decided = ["symbol", "side", "qty", "state", "confidence", "exp_edge_bp", "vol_bp", "spread_bp"]
+    entries_a = before["trades"][
+        pd.to_datetime(before["trades"]["decision_time"]).map(lambda x: x.value) <= t
+    ]
+    entries_b = after["trades"][
+        pd.to_datetime(after["trades"]["decision_time"]).map(lambda x: x.value) <= t
+    ]
+    assert len(entries_a) > 0
+    pd.testing.assert_frame_equal(
+        entries_a[decided].reset_index(drop=True), entries_b[decided].reset_index(drop=True)
+    )
+    # the perturbation did change what came after t (the test can fail)
+    late_a = timeline_a[timeline_a["decided_ns"] > t]["mid"].to_numpy()
+    late_b = timeline_b[timeline_b["decided_ns"] > t]["mid"].to_numpy()
+    assert len(late_a) == len(late_b) > 0 and not np.allclose(late_a, late_b)
+
+
+def test_bad_input_gives_clear_errors(
+    trained_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def error_of(*args: str) -> str:
+        capsys.readouterr()
+        assert cli(trained_home, *args) == 1
+        captured = capsys.readouterr()
+        return " ".join((captured.err + captured.out).split())
+
+    base = ("backtest", "--model", "candidate", "--symbols", SYMBOLS)
+    message = error_of(*base, "--start", "2025-03-01", "--end", "2025-03-01")
+    assert "no BTCUSDT quotes for 2025-03-01" in message and "2025-01-01 .. 2025-01-02" in message
+    message = error_of(*base, "--start", "2025-01-02", "--end", "2025-01-01")
+    assert "is not after --start" in message
+    message = error_of(*base, "--start", "yesterday", "--end", TEST_DAY)
+    assert "bad time 'yesterday'" in message
+    message = error_of("backtest", "--model", "7", "--start", TEST_DAY, "--end", TEST_DAY)
+    assert "has no version 7" in message and "versions: 1" in message
+    message = error_of("backtest", "--symbols", "BTCUSDT", "--start", TEST_DAY, "--end", TEST_DAY)
+    assert "no 'production' version yet" in message
+    monkeypatch.setenv("HMMTRADER_STRATEGY__GUARDRAILS__DAILY_LOSS_USD", "-5")
+    message = error_of(*base, "--start", TEST_DAY, "--end", TEST_DAY)
+    assert (
+        "HMMTRADER_STRATEGY__GUARDRAILS__DAILY_LOSS_USD" in message and "greater than 0" in message
+    )
+    monkeypatch.delenv("HMMTRADER_STRATEGY__GUARDRAILS__DAILY_LOSS_USD")
+    monkeypatch.setenv("HMMTRADER_STRATEGY__SYMBOLS", '["BTCUSDT", "SOLUSDT"]')
+    message = error_of("backtest", "--model", "candidate", "--start", TEST_DAY, "--end", TEST_DAY)
+    assert "no per_symbol risk limits for SOLUSDT" in message
+    monkeypatch.delenv("HMMTRADER_STRATEGY__SYMBOLS")
+    # nothing was written for the failed runs
+    assert not (trained_home / "runs").exists() or not any((trained_home / "runs").iterdir())
