@@ -21,6 +21,7 @@ from trading.errors import ConfigError
 from trading.features.descriptor import BarParams, FeatureParams
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
 from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings, RegistrySettings
+from trading.strategy.config import BacktestSettings, CanarySettings, StrategySettings
 
 ENV_PREFIX = "HMMTRADER_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +180,9 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     drift: DriftSettings = DriftSettings()
     registry: RegistrySettings = RegistrySettings()
+    strategy: StrategySettings = StrategySettings()
+    backtest: BacktestSettings = BacktestSettings()
+    canary: CanarySettings = CanarySettings()
 
     @classmethod
     def settings_customise_sources(
