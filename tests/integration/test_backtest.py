@@ -253,3 +253,74 @@ def test_bad_input_gives_clear_errors(
     monkeypatch.delenv("HMMTRADER_STRATEGY__SYMBOLS")
     # nothing was written for the failed runs
     assert not (trained_home / "runs").exists() or not any((trained_home / "runs").iterdir())
+
+
+def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
+    trained_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    home = private_home(tmp_path, trained_home)
+    registry = Registry(RegistrySettings(), home)
+    capsys.readouterr()
+
+    # no production yet: only the floors apply; the default holdout is the day after training
+    assert cli(home, "canary", "1") == 0, capsys.readouterr().err
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Verdict: PASSED" in out and "no production version yet: only the floors apply" in out
+    assert "2025-01-02 00:00 .. 2025-01-03 00:00 UTC" in out
+    v1 = registry.info(1)
+    assert v1.tags["canary_verdict"] == "passed" and v1.tags["canary_failed_rules"] == "none"
+    run_dir = Path(v1.tags["canary_run_dir"])
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    assert verdict["verdict"] == "passed" and verdict["production_version"] is None
+    assert {r["name"] for r in verdict["rules"]} == {
+        "net_pnl",
+        "min_trades",
+        "state_entropy",
+        "nan",
+        "limits",
+    }
+    good = json.loads((run_dir / "candidate" / "summary.json").read_text())
+    assert good["net_pnl_usd"] >= 0 and good["trades"] > 0
+    log = (run_dir / "canary.log").read_text()
+    assert "PASS net_pnl" in log and "verdict: passed" in log
+    run = registry.client.get_run(v1.run_id)
+    assert run.data.metrics["canary_passed"] == 1.0
+    assert abs(run.data.metrics["canary_net_pnl_usd"] - good["net_pnl_usd"]) < 1e-9
+    artifacts = [
+        a.path for a in registry.client.list_artifacts(v1.run_id, f"canary/{run_dir.name}")
+    ]
+    assert f"canary/{run_dir.name}/verdict.json" in artifacts
+
+    assert cli(home, "promote", "1") == 0
+    assert registry.aliases()["production"] == 1
+
+    # a candidate whose thresholds overtrade: labels and thresholds that ignore the fees
+    monkeypatch.setenv("HMMTRADER_POLICY__EXTRA_COST_BP", "0")
+    monkeypatch.setenv("HMMTRADER_POLICY__ACT_THRESHOLD", "0.34")
+    monkeypatch.setenv("HMMTRADER_POLICY__MIN_EDGE_BP", "0")
+    assert cli(home, "train", "--symbols", SYMBOLS, "--start", TRAIN_DAY, "--end", TRAIN_DAY) == 0
+    monkeypatch.delenv("HMMTRADER_POLICY__ACT_THRESHOLD")
+    monkeypatch.delenv("HMMTRADER_POLICY__EXTRA_COST_BP")
+    monkeypatch.delenv("HMMTRADER_POLICY__MIN_EDGE_BP")
+    capsys.readouterr()
+    assert cli(home, "canary", "2") == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Verdict: FAILED" in out and "production unchanged" in out
+    v2 = registry.info(2)
+    failed = set(v2.tags["canary_failed_rules"].split(","))
+    assert {"net_pnl", "pnl_vs_production"} <= failed, failed
+    assert out.count("FAIL") >= len(failed) + 1  # one table row per failed rule + the verdict
+    verdict = json.loads((Path(v2.tags["canary_run_dir"]) / "verdict.json").read_text())
+    assert verdict["production_version"] == 1
+    by_name = {r["name"]: r for r in verdict["rules"]}
+    assert by_name["pnl_vs_production"]["production"] == pytest.approx(good["net_pnl_usd"])
+    bad = json.loads((Path(v2.tags["canary_run_dir"]) / "candidate" / "summary.json").read_text())
+    assert bad["trades"] > good["trades"] and bad["net_pnl_usd"] < 0
+    # production untouched; promote refuses the failed candidate
+    assert registry.aliases() == {"production": 1, "candidate": 2}
+    assert v2.tags["canary_verdict"] == "failed"
+    assert cli(home, "promote", "2") == 1
+    assert registry.aliases()["production"] == 1

@@ -19,6 +19,7 @@ from trading.errors import ConfigError
 from trading.settings import DEFAULT_CONFIG_DIR, load_settings
 from trading.strategy import guardrails as g
 from trading.strategy.config import (
+    ExecutionSettings,
     GuardrailSettings,
     Limits,
     StrategySettings,
@@ -65,6 +66,7 @@ def make_limits(**overrides: object) -> Limits:
             max_drift=0.5,
             flatten_on_kill=True,
         ),
+        execution=ExecutionSettings(vwap_anchor=True, vwap_anchor_bp=0.0, allow_short=True),
         per_symbol={
             BTC: SymbolRisk(
                 min_notional_usd=10.0, base_qty=0.002, max_position_usd=1000.0, cooldown_s=5.0
@@ -295,10 +297,6 @@ def test_vwap_anchor_needs_a_vwap_unless_disabled() -> None:
     off = make_limits(vwap_anchor=False)
     assert g.check_vwap_anchor(1, 200.0, None, off) is None
     assert g.check_vwap_anchor(1, 200.0, 100.0, off) is None
-
-
-def test_limit_reasons_are_the_risk_limits() -> None:
-    assert set(g.LIMIT_REASONS) == {Reason.DAILY, Reason.DD, Reason.KILL}
 
 
 # ---------------------------------------------------------------- size_order

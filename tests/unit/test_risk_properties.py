@@ -187,7 +187,7 @@ def simulate(sc: Scenario) -> Run:
             max_drift=0.5,
             flatten_on_kill=True,
         ),
-        execution={"vwap_window_s": 60.0, "hold_s": sc.hold_s},
+        execution={"vwap_anchor": True, "vwap_window_s": 60.0, "hold_s": sc.hold_s},
         per_symbol={
             s: SymbolRisk(
                 min_notional_usd=MIN_NOTIONAL_USD,

@@ -23,8 +23,8 @@ from trading.errors import InputError
 from trading.paths import StatePaths
 from trading.regime.registry import TAG_CANARY, Registry
 from trading.settings import AppConfig
-from trading.strategy.config import CanarySettings
-from trading.strategy.guardrails import LIMIT_REASONS
+from trading.strategy.config import CanarySettings, GuardrailSettings
+from trading.strategy.guardrails import Reason
 from trading.strategy.inference import InProcessInference
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,15 @@ class CanaryResult:
         return [r.name for r in self.rules if not r.passed]
 
 
-def limit_blocks(summary: dict[str, Any]) -> int:
-    blocks = summary.get("guardrail_blocks", {})
-    return int(sum(blocks.get(r.value, 0) for r in LIMIT_REASONS))
+def kill_blocks(summary: dict[str, Any]) -> int:
+    return int(summary.get("guardrail_blocks", {}).get(Reason.KILL.value, 0))
 
 
 def evaluate(
-    candidate: dict[str, Any], production: dict[str, Any] | None, settings: CanarySettings
+    candidate: dict[str, Any],
+    production: dict[str, Any] | None,
+    settings: CanarySettings,
+    limits: GuardrailSettings,
 ) -> list[Rule]:
     f, t = settings.floors, settings.tolerances
     c = candidate
@@ -109,13 +111,31 @@ def evaluate(
             f"NaN count <= {f.max_nan}",
         ),
         Rule(
-            "limits",
+            "daily_loss_limit",
             "floor",
-            limit_blocks(c),
-            f.max_limit_blocks,
+            c["max_daily_loss_usd"],
+            limits.daily_loss_usd,
             None,
-            limit_blocks(c) <= f.max_limit_blocks,
-            f"risk-limit blocks (DAILY, DD, KILL) <= {f.max_limit_blocks}",
+            c["max_daily_loss_usd"] <= limits.daily_loss_usd,
+            f"realized daily loss <= the DAILY budget {limits.daily_loss_usd} USD",
+        ),
+        Rule(
+            "state_drawdown_limit",
+            "floor",
+            c["max_state_drawdown_usd"],
+            limits.state_drawdown_usd,
+            None,
+            c["max_state_drawdown_usd"] <= limits.state_drawdown_usd,
+            f"realized per-state drawdown <= the DD cap {limits.state_drawdown_usd} USD",
+        ),
+        Rule(
+            "kill_switch",
+            "floor",
+            kill_blocks(c),
+            f.max_kill_blocks,
+            None,
+            kill_blocks(c) <= f.max_kill_blocks,
+            f"kill-switch blocks <= {f.max_kill_blocks}",
         ),
     ]
     if production is None:
@@ -235,7 +255,12 @@ def run_canary(
             )
             notes.append(note)
             log.info(note)
-        rules = evaluate(candidate.summary, reference.summary if reference else None, settings)
+        rules = evaluate(
+            candidate.summary,
+            reference.summary if reference else None,
+            settings,
+            config.settings.strategy.guardrails,
+        )
         result = CanaryResult(
             version,
             production if reference else None,

@@ -151,6 +151,25 @@ def equity_curve(
     return pd.DataFrame({"ts_ns": minutes, "equity_usd": equity})
 
 
+def realized_limit_usage(trades: pd.DataFrame) -> tuple[float, float]:
+    """The worst realized loss of any UTC day and the worst drawdown of any regime state
+    within a day, from closed trades in exit order: what DAILY and DD limit."""
+    if len(trades) == 0:
+        return 0.0, 0.0
+    ordered = trades.sort_values("exit_ns", kind="stable")
+    day = ordered["exit_ns"].to_numpy() // (86_400 * 1_000_000_000)
+    pnl = ordered["pnl_usd"].to_numpy()
+    state = ordered["state"].to_numpy()
+    worst_day = worst_state = 0.0
+    for d in np.unique(day):
+        in_day = day == d
+        worst_day = max(worst_day, -float(np.minimum.accumulate(np.cumsum(pnl[in_day])).min()))
+        for s in np.unique(state[in_day]):
+            path = np.concatenate([[0.0], np.cumsum(pnl[in_day & (state == s)])])
+            worst_state = max(worst_state, float((np.maximum.accumulate(path) - path).max()))
+    return max(0.0, worst_day), worst_state
+
+
 def kpis(
     trades: pd.DataFrame,
     equity: pd.DataFrame,
@@ -190,6 +209,7 @@ def kpis(
         + int(trades[["pnl_usd"]].isna().to_numpy().sum())
         + nan_steps
     )
+    worst_day, worst_state = realized_limit_usage(trades)
     return {
         "net_pnl_usd": round(float(pnl.sum()), 6),
         "gross_pnl_usd": round(float(trades["gross_pnl_usd"].sum()), 6) if len(trades) else 0.0,
@@ -208,6 +228,8 @@ def kpis(
         "turnover_x": round(turnover / balance, 6),
         "exposure": round(float(durations.sum()) / (window_ns * n_symbols), 6),
         "avg_hold_s": round(float(durations.mean()) / 1e9, 3) if len(durations) else 0.0,
+        "max_daily_loss_usd": round(worst_day, 6),
+        "max_state_drawdown_usd": round(worst_state, 6),
         "guardrail_blocks": dict(sorted(blocks.items())),
         "guardrail_blocks_total": int(sum(blocks.values())),
         "state_entropy": round(float(-(occupancy * np.log(occupancy)).sum()), 6),

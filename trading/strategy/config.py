@@ -41,7 +41,9 @@ class GuardrailSettings(_Frozen):
 
 
 class ExecutionSettings(_Frozen):
-    vwap_anchor: bool = True  # enter only when the microprice is on the good side of VWAP
+    # enter only when the microprice is on the good side of VWAP (buy below, sell above).
+    # Off by default: on the synthetic momentum market it removes the trades with edge.
+    vwap_anchor: bool = False
     vwap_anchor_bp: float = Field(default=0.0, ge=0)  # ... by at least this much
     vwap_window_s: float = Field(default=300.0, gt=0)
     hold_s: float | None = Field(default=None, gt=0)  # None: the model's label horizon
@@ -85,7 +87,9 @@ class CanaryFloors(_Frozen):
     min_net_pnl_usd: float = 0.0  # net of fees and slippage
     min_state_entropy: float = Field(default=0.05, ge=0)  # nats, over the holdout timeline
     max_nan: int = Field(default=0, ge=0)
-    max_limit_blocks: int = Field(default=0, ge=0)  # DAILY / DD / KILL blocks: a limit was hit
+    max_kill_blocks: int = Field(default=0, ge=0)  # the kill switch stopped an entry
+    # the realized daily loss and per-state drawdown stay within the strategy's DAILY and
+    # DD limits (strategy.guardrails daily_loss_usd, state_drawdown_usd)
     min_trades: int = Field(default=1, ge=0)
 
 

@@ -26,10 +26,6 @@ class Reason(StrEnum):
     VWAP = "VWAP"  # the execution rule, not a limit; counted the same way
 
 
-# reasons that mean a risk limit was reached (the canary's "no guardrail limit exceeded")
-LIMIT_REASONS = (Reason.DAILY, Reason.DD, Reason.KILL)
-
-
 @dataclass(frozen=True, slots=True)
 class Block:
     reason: Reason
