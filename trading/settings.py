@@ -102,6 +102,13 @@ class SyntheticSettings(_Frozen):
     quote_rate_hz: float = Field(default=10.0, gt=0, le=100)
     mean_dwell_s: float = Field(default=1200.0, gt=10)
     correlation: float = Field(default=0.8, ge=-1, le=1)
+    # latent momentum: order-flow bursts that drift the price (see trading/data/synthetic.py)
+    momentum_bp_per_s: float = Field(default=0.28, ge=0, le=5)  # std of the drift; 0: off
+    momentum_halflife_s: float = Field(default=30.0, gt=0, le=86_400)  # decay of a burst
+    momentum_bursts_per_h: float = Field(default=2.0, ge=0, le=3600)  # 0: Gaussian shocks
+    momentum_flow: float = Field(default=0.15, ge=0, le=10)  # buyer prob. per bp/s of drift
+    momentum_book: float = Field(default=0.9, ge=0, le=100)  # log(bid/ask size) per bp/s
+    momentum_correlation: float = Field(default=0.9, ge=0, le=1)  # between symbols
 
 
 class _KindLimits(_Frozen):

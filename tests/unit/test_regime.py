@@ -360,7 +360,7 @@ def test_labels_do_not_look_across_split_or_gap(day):
         assert np.allclose(fwd[:-h], ref, rtol=0, atol=1e-9)
         expect = np.where(ref > cost[:-h], UP, np.where(ref < -cost[:-h], DOWN, FLAT))
         assert np.array_equal(y[:-h], expect)
-        assert np.array_equal(cost, seg.X[:, spread])
+        assert np.array_equal(cost, seg.X[:, spread] + policy.extra_cost_bp)
         assert set(np.unique(y[:-h])) == {DOWN, FLAT, UP}
         before.append(y)
 

@@ -48,7 +48,7 @@ SPECS = {
     ),
 }
 START = dt.date(2024, 3, 1)
-SETTINGS = SyntheticSettings()  # 4 regimes, 10 Hz quotes, 1200 s dwell, correlation 0.8
+SETTINGS = SyntheticSettings()  # 4 regimes, 10 Hz quotes, 1200 s dwell, correlation 0.8, momentum
 SIX_HOURS = 6 * 3600
 NS = 1_000_000_000
 
@@ -296,6 +296,115 @@ def test_negative_correlation_for_two_symbols() -> None:
     days = _run(seconds=1800, correlation=-0.6)
     returns = [np.diff(np.log(_mid_each_second(d, every=10))) for d in days]
     assert abs(_corr(returns) + 0.6) < 0.1
+
+
+# --- momentum -----------------------------------------------------------------------------
+
+MINUTE = 60
+
+
+def _excess_flow_and_book(day: SyntheticDay, window: int = 10) -> tuple[np.ndarray, ...]:
+    """Per second t, over the trades and quotes of seconds t - window + 1 .. t: the mean
+    aggressor side and the mean log(bid_size / ask_size), each minus what the regime
+    alone explains, and the number of trades."""
+    buy = np.array([r.buy_prob for r in default_regimes(SETTINGS.n_regimes)])
+    regime = day.regimes["regime"].to_numpy()
+    n = len(regime)
+    t_sec = _second_of(day.trades["ts_ns"].to_numpy(), START)
+    side = day.trades["aggressor_side"].to_numpy() - (2 * buy[regime[t_sec]] - 1)
+    q_sec = _second_of(day.quotes["ts_ns"].to_numpy(), START)
+    log_ratio = np.log(day.quotes["bid_size"].to_numpy() / day.quotes["ask_size"].to_numpy())
+    log_ratio -= 2 * synthetic._IMBALANCE * (buy[regime[q_sec]] - 0.5)
+    hi = np.arange(n) + 1
+    lo = np.maximum(hi - window, 0)
+
+    def trailing(sec: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        total = np.concatenate([[0.0], np.cumsum(np.bincount(sec, weights=values, minlength=n))])
+        count = np.concatenate([[0], np.cumsum(np.bincount(sec, minlength=n))])
+        rows = count[hi] - count[lo]
+        return (total[hi] - total[lo]) / np.maximum(rows, 1), rows
+
+    flow, trades = trailing(t_sec, side)
+    book, _ = trailing(q_sec, log_ratio)
+    return flow, book, trades
+
+
+def test_order_flow_and_book_predict_the_next_minute(six_hours: dict[str, SyntheticDay]) -> None:
+    """With momentum (the default) a last 10 s of one-sided trading beyond the regime's own
+    lean is followed by a move its way and the book leans with it; without, neither."""
+    off = SyntheticSettings(momentum_bp_per_s=0.0)
+    quiet = {d.symbol: d for d in generate(SPECS, START, 1, 11, off, seconds=SIX_HOURS)}
+    for label, days in (("on", six_hours), ("off", quiet)):
+        for symbol, day in days.items():
+            flow, book, trades = _excess_flow_and_book(day)
+            mid = _mid_each_second(day)  # mid[t + 1]: just after the window of second t
+            fwd_bp = np.log(mid[1 + MINUTE :] / mid[1:-MINUTE]) / 1e-4
+            flow, book, trades = flow[: -MINUTE - 1], book[: -MINUTE - 1], trades[: -MINUTE - 1]
+            strong = (np.abs(flow) > 0.5) & (trades >= 10)
+            follow_bp = float(np.mean(np.sign(flow[strong]) * fwd_bp[strong]))
+            lean = _corr([flow, book])
+            print(label, symbol, int(strong.sum()), round(follow_bp, 2), round(lean, 3))
+            if label == "on":
+                assert strong.sum() > 200
+                assert follow_bp > 4.0
+                assert lean > 0.1
+            else:
+                assert abs(follow_bp) < 2.0
+                assert abs(lean) < 0.05
+
+
+def test_momentum_is_shared_across_symbols(six_hours: dict[str, SyntheticDay]) -> None:
+    """The symbols' books lean together (`momentum_correlation` 0.9 by default); with 0
+    each symbol has its own bursts. (The book, 10 quotes a second, shows the momentum
+    with less sampling noise than the trade flow.)"""
+    apart = SyntheticSettings(momentum_correlation=0.0)
+    alone = {d.symbol: d for d in generate(SPECS, START, 1, 11, apart, seconds=SIX_HOURS)}
+    together = _corr([_excess_flow_and_book(d)[1] for d in six_hours.values()])
+    separate = _corr([_excess_flow_and_book(d)[1] for d in alone.values()])
+    print(round(together, 3), round(separate, 3))
+    assert together > 0.3
+    assert abs(separate) < 0.05
+
+
+@pytest.mark.parametrize("bursts_per_h", [2.0, 0.0])
+def test_momentum_factor_statistics(bursts_per_h: float) -> None:
+    """Unit variance, autocorrelation 1/2 at the half-life, the variance of hourly sums an
+    AR(1) has, and the configured number of bursts (0: Gaussian shocks)."""
+    halflife, days = 30.0, 20
+    phi = 0.5 ** (1 / halflife)
+    rng = np.random.default_rng(0)
+    z = synthetic._momentum_path(rng, days * 86_400, 0.0, halflife, bursts_per_h / 3600)
+    assert abs(z.std() - 1) < 0.1, z.std()
+    lag = int(halflife)
+    assert abs(np.corrcoef(z[:-lag], z[lag:])[0, 1] - 0.5) < 0.05
+    hour = 3600
+    sums = z.reshape(-1, hour).sum(axis=1)
+    expected = hour * (1 + phi) / (1 - phi) - 2 * phi * (1 - phi**hour) / (1 - phi) ** 2
+    assert abs(sums.var() / expected - 1) < 0.25, (sums.var(), expected)
+    shocks = z[1:] - phi * z[:-1]
+    kurtosis = float(np.mean(z**4) / np.mean(z**2) ** 2)
+    if bursts_per_h:
+        bursts = np.count_nonzero(np.abs(shocks) > 1e-6) / (days * 24)
+        assert abs(bursts / bursts_per_h - 1) < 0.1, bursts
+        assert kurtosis > 5  # rare large bursts, not Gaussian
+    else:
+        assert abs(kurtosis - 3) < 0.3
+    # the value of the second before carries over (across midnight, for the generator)
+    carried = synthetic._momentum_path(rng, 3, 5.0, halflife, 1e-12)
+    np.testing.assert_allclose(carried, 5.0 * phi ** np.arange(1, 4), rtol=1e-12)
+
+
+def test_momentum_has_its_own_random_streams() -> None:
+    """Turning momentum off changes prices, sides and book sizes only: the regime path and
+    every arrival time and trade size are the same."""
+    on, off = _run(seconds=1800), _run(seconds=1800, momentum_bp_per_s=0.0)
+    for a, b in zip(on, off, strict=True):
+        assert a.regimes.equals(b.regimes)
+        assert a.quotes["ts_ns"].equals(b.quotes["ts_ns"])
+        assert a.trades["ts_ns"].equals(b.trades["ts_ns"])
+        assert a.trades["qty"].equals(b.trades["qty"])
+        assert not a.quotes["bid"].equals(b.quotes["bid"])
+        assert not a.trades["aggressor_side"].equals(b.trades["aggressor_side"])
 
 
 # --- bars ---------------------------------------------------------------------------------

@@ -85,11 +85,12 @@ class RegimeSettings(_Frozen):
 class PolicySettings(_Frozen):
     """Policy head: direction of the forward return net of costs -> BUY / SELL / HOLD."""
 
-    horizon_s: float = Field(default=30.0, gt=0)  # forward-return horizon
-    extra_cost_bp: float = Field(default=0.0, ge=0)  # added to the spread (fees, slippage)
+    horizon_s: float = Field(default=60.0, gt=0)  # forward-return horizon
+    # added to the spread: 2 x 10 bp Binance spot taker fees + 2 bp slippage per round trip
+    extra_cost_bp: float = Field(default=22.0, ge=0)
     bar_cost_bp: float = Field(default=2.0, ge=0)  # BARS_V1 has no spread: cost per trade
-    act_threshold: float = Field(default=0.45, gt=0, lt=1)  # class probability to act
-    min_edge_bp: float = Field(default=0.5, ge=0)  # expected edge after costs to act
+    act_threshold: float = Field(default=0.6, gt=0, lt=1)  # class probability to act
+    min_edge_bp: float = Field(default=8.0, ge=0)  # expected edge after costs to act
     max_iter: int = Field(default=60, ge=1, le=5_000)  # boosting iterations
     learning_rate: float = Field(default=0.1, gt=0, le=1)
     max_leaf_nodes: int = Field(default=8, ge=2, le=255)
