@@ -1,0 +1,163 @@
+"""The inference seam, the canary's holdout choice and gate rules, and the report KPIs
+(pure functions; the engine runs in tests/integration/test_backtest.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from tests.regime_fixtures import fast_settings, fitted_model
+from trading.backtest.canary import evaluate, holdout_window
+from trading.backtest.engine import parse_time, window_of
+from trading.backtest.report import realized_limit_usage
+from trading.data.lake import Lake, day_start_ns
+from trading.errors import InputError
+from trading.features.descriptor import bars_v1
+from trading.regime import kernel
+from trading.settings import AppConfig
+from trading.strategy.config import CanarySettings, GuardrailSettings
+from trading.strategy.inference import InProcessInference, ModelMismatchError
+
+NS = 1_000_000_000
+
+
+def test_in_process_inference_matches_the_models_online_form() -> None:
+    model, _ = fitted_model(settings=fast_settings())
+    inference = InProcessInference(model, 7)
+    assert (inference.version, inference.n_states) == ("7", model.n_states)
+    assert inference.horizon_s == model.policy_settings.horizon_s
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(50, len(model.columns)))
+    rows[:, len(model.feature_set.columns) :] = (
+        np.abs(rows[:, len(model.feature_set.columns) :]) + 1
+    )
+    ts = np.arange(50, dtype=np.int64) * NS
+    batch = model.predict_array(rows, ts)
+    for symbol in ("BTCUSDT", "ETHUSDT"):  # one filter per symbol
+        out = np.vstack(
+            [inference.step(symbol, r, int(t)).copy() for r, t in zip(rows, ts, strict=True)]
+        )
+        np.testing.assert_array_equal(out, batch)
+    assert batch[:, kernel.OUT_ACTION].min() >= -1
+
+
+def test_a_bars_model_is_refused_by_the_tick_strategy() -> None:
+    model, _ = fitted_model(settings=fast_settings())
+    model.feature_set = bars_v1()
+    with pytest.raises(
+        ModelMismatchError, match=r"trained on BARS_V1 .*computes FEATURES_V1 from ticks"
+    ):
+        InProcessInference(model, 3)
+
+
+def test_times_and_windows() -> None:
+    assert parse_time("2025-01-02") == day_start_ns(dt.date(2025, 1, 2))
+    assert parse_time("2025-01-02", end=True) == day_start_ns(dt.date(2025, 1, 3))
+    assert parse_time("2025-01-02T06:30") == day_start_ns(dt.date(2025, 1, 2)) + 6.5 * 3600 * NS
+    window = window_of("2025-01-02T06:00", "2025-01-02T07:00")
+    assert window.end_ns - window.start_ns == 3600 * NS
+    assert str(window) == "2025-01-02 06:00 .. 2025-01-02 07:00 UTC"
+    with pytest.raises(InputError, match="bad time '02/01/2025'"):
+        parse_time("02/01/2025")
+    with pytest.raises(InputError, match="is not after"):
+        window_of("2025-01-02T07:00", "2025-01-02T06:00")
+
+
+def _quotes_day(lake: Lake, symbol: str, day: dt.date) -> None:
+    ts = day_start_ns(day) + np.arange(3, dtype=np.int64) * NS
+    table = pa.table(
+        {
+            "ts_ns": ts,
+            "bid": [100.0, 100.0, 100.0],
+            "ask": [100.1, 100.1, 100.1],
+            "bid_size": [1.0, 1.0, 1.0],
+            "ask_size": [1.0, 1.0, 1.0],
+        }
+    )
+    lake.write("BINANCE", symbol, "quotes", table, "test")
+
+
+def test_holdout_is_the_latest_days_after_training(config: AppConfig, lake: Lake) -> None:
+    for day in (1, 2, 3, 4):
+        _quotes_day(lake, "BTCUSDT", dt.date(2025, 1, day))
+    _quotes_day(lake, "ETHUSDT", dt.date(2025, 1, 3))  # ETH only on the 3rd
+    window = holdout_window(config, ["BTCUSDT"], dt.date(2025, 1, 1), 2)
+    assert (window.start.date(), window.end.date()) == (dt.date(2025, 1, 3), dt.date(2025, 1, 5))
+    both = holdout_window(config, ["BTCUSDT", "ETHUSDT"], dt.date(2025, 1, 1), 1)
+    assert both.start.date() == dt.date(2025, 1, 3)  # days every symbol has
+    with pytest.raises(
+        InputError, match=r"no holdout data.*ends 2025-01-04.*latest lake day 2025-01-04"
+    ):
+        holdout_window(config, ["BTCUSDT"], dt.date(2025, 1, 4), 1)
+
+
+def _summary(**values: float) -> dict[str, object]:
+    base: dict[str, object] = {
+        "net_pnl_usd": 5.0,
+        "trades": 10,
+        "state_entropy": 1.0,
+        "nan_count": 0,
+        "max_daily_loss_usd": 3.0,
+        "max_state_drawdown_usd": 2.0,
+        "guardrail_blocks": {},
+        "sharpe": 2.0,
+        "max_drawdown_usd": 4.0,
+    }
+    return {**base, **values}
+
+
+def test_gate_rules() -> None:
+    settings, limits = CanarySettings(), GuardrailSettings()
+    rules = evaluate(_summary(), None, settings, limits)
+    assert all(r.passed for r in rules) and {r.kind for r in rules} == {"floor"}
+    failing = evaluate(
+        _summary(
+            net_pnl_usd=-0.01,
+            nan_count=1,
+            max_state_drawdown_usd=20.5,
+            guardrail_blocks={"KILL": 1},
+        ),
+        None,
+        settings,
+        limits,
+    )
+    assert {r.name for r in failing if not r.passed} == {
+        "net_pnl",
+        "nan",
+        "state_drawdown_limit",
+        "kill_switch",
+    }
+    production = _summary(net_pnl_usd=20.0, sharpe=3.0, max_drawdown_usd=1.0)
+    relative = evaluate(_summary(), production, settings, limits)
+    failed = {r.name: r for r in relative if not r.passed}
+    # 5 < 20 - 5; 2.0 < 3.0 - 0.5; 4 <= 1 + 10
+    assert set(failed) == {"pnl_vs_production", "sharpe_vs_production"}
+    assert (
+        failed["pnl_vs_production"].reference == 15.0
+        and failed["pnl_vs_production"].production == 20.0
+    )
+    assert all(
+        r.passed
+        for r in evaluate(_summary(net_pnl_usd=16, sharpe=2.6), production, settings, limits)
+    )
+
+
+def test_realized_limit_usage_per_day_and_state() -> None:
+    day = 86_400 * NS
+    trades = pd.DataFrame(
+        {
+            "exit_ns": [1, 2, 3, 4, day + 1, day + 2],
+            "pnl_usd": [-3.0, 5.0, -4.0, -2.0, -1.0, -1.5],
+            "state": [0, 1, 1, 0, 0, 0],
+        }
+    )
+    worst_day, worst_state = realized_limit_usage(trades)
+    # day 0 cumulative: -3, 2, -2, -4 -> worst -4; day 1: -1, -2.5
+    assert worst_day == pytest.approx(4.0)
+    # day 0 state 0: -3, -5 (dd 5); state 1: +5, +1 (dd 4); day 1 state 0: dd 2.5
+    assert worst_state == pytest.approx(5.0)
+    assert realized_limit_usage(trades.iloc[:0]) == (0.0, 0.0)
