@@ -280,7 +280,9 @@ def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
         "min_trades",
         "state_entropy",
         "nan",
-        "limits",
+        "daily_loss_limit",
+        "state_drawdown_limit",
+        "kill_switch",
     }
     good = json.loads((run_dir / "candidate" / "summary.json").read_text())
     assert good["net_pnl_usd"] >= 0 and good["trades"] > 0
