@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +15,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tests.integration.cli_env import cli, config_for, isolated_env
 from trading.backtest.engine import run_backtest, window_of
-from trading.cli import run
 from trading.data.lake import Lake
 from trading.regime.config import RegistrySettings
 from trading.regime.registry import Registry
-from trading.settings import AppConfig, load_settings
 from trading.strategy.inference import InProcessInference
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,30 +45,8 @@ RUN_FILES = {
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key == "HMMTRADER_HOME" or re.match(
-                r"HMMTRADER_(REGIME|POLICY|DRIFT|REGISTRY|FEATURES|STRATEGY|BACKTEST|CANARY)__", key
-            ):
-                mp.delenv(key)
-        for key, value in FAST_ENV.items():
-            mp.setenv(key, value)
+    with isolated_env(FAST_ENV):
         yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def cli(home: Path, *args: str) -> int:
-    return run(["--home", str(home), *args])
-
-
-def config_for(home: Path) -> AppConfig:
-    config = load_settings()
-    return config.model_copy(update={"settings": config.settings.model_copy(update={"home": home})})
 
 
 @pytest.fixture(scope="module")

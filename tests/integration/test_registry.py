@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tests.integration.cli_env import cli, config_for, isolated_env
 from tests.integration.mlflow_server import (
     MlflowServer,
     database_exists,
@@ -39,7 +40,6 @@ from tests.integration.mlflow_server import (
     postgres_problem,
     sqlalchemy_uri,
 )
-from trading.cli import run
 from trading.data.lake import Lake
 from trading.features.descriptor import features_v1
 from trading.features.store import METADATA_KEY, descriptor_of
@@ -47,7 +47,7 @@ from trading.regime.config import RegimeSettings, RegistrySettings
 from trading.regime.pipeline import train_and_register
 from trading.regime.pyfunc import output_columns, predict_frame
 from trading.regime.registry import Registry, git_commit
-from trading.settings import AppConfig, load_settings
+from trading.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -100,28 +100,8 @@ print(json.dumps({"run_id": model.metadata.run_id, "refused": refused}))
 # ---- environment and shared data ----------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def fast_env() -> Iterator[None]:
-    """Small training settings, no inherited state root / registry settings, and the
-    MLflow URIs that Registry writes into os.environ restored afterwards."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key == "HMMTRADER_HOME" or re.match(
-                r"HMMTRADER_(REGIME|POLICY|DRIFT|REGISTRY|FEATURES)__", key
-            ):
-                mp.delenv(key)
-        for key, value in FAST_ENV.items():
-            mp.setenv(key, value)
-        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with isolated_env(FAST_ENV):
         yield
-    import mlflow
-
-    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    mlflow.set_registry_uri(None)  # type: ignore[arg-type]
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,16 +115,6 @@ def _start_servers_early(request: pytest.FixtureRequest) -> None:
     )
     if wanted:
         request.getfixturevalue("mlflow_servers")
-
-
-def cli(home: Path, *args: str) -> int:
-    return run(["--home", str(home), *args])
-
-
-def config_for(home: Path) -> AppConfig:
-    """What the CLI builds for --home (settings from configs/ and the environment)."""
-    config = load_settings()
-    return config.model_copy(update={"settings": config.settings.model_copy(update={"home": home})})
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,6 @@ TIMELINE_FIELDS = (
 
 @dataclass
 class Recorder:
-    n_states: int = 0
     timeline: list[tuple[object, ...]] = field(default_factory=list)
     posteriors: list[np.ndarray] = field(default_factory=list)
     blocks: list[tuple[int, str, str, str]] = field(default_factory=list)

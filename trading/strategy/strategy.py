@@ -92,7 +92,6 @@ class RegimeStrategy(Strategy):
         if self.inference is None:
             self.inference = _registry_inference(cfg)
         inference = self.inference
-        self.recorder.n_states = inference.n_states
         rv_index = inference.feature_set.raw_columns.index("raw_rv_bp")
         venues = {}
         for instrument_id in cfg.instrument_ids:
