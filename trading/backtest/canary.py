@@ -65,112 +65,63 @@ def kill_blocks(summary: dict[str, Any]) -> int:
     return int(summary.get("guardrail_blocks", {}).get(Reason.KILL.value, 0))
 
 
+def _rule(
+    name: str,
+    kind: str,
+    candidate: float,
+    compare: str,
+    threshold: float,
+    text: str,
+    production: float | None = None,
+) -> Rule:
+    """One gate rule; `compare` is how the candidate must stand to the threshold."""
+    passed = {
+        ">=": candidate >= threshold,
+        ">": candidate > threshold,
+        "<=": candidate <= threshold,
+    }[compare]
+    return Rule(name, kind, candidate, threshold, production, passed, text)
+
+
 def evaluate(
     candidate: dict[str, Any],
     production: dict[str, Any] | None,
     settings: CanarySettings,
     limits: GuardrailSettings,
 ) -> list[Rule]:
-    f, t = settings.floors, settings.tolerances
-    c = candidate
+    f, t, c = settings.floors, settings.tolerances, candidate
+    # fmt: off
     rules = [
-        Rule(
-            "net_pnl",
-            "floor",
-            c["net_pnl_usd"],
-            f.min_net_pnl_usd,
-            None,
-            c["net_pnl_usd"] >= f.min_net_pnl_usd,
-            f"net PnL after fees and slippage >= {f.min_net_pnl_usd} USD",
-        ),
-        Rule(
-            "min_trades",
-            "floor",
-            c["trades"],
-            f.min_trades,
-            None,
-            c["trades"] >= f.min_trades,
-            f"at least {f.min_trades} trade(s)",
-        ),
-        Rule(
-            "state_entropy",
-            "floor",
-            c["state_entropy"],
-            f.min_state_entropy,
-            None,
-            c["state_entropy"] > f.min_state_entropy,
-            f"state entropy > {f.min_state_entropy} nats",
-        ),
-        Rule(
-            "nan",
-            "floor",
-            c["nan_count"],
-            f.max_nan,
-            None,
-            c["nan_count"] <= f.max_nan,
-            f"NaN count <= {f.max_nan}",
-        ),
-        Rule(
-            "daily_loss_limit",
-            "floor",
-            c["max_daily_loss_usd"],
-            limits.daily_loss_usd,
-            None,
-            c["max_daily_loss_usd"] <= limits.daily_loss_usd,
-            f"realized daily loss <= the DAILY budget {limits.daily_loss_usd} USD",
-        ),
-        Rule(
-            "state_drawdown_limit",
-            "floor",
-            c["max_state_drawdown_usd"],
-            limits.state_drawdown_usd,
-            None,
-            c["max_state_drawdown_usd"] <= limits.state_drawdown_usd,
-            f"realized per-state drawdown <= the DD cap {limits.state_drawdown_usd} USD",
-        ),
-        Rule(
-            "kill_switch",
-            "floor",
-            kill_blocks(c),
-            f.max_kill_blocks,
-            None,
-            kill_blocks(c) <= f.max_kill_blocks,
-            f"kill-switch blocks <= {f.max_kill_blocks}",
-        ),
+        _rule("net_pnl", "floor", c["net_pnl_usd"], ">=", f.min_net_pnl_usd,
+              f"net PnL after fees and slippage >= {f.min_net_pnl_usd} USD"),
+        _rule("min_trades", "floor", c["trades"], ">=", f.min_trades,
+              f"at least {f.min_trades} trade(s)"),
+        _rule("state_entropy", "floor", c["state_entropy"], ">", f.min_state_entropy,
+              f"state entropy > {f.min_state_entropy} nats"),
+        _rule("nan", "floor", c["nan_count"], "<=", f.max_nan, f"NaN count <= {f.max_nan}"),
+        _rule("daily_loss_limit", "floor", c["max_daily_loss_usd"], "<=", limits.daily_loss_usd,
+              f"realized daily loss <= the DAILY budget {limits.daily_loss_usd} USD"),
+        _rule("state_drawdown_limit", "floor", c["max_state_drawdown_usd"], "<=",
+              limits.state_drawdown_usd,
+              f"realized per-state drawdown <= the DD cap {limits.state_drawdown_usd} USD"),
+        _rule("kill_switch", "floor", kill_blocks(c), "<=", f.max_kill_blocks,
+              f"kill-switch blocks <= {f.max_kill_blocks}"),
     ]
     if production is None:
         return rules
     p = production
-    rules += [
-        Rule(
-            "pnl_vs_production",
-            "relative",
-            c["net_pnl_usd"],
-            p["net_pnl_usd"] - t.pnl_usd,
-            p["net_pnl_usd"],
-            c["net_pnl_usd"] >= p["net_pnl_usd"] - t.pnl_usd,
-            f"net PnL >= production's - {t.pnl_usd} USD",
-        ),
-        Rule(
-            "sharpe_vs_production",
-            "relative",
-            c["sharpe"],
-            p["sharpe"] - t.sharpe,
-            p["sharpe"],
-            c["sharpe"] >= p["sharpe"] - t.sharpe,
-            f"Sharpe >= production's - {t.sharpe}",
-        ),
-        Rule(
-            "drawdown_vs_production",
-            "relative",
-            c["max_drawdown_usd"],
-            p["max_drawdown_usd"] + t.drawdown_usd,
-            p["max_drawdown_usd"],
-            c["max_drawdown_usd"] <= p["max_drawdown_usd"] + t.drawdown_usd,
-            f"max drawdown <= production's + {t.drawdown_usd} USD",
-        ),
+    return [
+        *rules,
+        _rule("pnl_vs_production", "relative", c["net_pnl_usd"], ">=",
+              p["net_pnl_usd"] - t.pnl_usd, f"net PnL >= production's - {t.pnl_usd} USD",
+              p["net_pnl_usd"]),
+        _rule("sharpe_vs_production", "relative", c["sharpe"], ">=", p["sharpe"] - t.sharpe,
+              f"Sharpe >= production's - {t.sharpe}", p["sharpe"]),
+        _rule("drawdown_vs_production", "relative", c["max_drawdown_usd"], "<=",
+              p["max_drawdown_usd"] + t.drawdown_usd,
+              f"max drawdown <= production's + {t.drawdown_usd} USD", p["max_drawdown_usd"]),
     ]
-    return rules
+    # fmt: on
 
 
 def holdout_window(

@@ -128,16 +128,10 @@ def load_ticks(
         instrument = make_instrument(symbol, spec, venue)
         quotes = quote_ticks(lake, instrument, first, last, (start_ns, end_ns))
         trades = trade_ticks(lake, instrument, first, last, (start_ns, end_ns))
-        if not quotes:
-            days = lake.days(venue, symbol, "quotes")
-            have = (
-                f"the lake has {symbol} quotes for {days[0]} .. {days[-1]}"
-                if days
-                else f"the lake has no {symbol} quotes"
-            )
+        if not quotes:  # the day files exist (check_data) but hold nothing in this window
             raise InputError(
-                f"no {symbol} quotes between {Window(start_ns, end_ns)}: {have} "
-                "(ingest that range or choose another --start/--end)"
+                f"no {symbol} quotes in {Window(start_ns, end_ns)} although the lake has the "
+                "day: choose a window inside the recorded hours"
             )
         instruments.append(instrument)
         data.extend(quotes)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trading.regime.model import output_table
 from trading.strategy.recorder import TIMELINE_FIELDS, Recorder
 
 MINUTES_PER_YEAR = 365 * 24 * 60
@@ -115,12 +116,13 @@ def trades_frame(engine: Any, recorder: Recorder) -> tuple[pd.DataFrame, pd.Data
 
 
 def timeline_frame(recorder: Recorder) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(recorder.timeline, columns=list(TIMELINE_FIELDS))
-    if recorder.posteriors:
-        post = np.vstack(recorder.posteriors)
-        for k in range(post.shape[1]):
-            frame[f"p_state_{k}"] = post[:, k]
-    return frame
+    """Market columns around the model's output columns (`output_table`, as the pyfunc)."""
+    market = pd.DataFrame.from_records(recorder.timeline, columns=list(TIMELINE_FIELDS))
+    if not recorder.outputs:
+        return market
+    model = pd.DataFrame(output_table(np.vstack(recorder.outputs)))
+    keys, quotes = market[["ts_ns", "decided_ns", "symbol"]], market[["mid", "spread_bp", "vol_bp"]]
+    return pd.concat([keys, model, quotes], axis=1)
 
 
 def equity_curve(
@@ -197,12 +199,9 @@ def kpis(
         else 0.0
     )
     states = timeline["state"].to_numpy() if len(timeline) else np.zeros(0, dtype=int)
-    occupancy = (
-        np.bincount(states[states >= 0]) / max(1, int((states >= 0).sum()))
-        if len(states)
-        else np.zeros(0)
-    )
-    occupancy = occupancy[occupancy > 0]
+    counts = np.bincount(states[states >= 0]) if len(states) else np.zeros(0, dtype=np.int64)
+    share = counts / max(1, int(counts.sum()))
+    occupied = share[share > 0]
     numeric = timeline.select_dtypes("number") if len(timeline) else timeline
     nan_count = (
         int(numeric.isna().to_numpy().sum())
@@ -232,13 +231,8 @@ def kpis(
         "max_state_drawdown_usd": round(worst_state, 6),
         "guardrail_blocks": dict(sorted(blocks.items())),
         "guardrail_blocks_total": int(sum(blocks.values())),
-        "state_entropy": round(float(-(occupancy * np.log(occupancy)).sum()), 6),
-        "state_occupancy": {
-            int(k): round(float(v), 6)
-            for k, v in enumerate(np.bincount(states[states >= 0]) / max(1, len(states)))
-        }
-        if len(states)
-        else {},
+        "state_entropy": round(float(-(occupied * np.log(occupied)).sum()), 6),
+        "state_occupancy": {k: round(float(v), 6) for k, v in enumerate(share)},
         "nan_count": nan_count,
         "steps": len(timeline),
         "sharpe_basis": "mean/std of per-minute equity returns x sqrt(525600)",

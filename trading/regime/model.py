@@ -213,6 +213,22 @@ class StepResult:
     p_up: float
 
 
+def output_table(out: np.ndarray) -> dict[str, Any]:
+    """Kernel output rows (kernel.OUT_* layout) as named columns: state, posterior_<k>,
+    action (BUY / SELL / HOLD), confidence, exp_edge_bp, drift_score, p_down, p_flat, p_up."""
+    data: dict[str, Any] = {"state": out[:, kernel.OUT_STATE].astype(np.int64)}
+    for s in range(out.shape[1] - kernel.OUT_POSTERIOR):
+        data[f"posterior_{s}"] = out[:, kernel.OUT_POSTERIOR + s]
+    data["action"] = [ACTIONS[int(a)] for a in out[:, kernel.OUT_ACTION]]
+    data["confidence"] = out[:, kernel.OUT_CONFIDENCE]
+    data["exp_edge_bp"] = out[:, kernel.OUT_EDGE]
+    data["drift_score"] = out[:, kernel.OUT_DRIFT]
+    data["p_down"] = out[:, kernel.OUT_P_DOWN]
+    data["p_flat"] = out[:, kernel.OUT_P_FLAT]
+    data["p_up"] = out[:, kernel.OUT_P_UP]
+    return data
+
+
 def result_of(out: np.ndarray) -> StepResult:
     return StepResult(
         state=int(out[kernel.OUT_STATE]),

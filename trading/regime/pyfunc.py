@@ -19,8 +19,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from trading.regime import kernel
-from trading.regime.model import ACTIONS, FeatureInputError, RegimeModel
+from trading.regime.model import FeatureInputError, RegimeModel, output_table
 
 MODEL_FILE = "regime_model.pkl"
 PARAM_FEATURE_VERSION = "feature_version"
@@ -55,17 +54,7 @@ def predict_frame(
     X = frame[model.columns].to_numpy(dtype=np.float64)
     ts = frame["ts_ns"].to_numpy(dtype=np.int64) if "ts_ns" in frame.columns else None
     out = model.predict_array(X, ts)
-    k = model.n_states
-    data: dict[str, Any] = {"state": out[:, kernel.OUT_STATE].astype(np.int64)}
-    for s in range(k):
-        data[f"posterior_{s}"] = out[:, kernel.OUT_POSTERIOR + s]
-    data["action"] = [ACTIONS[int(a)] for a in out[:, kernel.OUT_ACTION]]
-    data["confidence"] = out[:, kernel.OUT_CONFIDENCE]
-    data["exp_edge_bp"] = out[:, kernel.OUT_EDGE]
-    data["drift_score"] = out[:, kernel.OUT_DRIFT]
-    data["p_down"] = out[:, kernel.OUT_P_DOWN]
-    data["p_flat"] = out[:, kernel.OUT_P_FLAT]
-    data["p_up"] = out[:, kernel.OUT_P_UP]
+    data = output_table(out)
     return pd.DataFrame(data, index=frame.index)
 
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trading.regime import kernel
-
 
 @dataclass(frozen=True, slots=True)
 class OrderContext:
@@ -29,18 +27,11 @@ class OrderContext:
     exp_edge_bp: float
 
 
+# the market side of a timeline row; the model side is the kernel's output row
 TIMELINE_FIELDS = (
     "ts_ns",  # the grid step
     "decided_ns",  # when the row was complete (the first tick after the step): the decision time
     "symbol",
-    "state",
-    "action",
-    "confidence",
-    "exp_edge_bp",
-    "drift_score",
-    "p_down",
-    "p_flat",
-    "p_up",
     "mid",
     "spread_bp",
     "vol_bp",
@@ -50,7 +41,7 @@ TIMELINE_FIELDS = (
 @dataclass
 class Recorder:
     timeline: list[tuple[object, ...]] = field(default_factory=list)
-    posteriors: list[np.ndarray] = field(default_factory=list)
+    outputs: list[np.ndarray] = field(default_factory=list)  # kernel.OUT_* rows
     blocks: list[tuple[int, str, str, str]] = field(default_factory=list)
     orders: dict[str, OrderContext] = field(default_factory=dict)
     nan_steps: int = 0
@@ -65,25 +56,8 @@ class Recorder:
         spread_bp: float,
         vol_bp: float,
     ) -> None:
-        self.timeline.append(
-            (
-                ts_ns,
-                decided_ns,
-                symbol,
-                int(out[kernel.OUT_STATE]),
-                int(out[kernel.OUT_ACTION]),
-                float(out[kernel.OUT_CONFIDENCE]),
-                float(out[kernel.OUT_EDGE]),
-                float(out[kernel.OUT_DRIFT]),
-                float(out[kernel.OUT_P_DOWN]),
-                float(out[kernel.OUT_P_FLAT]),
-                float(out[kernel.OUT_P_UP]),
-                mid,
-                spread_bp,
-                vol_bp,
-            )
-        )
-        self.posteriors.append(out[kernel.OUT_POSTERIOR :].copy())
+        self.timeline.append((ts_ns, decided_ns, symbol, mid, spread_bp, vol_bp))
+        self.outputs.append(out.copy())
 
     def block(self, ts_ns: int, symbol: str, reason: str, detail: str) -> None:
         self.blocks.append((ts_ns, symbol, reason, detail))

@@ -43,7 +43,8 @@ class RegimeStrategyConfig(StrategyConfig, frozen=True):
     instrument_ids: tuple[InstrumentId, ...]
     limits: Limits
     model_ref: str = "production"  # used when no Inference is passed in
-    registry_uri: str | None = None
+    registry_uri: str | None = None  # None: the default store under `home`
+    home: str = "var"  # HMMTRADER_HOME of the registry when registry_uri is None
     model_name: str = "hmm-regime"
     trade_from_ns: int = 0  # warm-up: before it, decisions are computed but nothing trades
     trade_until_ns: int | None = None  # after it, close everything and take no new risk
@@ -300,6 +301,6 @@ def _registry_inference(cfg: RegimeStrategyConfig) -> Inference:
     from trading.regime.registry import Registry
 
     settings = RegistrySettings(tracking_uri=cfg.registry_uri, model_name=cfg.model_name)
-    registry = Registry(settings, Path("."))
+    registry = Registry(settings, Path(cfg.home))
     model, version = registry.load(cfg.model_ref)
     return InProcessInference(model, version)
