@@ -15,13 +15,13 @@ test: setup
 	.venv/bin/pytest
 
 lint: setup
-	.venv/bin/ruff check trading serving flows tests
-	.venv/bin/ruff format --check trading serving flows tests
+	.venv/bin/ruff check trading serving flows hmmtrader tests
+	.venv/bin/ruff format --check trading serving flows hmmtrader tests
 	.venv/bin/mypy
 
 format: setup
-	.venv/bin/ruff format trading serving flows tests
-	.venv/bin/ruff check --fix trading serving flows tests
+	.venv/bin/ruff format trading serving flows hmmtrader tests
+	.venv/bin/ruff check --fix trading serving flows hmmtrader tests
 
 bench: setup
 	.venv/bin/hmmtrader bench ingest

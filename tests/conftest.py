@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 BINANCE_SAMPLES = FIXTURES / "binance"
 
 disable_telemetry()
+# Prefect keeps its home (profiles, local results) in the temp directory, never ~/.prefect;
+# no test talks to a Prefect API it did not start.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hmmtrader-test-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture

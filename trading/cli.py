@@ -449,64 +449,6 @@ def bench_features_cmd(
     print(result.to_json())
 
 
-@app.command()
-def demo(
-    days: Annotated[int, typer.Option(help="Synthetic days per symbol.")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
-) -> None:
-    """The main job on embedded defaults (for now: synthetic market, features, quality gate,
-    training and registering the regime model)."""
-    from trading.data.synthetic import ingest_synthetic
-    from trading.features.descriptor import features_v1
-    from trading.quality.gate import run_gate
-
-    if not 1 <= days <= 30:
-        raise InputError(f"--days must be between 1 and 30, got {days}")
-    config = _config()
-    lake = _lake(config)
-    names = list(config.instruments.symbols)
-    console.rule("hmm-trader demo")
-    console.print(f"State root: {config.home.resolve()}")
-    began = time.perf_counter()
-    start = dt.date(2024, 1, 1)
-    last = start + dt.timedelta(days=days - 1)
-    console.rule("1. synthetic market")
-    written = ingest_synthetic(config, lake, names, start, days, seed, show_progress=True)
-    console.print(
-        f"Synthetic market: {len(names)} symbols x {days} day(s), "
-        f"{sum(w.rows for w in written):,} rows in {time.perf_counter() - began:.1f} s"
-    )
-    print_lake_summary(lake)
-    console.rule("2. features (FEATURES_V1, batch form)")
-    _write_features(config, names, start, last, features_v1(config.settings.features))
-    console.rule("3. data-quality gate (Great Expectations)")
-    gate_began = time.perf_counter()
-    result = run_gate(config, lake, names, start, last, require_features=True)
-    _print_gate(result, time.perf_counter() - gate_began)
-    if result.passed:
-        from trading.cli_models import train_cmd
-
-        console.rule("4. regime model: HMM search + policy head -> MLflow registry (candidate)")
-        train_cmd(",".join(names), start.isoformat(), last.isoformat())
-    console.rule("done")
-    console.print(f"Demo finished in {time.perf_counter() - began:.1f} s. Next, on this state:")
-    home = config.home
-    console.print(f"  .venv/bin/hmmtrader --home {home} data ls", highlight=False)
-    console.print(
-        f"  .venv/bin/hmmtrader --home {home} validate --symbols {','.join(names)} "
-        f"--start {start} --end {last}",
-        highlight=False,
-    )
-    console.print(f"  .venv/bin/hmmtrader --home {home} models", highlight=False)
-    console.print(
-        f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow' / 'mlflow.db').resolve()} "
-        "--host 127.0.0.1 --port 5000",
-        highlight=False,
-    )
-    if not result.passed:
-        raise typer.Exit(1)
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; expected failures print one line and return 1."""
     disable_telemetry()

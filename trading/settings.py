@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from trading.errors import ConfigError
 from trading.features.descriptor import BarParams, FeatureParams
+from trading.nightly.config import FlowSettings
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
 from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings, RegistrySettings
 from trading.strategy.config import BacktestSettings, CanarySettings, StrategySettings
@@ -190,6 +191,7 @@ class Settings(BaseSettings):
     strategy: StrategySettings = StrategySettings()
     backtest: BacktestSettings = BacktestSettings()
     canary: CanarySettings = CanarySettings()
+    flows: FlowSettings = FlowSettings()
 
     @classmethod
     def settings_customise_sources(

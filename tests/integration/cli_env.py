@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from trading.cli import run
+from hmmtrader.cli import run
 from trading.settings import AppConfig, load_settings
 
 _INHERITED = re.compile(
-    r"HMMTRADER_(REGIME|POLICY|DRIFT|REGISTRY|FEATURES|STRATEGY|BACKTEST|CANARY)__"
+    r"HMMTRADER_(REGIME|POLICY|DRIFT|REGISTRY|FEATURES|STRATEGY|BACKTEST|CANARY|FLOWS|SYNTHETIC)__"
 )
 
 

@@ -1,28 +1,87 @@
-"""`hmmtrader demo` end to end on embedded defaults (the README's first command)."""
+"""`hmmtrader demo` end to end (the README's first command, here on the fast test
+settings and one night), and its printed commands open UIs that show the runs."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from trading.cli import run
-from trading.data.lake import Lake
-from trading.quality.issues import read_issues_csv
+from hmmtrader.cli import run
+from tests.integration.cli_env import isolated_env
+from tests.integration.mlflow_server import free_port
+from tests.integration.prefect_env import FAST, LENIENT, PROJECT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_demo_runs_market_features_and_gate(
+def _serve(command: str, port: int, health: str, log: Path) -> subprocess.Popen[bytes]:
+    command = re.sub(r"--port \d+", f"--port {port}", command)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true", "NO_PROXY": "127.0.0.1,localhost"}  # fmt: skip
+    with open(log, "wb") as out:
+        process = subprocess.Popen(["bash", "-c", command], cwd=PROJECT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-2000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise AssertionError(f"{command} not healthy: {log.read_text()[-2000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+
+
+def test_demo_runs_a_night_and_its_ui_commands_show_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
-    assert run(["--home", str(home), "demo"]) == 0
+    with isolated_env({**FAST, **LENIENT}):
+        assert run(["--home", str(home), "demo", "--nights", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Data-quality gate: passed" in out and "Demo finished" in out
-    lake = Lake(home / "lake")
-    for symbol in ("BTCUSDT", "ETHUSDT"):
-        assert len(lake.days("BINANCE", symbol, "features_v1")) == 1
-    issues = home / "quality" / "latest" / "data_quality_issues.csv"
-    assert issues.is_file() and read_issues_csv(issues) == []
-    assert (home / "quality/gx/uncommitted/data_docs/local_site/index.html").is_file()
-    assert run(["--home", str(home), "demo", "--days", "0"]) == 1
-    assert "--days must be between 1 and 30" in capsys.readouterr().err
+    assert "Demo finished" in out and "promoted" in out
+    assert re.search(r"hmm-regime\s+│\s+1\s+│\s+new\s+│\s+passed", out)
+    commands = [line.strip() for line in out.splitlines() if "--port" in line]
+    prefect_cmd = next(c for c in commands if "prefect server start" in c)
+    mlflow_cmd = next(c for c in commands if "mlflow ui" in c)
+    assert str(home.resolve()) in prefect_cmd and str(home.resolve()) in mlflow_cmd
+
+    port = free_port()
+    process = _serve(prefect_cmd, port, "/api/health", tmp_path / "prefect-ui.log")
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 50}).json()
+        names = {r["name"]: r["state"]["type"] for r in runs}
+        assert names.get("nightly-retrain-2024-01-02") == "COMPLETED", names
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # the UI page
+    finally:
+        _stop(process)
+
+    port = free_port()
+    process = _serve(mlflow_cmd, port, "/health", tmp_path / "mlflow-ui.log")
+    try:
+        got = httpx.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/get",
+                        params={"name": "hmm-regime"}).json()  # fmt: skip
+        aliases = {a["alias"]: a["version"] for a in got["registered_model"]["aliases"]}
+        assert aliases["production"] == "1"
+    finally:
+        _stop(process)
+
+    assert run(["--home", str(home), "demo", "--nights", "0"]) == 1
+    assert "--nights must be between 1 and 5" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hmmtrader.cli import run
 from tests.conftest import BINANCE_SAMPLES
 from tests.unit.test_quality import (
     QUOTE_FAULT_COUNTS,
@@ -19,7 +20,6 @@ from tests.unit.test_quality import (
     rewrite,
     trade_faults,
 )
-from trading.cli import run
 from trading.data.lake import Lake
 from trading.quality.issues import read_issues_csv
 from trading.settings import PROJECT_ROOT

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hmmtrader.cli import run
 from tests.conftest import BINANCE_SAMPLES, lake_files
-from trading.cli import run
 
 GOOD_ROW = "1,42000.1,0.5,1,1,1704067200123,True,True\n"
 

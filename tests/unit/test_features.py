@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from hmmtrader.cli import run
 from tests.conftest import BINANCE_SAMPLES
-from trading.cli import run
 from trading.data.files import ingest_files
 from trading.data.lake import Lake, day_start_ns
 from trading.data.synthetic import generate

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,14 @@ from trading.data.lake import Lake
 from trading.data.synthetic import (
     RegimeParams,
     SyntheticDay,
+    SyntheticState,
     default_regimes,
     generate,
     ingest_synthetic,
+    ingest_synthetic_day,
+    read_synthetic_state,
 )
-from trading.errors import ConfigError, InputError
+from trading.errors import ConfigError, DataFormatError, InputError
 from trading.settings import AppConfig, Settings, SymbolsConfig, SymbolSpec, SyntheticSettings
 
 SPECS = {
@@ -503,4 +507,231 @@ def test_ingest_rejects_bad_arguments(tmp_path: Path) -> None:
         ingest_synthetic(config, lake, ["DOGEUSDT"], START, 1, 1)
     with pytest.raises(InputError):
         ingest_synthetic(config, lake, [], START, 1, 1)
+    assert not (tmp_path / "lake").exists()
+
+
+# --- resuming from a state ----------------------------------------------------------------
+
+KINDS = ("quotes", "trades", "bars", "regimes")
+SHORT = 1800  # seconds of a day in the resume tests
+DAY = dt.timedelta(days=1)
+
+
+def _assert_same_days(got: list[SyntheticDay], expected: list[SyntheticDay]) -> None:
+    assert [(d.symbol, d.day) for d in got] == [(d.symbol, d.day) for d in expected]
+    for a, b in zip(got, expected, strict=True):
+        for kind in KINDS:
+            assert getattr(a, kind).equals(getattr(b, kind)), (a.symbol, a.day, kind)
+        assert a.state == b.state, (a.symbol, a.day)
+
+
+@pytest.mark.parametrize("correlation", [0.8, -0.6])
+def test_resuming_from_day_one_gives_the_one_go_day_two(correlation: float) -> None:
+    settings = SyntheticSettings(correlation=correlation)
+    one_go = list(generate(SPECS, START, 2, 5, settings, seconds=SHORT))
+    ends = {d.symbol: SyntheticState.from_json(d.state.to_json()) for d in one_go[:2]}
+    assert all(s.day == START and s.origin == START and s.seed == 5 for s in ends.values())
+    resumed = list(generate(SPECS, START + DAY, 1, 5, settings, seconds=SHORT, resume=ends))
+    _assert_same_days(resumed, one_go[2:])
+    assert all(d.state.origin == START for d in resumed)  # the chain keeps its origin
+    for name, spec in SPECS.items():  # each symbol resumed on its own, too
+        alone = generate(
+            {name: spec},
+            START + DAY,
+            1,
+            5,
+            settings,
+            seconds=SHORT,
+            sign_order=list(SPECS),
+            resume={name: ends[name]},
+        )
+        _assert_same_days(list(alone), [d for d in one_go[2:] if d.symbol == name])
+
+
+@pytest.mark.parametrize("correlation", [0.8, -0.6])
+def test_one_symbol_alone_equals_the_joint_generation(correlation: float) -> None:
+    settings = SyntheticSettings(correlation=correlation)
+    order = list(SPECS)
+    joint = list(generate(SPECS, START, 2, 5, settings, seconds=SHORT))
+    for name, spec in SPECS.items():
+        alone = generate({name: spec}, START, 2, 5, settings, seconds=SHORT, sign_order=order)
+        _assert_same_days(list(alone), [d for d in joint if d.symbol == name])
+    # the sign order, not the mapping's order, decides the negative loading
+    backwards = dict(reversed(SPECS.items()))
+    swapped = list(generate(backwards, START, 1, 5, settings, seconds=SHORT, sign_order=order))
+    _assert_same_days(sorted(swapped, key=lambda d: order.index(d.symbol)), joint[:2])
+    eth_first = list(generate({"ETHUSDT": SPECS["ETHUSDT"]}, START, 1, 5, settings, seconds=SHORT))
+    assert eth_first[0].quotes.equals(joint[1].quotes) == (correlation > 0)
+
+
+def test_resume_states_are_checked() -> None:
+    days = list(generate(SPECS, START, 1, 5, SETTINGS, seconds=60))
+    ends = {d.symbol: d.state for d in days}
+    nxt = START + DAY
+
+    def resume(states: dict[str, SyntheticState], **kwargs: object) -> None:
+        args: dict[str, object] = {"start": nxt, "seed": 5, "settings": SETTINGS, "seconds": 60}
+        args.update(kwargs)
+        generate(SPECS, days=1, resume=states, **args)  # type: ignore[arg-type]
+
+    resume(ends)  # the matching case passes
+    with pytest.raises(InputError, match="missing ETHUSDT"):
+        resume({"BTCUSDT": ends["BTCUSDT"]})
+    with pytest.raises(InputError, match="next day"):
+        resume(ends, start=nxt + DAY)
+    with pytest.raises(InputError, match="seed 5, not 6"):
+        resume(ends, seed=6)
+    for other in ({"seconds": 120}, {"settings": SyntheticSettings(n_regimes=3)}):
+        with pytest.raises(InputError, match="other settings"):
+            resume(ends, **other)
+    with pytest.raises(InputError, match="other settings"):  # another sign for ETHUSDT
+        negative = SyntheticSettings(correlation=-0.5)
+        states = {d.symbol: d.state for d in generate(SPECS, START, 1, 5, negative, seconds=60)}
+        resume(states, settings=negative, sign_order=["ETHUSDT", "BTCUSDT"])
+    with pytest.raises(InputError, match="belongs to BTCUSDT"):
+        resume({"BTCUSDT": ends["BTCUSDT"], "ETHUSDT": ends["BTCUSDT"]})
+    with pytest.raises(InputError, match="sign_order"):
+        generate(SPECS, START, 1, 5, SETTINGS, sign_order=["BTCUSDT"])
+
+
+def test_state_json_round_trip_is_exact() -> None:
+    state = next(iter(generate(SPECS, START, 1, 5, SETTINGS, seconds=SHORT))).state
+    assert SyntheticState.from_json(state.to_json()) == state
+    awkward = [0.1 + 0.2, -0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308]
+    awkward += [float(np.nextafter(np.log(60_000.0), 20.0)), 1 / 3]
+    for value in awkward:
+        tricky = SyntheticState(
+            "BTCUSDT", START, START, 1, "f" * 64, value, 2**53 + 1, value, -value, 3, value
+        )
+        back = SyntheticState.from_json(tricky.to_json().encode())
+        assert back == tricky
+        for name in ("log_mid", "last_close", "momentum", "shared_momentum"):
+            assert getattr(back, name).hex() == getattr(tricky, name).hex(), (name, value)
+    none_close = SyntheticState.from_json(dataclass_replace(state, last_close=None).to_json())
+    assert none_close.last_close is None
+    for bad in (
+        "not json",
+        "[]",
+        '{"version": 99}',
+        state.to_json().replace('"seed":5', '"seed":"5"'),
+    ):
+        with pytest.raises(DataFormatError):
+            SyntheticState.from_json(bad)
+    with pytest.raises(ValueError):  # NaN never gets written
+        dataclass_replace(state, momentum=float("nan")).to_json()
+
+
+# --- nightly ingest: one day per symbol, resumed from the lake ----------------------------
+
+NIGHT = 600  # seconds of a day in the nightly ingest tests
+
+
+def _config_with(home: Path, settings: SyntheticSettings) -> AppConfig:
+    return AppConfig(
+        settings=Settings(home=home, synthetic=settings),
+        instruments=SymbolsConfig(venue="BINANCE", symbols=SPECS),
+        config_dir=home,
+    )
+
+
+def _files(lake: Lake) -> dict[Path, tuple[int, bytes]]:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in lake.root.rglob("*") if p.is_file()}
+
+
+def _assert_lakes_agree(got: Lake, expected: Lake, symbol: str, days: list[dt.date]) -> None:
+    """Same rows and same schema metadata (kind, source, state) in every file."""
+    for kind in KINDS:
+        assert got.days("BINANCE", symbol, kind) == days
+        for day in days:
+            a = pq.read_table(got.path("BINANCE", symbol, kind, day))
+            b = pq.read_table(expected.path("BINANCE", symbol, kind, day))
+            assert a.equals(b, check_metadata=True), (symbol, kind, day)
+
+
+def test_ingest_day_fills_from_the_origin_then_adds_one_day_per_night(tmp_path: Path) -> None:
+    config = _config_with(tmp_path, SyntheticSettings(correlation=-0.6))  # ETHUSDT: negative
+    lake, one_go = Lake(tmp_path / "nightly"), Lake(tmp_path / "one_go")
+    day = START + 3 * DAY
+    origin = START
+    for symbol in SPECS:  # symbols ingested separately
+        written = ingest_synthetic_day(config, lake, symbol, day, 9, origin, seconds=NIGHT)
+        assert sorted((w.symbol, w.kind, w.day) for w in written) == sorted(
+            (symbol, k, origin + i * DAY) for k in KINDS for i in range(4)
+        )
+        written = ingest_synthetic_day(config, lake, symbol, day + DAY, 9, origin, seconds=NIGHT)
+        assert sorted((w.kind, w.day) for w in written) == sorted((k, day + DAY) for k in KINDS)
+        assert all(w.symbol == symbol and w.rows > 0 for w in written)
+    # the reference: all days of both symbols in one go (symbols listed the other way round)
+    ingest_synthetic(config, one_go, list(reversed(SPECS)), origin, 5, 9, seconds=NIGHT)
+    days = [origin + i * DAY for i in range(5)]
+    for symbol in SPECS:
+        _assert_lakes_agree(lake, one_go, symbol, days)
+    state = read_synthetic_state(lake, "BINANCE", "ETHUSDT", day + DAY)
+    assert state is not None and (state.day, state.origin, state.seed) == (day + DAY, origin, 9)
+    meta = pq.read_schema(lake.path("BINANCE", "ETHUSDT", "regimes", day)).metadata
+    assert meta[b"hmmtrader.kind"] == b"regimes"
+    assert meta[b"hmmtrader.source"] == b"synthetic:seed=9"
+
+    before = _files(lake)
+    for symbol in SPECS:
+        for night in (origin, day, day + DAY):  # re-running a night writes nothing
+            assert ingest_synthetic_day(config, lake, symbol, night, 9, origin, seconds=NIGHT) == []
+    assert _files(lake) == before
+
+
+def test_ingest_day_resumes_from_the_latest_state_and_repairs_a_day(tmp_path: Path) -> None:
+    config = _config_with(tmp_path, SETTINGS)
+    lake, one_go = Lake(tmp_path / "nightly"), Lake(tmp_path / "one_go")
+    ingest_synthetic(config, lake, ["BTCUSDT"], START, 2, 9, seconds=NIGHT)
+    last = START + 4 * DAY
+    written = ingest_synthetic_day(config, lake, "BTCUSDT", last, 9, START, seconds=NIGHT)
+    assert sorted({w.day for w in written}) == [START + i * DAY for i in (2, 3, 4)]
+    assert len(written) == 12
+    # a lost file makes its day incomplete: that day alone is generated again
+    lake.path("BINANCE", "BTCUSDT", "trades", START + 3 * DAY).unlink()
+    written = ingest_synthetic_day(
+        config, lake, "BTCUSDT", START + 3 * DAY, 9, START, seconds=NIGHT
+    )
+    assert sorted((w.kind, w.day) for w in written) == sorted((k, START + 3 * DAY) for k in KINDS)
+    ingest_synthetic(config, one_go, ["BTCUSDT"], START, 5, 9, seconds=NIGHT)
+    _assert_lakes_agree(lake, one_go, "BTCUSDT", [START + i * DAY for i in range(5)])
+
+
+def test_ingest_day_does_not_resume_another_market(tmp_path: Path) -> None:
+    """A state of another seed, origin or settings is not resumed: every day from the
+    origin is generated again and replaces what the lake held."""
+    config = _config_with(tmp_path, SETTINGS)
+    lake, one_go = Lake(tmp_path / "nightly"), Lake(tmp_path / "one_go")
+    day = START + 3 * DAY
+    assert (
+        len(ingest_synthetic_day(config, lake, "BTCUSDT", day - DAY, 9, START, seconds=NIGHT)) == 12
+    )
+    written = ingest_synthetic_day(config, lake, "BTCUSDT", day, 10, START, seconds=NIGHT)
+    assert sorted({w.day for w in written}) == [START + i * DAY for i in range(4)]
+    assert len(written) == 16
+    ingest_synthetic(config, one_go, ["BTCUSDT"], START, 4, 10, seconds=NIGHT)
+    _assert_lakes_agree(lake, one_go, "BTCUSDT", [START + i * DAY for i in range(4)])
+    later_origin = ingest_synthetic_day(
+        config, lake, "BTCUSDT", day, 10, START + DAY, seconds=NIGHT
+    )
+    assert sorted({w.day for w in later_origin}) == [START + i * DAY for i in (1, 2, 3)]
+    shorter = ingest_synthetic_day(config, lake, "BTCUSDT", day, 10, START, seconds=NIGHT // 2)
+    assert len(shorter) == 16  # other seconds: other settings
+    other = _config_with(tmp_path, SyntheticSettings(mean_dwell_s=600.0))
+    assert len(ingest_synthetic_day(other, lake, "BTCUSDT", day, 10, START, seconds=NIGHT)) == 16
+
+
+def test_ingest_day_rejects_bad_arguments(tmp_path: Path) -> None:
+    config, lake = _config_with(tmp_path, SETTINGS), Lake(tmp_path / "lake")
+    with pytest.raises(InputError, match="before the synthetic market's origin"):
+        ingest_synthetic_day(config, lake, "BTCUSDT", START - DAY, 1, START, seconds=60)
+    too_far = START + synthetic.MAX_DAYS * DAY  # MAX_DAYS + 1 days from an empty lake
+    with pytest.raises(InputError, match="exceeds 366"):
+        ingest_synthetic_day(config, lake, "BTCUSDT", too_far, 1, START, seconds=60)
+    with pytest.raises(ConfigError, match="unknown symbol"):
+        ingest_synthetic_day(config, lake, "DOGEUSDT", START, 1, START, seconds=60)
+    with pytest.raises(InputError, match="seconds"):
+        ingest_synthetic_day(config, lake, "BTCUSDT", START, 1, START, seconds=0)
+    with pytest.raises(InputError, match="seed"):
+        ingest_synthetic_day(config, lake, "BTCUSDT", START, -1, START, seconds=60)
     assert not (tmp_path / "lake").exists()

@@ -12,12 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import multiprocessing
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
-from trading.backtest.engine import NS, BacktestRun, Window, run_backtest
+from trading.backtest.engine import NS, BacktestRun, Window, quality_gate, run_backtest
 from trading.data.lake import Lake, day_start_ns
 from trading.errors import InputError
 from trading.paths import StatePaths
@@ -161,7 +165,11 @@ def run_canary(
     run_dir: Path | None = None,
     progress: Callable[[str, float], None] | None = None,
     log_mlflow: bool = True,
+    validated: bool = False,
 ) -> CanaryResult:
+    """Backtest the version (and production) on the holdout and apply the gate rules.
+    `validated`: the caller ran the data-quality gate on these very files (the nightly
+    flow's validate step), so the backtests skip theirs."""
     settings = config.settings.canary
     version = registry.resolve(ref)
     info = registry.info(version)
@@ -189,15 +197,10 @@ def run_canary(
     notes = []
     try:
         log.info("canary of %s version %s on %s, symbols %s", registry.name, version, window, names)
-        candidate = _backtest(
-            config, registry, version, names, window, run_dir / "candidate", progress
-        )
-        reference: BacktestRun | None = None
+        jobs = [("candidate", version)]
         if production is not None and production != version:
             log.info("production is version %s: same window, same data, same seeds", production)
-            reference = _backtest(
-                config, registry, production, names, window, run_dir / "production", progress
-            )
+            jobs.append(("production", production))
         else:
             note = (
                 "no production version yet: only the floors apply"
@@ -206,6 +209,15 @@ def run_canary(
             )
             notes.append(note)
             log.info(note)
+        runs = _backtests(config, registry, jobs, names, window, run_dir, progress, validated)
+        for (_, v), run in zip(jobs, runs, strict=True):
+            s = run.summary
+            log.info(
+                "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
+                v, s["net_pnl_usd"], s["trades"], s["sharpe"], s["max_drawdown_usd"], run.run_dir,
+            )  # fmt: skip
+        candidate = runs[0]
+        reference: BacktestRun | None = runs[1] if len(runs) > 1 else None
         rules = evaluate(
             candidate.summary,
             reference.summary if reference else None,
@@ -240,6 +252,98 @@ def run_canary(
         handler.close()
 
 
+def _backtests(
+    config: AppConfig,
+    registry: Registry,
+    jobs: list[tuple[str, int]],
+    symbols: list[str],
+    window: Window,
+    run_dir: Path,
+    progress: Callable[[str, float], None] | None,
+    validated: bool = False,
+) -> list[BacktestRun]:
+    """Backtest each (side, version) on the same data, gated once; two at once in two
+    processes when canary.workers allows it (not from a daemonic process, such as a Dask
+    worker: those cannot have children)."""
+    import shutil
+
+    lake = Lake(StatePaths(config.home).lake)
+    quality = quality_gate(config, lake, symbols, window, run_dir)
+    for side, _ in jobs:
+        (run_dir / side).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "data_quality_issues.csv",
+                        run_dir / side / "data_quality_issues.csv")  # fmt: skip
+    parallel = (
+        len(jobs) > 1
+        and config.settings.canary.workers > 1
+        and not multiprocessing.current_process().daemon
+    )
+    if not parallel:
+        return [
+            _backtest(config, registry, v, symbols, window, run_dir / side, quality, progress)
+            for side, v in jobs
+        ]
+    log.info("candidate and production backtests in parallel, one process each")
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+    queue = context.Queue()
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            try:
+                label, fraction = queue.get(timeout=0.2)
+            except Empty:
+                continue
+            if progress is not None:
+                progress(label, fraction)
+
+    relay_thread = threading.Thread(target=relay, name="canary-progress", daemon=True)
+    relay_thread.start()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=len(jobs),
+            mp_context=context,
+            initializer=_child_init,
+            initargs=(queue,),
+        ) as pool:
+            futures = [
+                pool.submit(_child_backtest, config, v, symbols, window, run_dir / side, quality)
+                for side, v in jobs
+            ]
+            return [f.result() for f in futures]
+    finally:
+        stop.set()
+        relay_thread.join(timeout=2)
+
+
+_child_queue: Any = None
+
+
+def _child_init(queue: Any) -> None:
+    global _child_queue
+    _child_queue = queue
+
+
+def _child_backtest(
+    config: AppConfig,
+    version: int,
+    symbols: list[str],
+    window: Window,
+    run_dir: Path,
+    quality: dict[str, Any],
+) -> BacktestRun:
+    from trading.env import disable_telemetry
+
+    disable_telemetry()
+    registry = Registry(config.settings.registry, config.home)
+
+    def progress(label: str, fraction: float) -> None:
+        if _child_queue is not None:
+            _child_queue.put((label, fraction))
+
+    return _backtest(config, registry, version, symbols, window, run_dir, quality, progress)
+
+
 def _backtest(
     config: AppConfig,
     registry: Registry,
@@ -247,30 +351,21 @@ def _backtest(
     symbols: list[str],
     window: Window,
     run_dir: Path,
+    quality: dict[str, Any],
     progress: Callable[[str, float], None] | None,
 ) -> BacktestRun:
     model, _ = registry.load(version)
     inference = InProcessInference(model, version)
     label = f"v{version}"
-    run = run_backtest(
+    return run_backtest(
         config,
         inference,
         symbols,
         window,
         run_dir,
+        quality=quality,
         progress=(lambda f: progress(label, f)) if progress else None,
     )
-    s = run.summary
-    log.info(
-        "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
-        version,
-        s["net_pnl_usd"],
-        s["trades"],
-        s["sharpe"],
-        s["max_drawdown_usd"],
-        run_dir,
-    )
-    return run
 
 
 def verdict_dict(result: CanaryResult) -> dict[str, Any]:

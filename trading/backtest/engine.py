@@ -147,10 +147,13 @@ def run_backtest(
     run_dir: Path,
     *,
     gate: bool = True,
+    quality: dict[str, Any] | None = None,
     progress: Callable[[float], None] | None = None,
     kill_engaged: Callable[[], bool] | None = None,
 ) -> BacktestRun:
-    """Backtest `inference` over `window` and write the run directory."""
+    """Backtest `inference` over `window` and write the run directory. The data-quality
+    gate runs first unless `gate` is off or its result for this window is given
+    (`quality`, from `quality_gate`, whose issue CSV the caller placed in run_dir)."""
     from trading.backtest.report import write_reports
 
     s = config.settings
@@ -160,7 +163,8 @@ def run_backtest(
     warm_start = window.start_ns - int(bt.warmup_s * NS)
     check_data(config, lake, symbols, window)
     run_dir.mkdir(parents=True, exist_ok=True)
-    quality = _quality_gate(config, lake, symbols, window, run_dir) if gate else None
+    if quality is None and gate:
+        quality = quality_gate(config, lake, symbols, window, run_dir)
 
     t0 = time.perf_counter()
     instruments, data, n_events = load_ticks(config, lake, symbols, warm_start, window.end_ns)
@@ -275,7 +279,7 @@ def build_engine(
     return engine, strategy
 
 
-def _quality_gate(
+def quality_gate(
     config: AppConfig, lake: Lake, symbols: list[str], window: Window, run_dir: Path
 ) -> dict[str, Any]:
     """The data-quality gate on the window's quote and trade files; blocking issues stop

@@ -130,10 +130,19 @@ class LakeBatch:
     staged: list[_Staged] = field(default_factory=list)
 
     def put(
-        self, venue: str, symbol: str, kind: str, table: pa.Table, source: str, merge: bool = False
+        self,
+        venue: str,
+        symbol: str,
+        kind: str,
+        table: pa.Table,
+        source: str,
+        merge: bool = False,
+        metadata: dict[bytes, bytes] | None = None,
     ) -> list[Written]:
         """Stage a table; it is split into UTC days. `merge` unions with what the lake
-        already holds for those days (for partial-day sources such as the REST API)."""
+        already holds for those days (for partial-day sources such as the REST API).
+        `metadata` is added to the schema metadata of every file written (its kind and
+        source keys cannot be overridden)."""
         table = conform(table, kind)
         written = []
         for day, rows in split_by_day(table):
@@ -142,7 +151,11 @@ class LakeBatch:
                 rows = conform(pa.concat_tables([pq.read_table(final), rows]), kind)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.parent / f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-            meta = {b"hmmtrader.kind": kind.encode(), b"hmmtrader.source": source.encode()}
+            meta = {
+                **(metadata or {}),
+                b"hmmtrader.kind": kind.encode(),
+                b"hmmtrader.source": source.encode(),
+            }
             pq.write_table(rows.replace_schema_metadata(meta), tmp, compression="zstd")
             item = Written(venue, symbol, kind, day, rows.num_rows)
             self.staged.append(_Staged(tmp, final, item))
@@ -202,10 +215,17 @@ class Lake:
             os.replace(item.tmp, item.final)
 
     def write(
-        self, venue: str, symbol: str, kind: str, table: pa.Table, source: str, merge: bool = False
+        self,
+        venue: str,
+        symbol: str,
+        kind: str,
+        table: pa.Table,
+        source: str,
+        merge: bool = False,
+        metadata: dict[bytes, bytes] | None = None,
     ) -> list[Written]:
         with self.batch() as batch:
-            return batch.put(venue, symbol, kind, table, source, merge=merge)
+            return batch.put(venue, symbol, kind, table, source, merge=merge, metadata=metadata)
 
     def days(self, venue: str, symbol: str, kind: str) -> list[dt.date]:
         base = self.root / f"venue={venue}" / f"symbol={symbol}" / f"kind={kind}"

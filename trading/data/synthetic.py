@@ -14,10 +14,12 @@ a day, and the seconds of the momentum recursion, never over ticks):
   volatility (times a per-symbol multiplier) and drift. Symbols are correlated through one
   common factor: z_s = a_s * z_common + sqrt(1 - a_s**2) * z_s_own with a_s = sqrt(|rho|),
   so every pair of symbols has correlation rho (`correlation`). For rho < 0 the loading's
-  sign alternates along the order of the `symbols` mapping, which is exact for two symbols
-  (with more, pairs of equal sign get +|rho|). Mid returns sampled from the quotes every
-  second show slightly less, about 0.92 * rho (the quotes of two symbols are stale by
-  different fractions of a second: the Epps effect); at 5 s and longer it is about rho.
+  sign alternates along `sign_order` (default: the order of the `symbols` mapping; the lake
+  ingests pass the configured symbols' order, so a symbol's sign does not depend on which
+  others are generated with it), which is exact for two symbols (with more, pairs of equal
+  sign get +|rho|). Mid returns sampled from the quotes every second show slightly less,
+  about 0.92 * rho (the quotes of two symbols are stale by different fractions of a
+  second: the Epps effect); at 5 s and longer it is about rho.
 * Quotes. Poisson arrivals at `quote_rate_hz` times a mild regime factor (0.9 .. 1.1, mean
   1 over the chain's stationary distribution), plus a book snapshot at 00:00:00 of each
   day, so every trade of a day has a prevailing quote in the same day. Timestamps have
@@ -72,25 +74,39 @@ starts without momentum). Consequently day D+1 generated alone (it starts
 from the start prices and a regime drawn from the stationary distribution, with trade ids
 from 1) differs from day D+1 generated together with D; day D itself is the same whether
 or not D+1 follows.
+
+Resuming: each SyntheticDay carries its symbol's `SyntheticState` at the end of the day
+(that carry plus the market-wide regime and shared momentum), and `generate(...,
+resume=...)` continues from such states: it yields exactly the days that one call from the
+origin would yield, bit for bit, for any subset of the symbols (nothing of one symbol
+depends on the others, given a fixed `sign_order`). `ingest_synthetic` stores the state as
+schema metadata of every regimes file it writes (key `STATE_METADATA_KEY`), and
+`ingest_synthetic_day` uses it to add one day per night without regenerating the past.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import itertools
+import json
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trading.data.inputs import parse_symbols
 from trading.data.lake import Lake, Written, day_start_ns
 from trading.data.schemas import BUYER, SCHEMAS, SELLER
-from trading.errors import InputError
+from trading.errors import DataFormatError, InputError
 from trading.settings import AppConfig, SymbolSpec, SyntheticSettings
 
 SECONDS_PER_DAY = 86_400
@@ -117,6 +133,14 @@ _COMMON_STREAM = 1
 _SYMBOL_STREAM = 2
 _MOMENTUM_STREAM = 3
 _MAX_BUY_PROB = 0.98  # the momentum's lean never makes one side certain
+
+STATE_METADATA_KEY = b"hmmtrader.synthetic_state"  # on every synthetic regimes file
+# Bump when a change to this module changes what the same state and settings generate,
+# so that states written before the change are never resumed.
+_STATE_VERSION = 1
+# The SymbolSpec fields generation reads (the price and size precisions derive from the
+# tick and the lot); the fees do not change the market, so they stay out of fingerprints.
+_SPEC_FIELDS = frozenset({"tick_size", "lot_size", "min_qty", "max_qty"})
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -172,9 +196,94 @@ def default_regimes(n: int) -> list[RegimeParams]:
     return regimes
 
 
+@dataclass(frozen=True)
+class SyntheticState:
+    """Where one symbol's synthetic market stands at the end of `day`: what
+    `generate(..., resume=...)` needs to continue with the next day exactly as one call
+    from `origin` would.
+
+    `origin` is the first day of the chain of days that led here and `fingerprint` a hash
+    of everything else the generated days depend on (the synthetic settings, the symbol,
+    the generation-relevant fields of its spec, `seconds`, the regimes and the sign of the
+    symbol's loading); a state is resumed only if both, and the seed, match. origin, seed,
+    previous_regime and shared_momentum are market-wide: the same for every symbol.
+    """
+
+    symbol: str
+    day: dt.date  # the day whose end this is
+    origin: dt.date
+    seed: int
+    fingerprint: str
+    log_mid: float  # latent log-mid at the last 100 ms grid point
+    next_trade_id: int
+    last_close: float | None  # close of the last 1-minute bar
+    momentum: float  # the symbol's own momentum factor at the last second
+    previous_regime: int  # market-wide regime of the last second
+    shared_momentum: float  # market-wide momentum factor at the last second
+
+    def to_json(self) -> str:
+        """Compact JSON; floats are written with repr, so `from_json` gives them back bit
+        for bit (NaN and infinities are refused)."""
+        data = dataclasses.asdict(self)
+        data["day"] = self.day.isoformat()
+        data["origin"] = self.origin.isoformat()
+        data["version"] = _STATE_VERSION
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SyntheticState:
+        """Parse `to_json`'s output; anything else raises DataFormatError."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DataFormatError(f"synthetic state is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise DataFormatError("synthetic state: expected a JSON object")
+        if data.get("version") != _STATE_VERSION:
+            raise DataFormatError(
+                f"synthetic state version {data.get('version')!r}: expected {_STATE_VERSION}"
+            )
+        expected = {f.name for f in dataclasses.fields(cls)} | {"version"}
+        if set(data) != expected:
+            raise DataFormatError(
+                f"synthetic state: fields {sorted(set(data))}, expected {sorted(expected)}"
+            )
+        try:
+            last_close = data["last_close"]
+            return cls(
+                symbol=_json_value(data, "symbol", str),
+                day=dt.date.fromisoformat(_json_value(data, "day", str)),
+                origin=dt.date.fromisoformat(_json_value(data, "origin", str)),
+                seed=_json_value(data, "seed", int),
+                fingerprint=_json_value(data, "fingerprint", str),
+                log_mid=_json_value(data, "log_mid", float),
+                next_trade_id=_json_value(data, "next_trade_id", int),
+                last_close=None if last_close is None else _json_value(data, "last_close", float),
+                momentum=_json_value(data, "momentum", float),
+                previous_regime=_json_value(data, "previous_regime", int),
+                shared_momentum=_json_value(data, "shared_momentum", float),
+            )
+        except (ValueError, OverflowError) as exc:
+            raise DataFormatError(f"synthetic state: {exc}") from None
+
+
+def _json_value(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be {kind.__name__}, got {value!r}")
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} must be {kind.__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key} must be finite, got {value!r}")
+    return value
+
+
 @dataclass
 class SyntheticDay:
-    """One symbol's UTC day (or its first `seconds`) in the lake schemas."""
+    """One symbol's UTC day (or its first `seconds`) in the lake schemas, and the state
+    at its end (to resume from)."""
 
     symbol: str
     day: dt.date
@@ -182,6 +291,7 @@ class SyntheticDay:
     trades: pa.Table
     bars: pa.Table
     regimes: pa.Table
+    state: SyntheticState
 
 
 @dataclass(frozen=True)
@@ -405,10 +515,10 @@ def _symbol_day(
     common: FloatArray,
     loading: float,
     momentum: FloatArray | None,
-    regimes_table: pa.Table,
     carry: _Carry,
     rng: np.random.Generator,
-) -> SyntheticDay:
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The day's quotes, trades and bars; `carry` is advanced to the end of the day."""
     profile = _PROFILES.get(name, _OTHER)
     seconds = len(regime)
     day0_ns = day_start_ns(day)
@@ -495,7 +605,7 @@ def _symbol_day(
         },
         day0_ns,
     )
-    return SyntheticDay(name, day, quotes, trades, _table("bars", bars, day0_ns), regimes_table)
+    return quotes, trades, _table("bars", bars, day0_ns)
 
 
 def generate(
@@ -506,13 +616,21 @@ def generate(
     settings: SyntheticSettings,
     seconds: int | None = None,
     regimes: Sequence[RegimeParams] | None = None,
+    *,
+    sign_order: Sequence[str] | None = None,
+    resume: Mapping[str, SyntheticState] | None = None,
 ) -> Iterator[SyntheticDay]:
     """Yield one SyntheticDay per day and symbol (day by day, symbols in the given order).
 
     `seconds` (default: the whole day) truncates every day to its first `seconds` seconds
     (for tests and quick looks); state still carries from the end of one truncated day to
     the start of the next. `regimes` replaces `default_regimes(settings.n_regimes)`.
-    Arguments are checked here, before the first day is generated.
+    `sign_order` (default: the order of `symbols`; it must contain every symbol) fixes
+    which symbols get a negative price loading when `settings.correlation` < 0: those at
+    odd positions. `resume` (one state per symbol, each the `SyntheticDay.state` of the day
+    before `start` made with the same seed, settings, seconds, regimes and sign) continues
+    that market: the days are then identical to the ones a single call from the states'
+    origin yields. Arguments are checked here, before the first day is generated.
     """
     if not symbols:
         raise InputError("no symbols to generate")
@@ -520,12 +638,104 @@ def generate(
         raise InputError(f"days must be at least 1, got {days}")
     if seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed}")
+    n_seconds = _check_seconds(seconds)
+    params = list(regimes) if regimes is not None else default_regimes(settings.n_regimes)
+    market = _Market.build(params, settings.mean_dwell_s)
+    order = list(symbols) if sign_order is None else sign_order
+    signs = _loading_signs(list(symbols), order, settings.correlation)
+    fingerprints = {
+        name: _fingerprint(name, spec, settings, n_seconds, signs[name], params)
+        for name, spec in symbols.items()
+    }
+    if resume is not None:
+        _check_resume(resume, start, seed, fingerprints, len(params))
+    return _generate(
+        dict(symbols),
+        start,
+        days,
+        seed,
+        settings,
+        n_seconds,
+        market,
+        signs,
+        fingerprints,
+        None if resume is None else dict(resume),
+    )
+
+
+def _check_seconds(seconds: int | None) -> int:
     n_seconds = SECONDS_PER_DAY if seconds is None else seconds
     if not 1 <= n_seconds <= SECONDS_PER_DAY:
         raise InputError(f"seconds must be between 1 and {SECONDS_PER_DAY}, got {seconds}")
-    params = list(regimes) if regimes is not None else default_regimes(settings.n_regimes)
-    market = _Market.build(params, settings.mean_dwell_s)
-    return _generate(dict(symbols), start, days, seed, settings, n_seconds, market)
+    return n_seconds
+
+
+def _loading_signs(symbols: Sequence[str], sign_order: Sequence[str], rho: float) -> dict[str, int]:
+    """+1 / -1 per symbol: -1 at the odd positions of `sign_order` when rho < 0."""
+    position = {name: i for i, name in enumerate(dict.fromkeys(sign_order))}
+    missing = [name for name in symbols if name not in position]
+    if missing:
+        raise InputError(f"sign_order {list(sign_order)} lacks {', '.join(missing)}")
+    return {name: -1 if rho < 0 and position[name] % 2 else 1 for name in symbols}
+
+
+def _fingerprint(
+    name: str,
+    spec: SymbolSpec,
+    settings: SyntheticSettings,
+    seconds: int,
+    sign: int,
+    params: Sequence[RegimeParams],
+) -> str:
+    """A hash of everything but seed, origin and state that one symbol's days depend on."""
+    payload = {
+        "version": _STATE_VERSION,
+        "symbol": name,
+        "spec": spec.model_dump(mode="json", include=set(_SPEC_FIELDS)),
+        "settings": settings.model_dump(mode="json"),
+        "seconds": seconds,
+        "sign": sign,
+        "regimes": [dataclasses.asdict(p) for p in params],
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_resume(
+    resume: Mapping[str, SyntheticState],
+    start: dt.date,
+    seed: int,
+    fingerprints: dict[str, str],
+    n_regimes: int,
+) -> None:
+    missing = sorted(set(fingerprints) - set(resume))
+    extra = sorted(set(resume) - set(fingerprints))
+    if missing or extra:
+        raise InputError(
+            "resume needs one state per symbol generated"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; not generated {', '.join(extra)}" if extra else "")
+        )
+    for name, state in resume.items():
+        where = f"resume state of {name} (end of {state.day})"
+        if state.symbol != name:
+            raise InputError(f"{where}: it belongs to {state.symbol}")
+        if state.day.toordinal() + 1 != start.toordinal():
+            raise InputError(f"{where}: start must be the next day, not {start}")
+        if state.seed != seed:
+            raise InputError(f"{where}: made with seed {state.seed}, not {seed}")
+        if state.fingerprint != fingerprints[name]:
+            raise InputError(
+                f"{where}: made with other settings (synthetic settings, symbol spec, seconds, "
+                "regimes or sign order)"
+            )
+        if not 0 <= state.previous_regime < n_regimes or state.next_trade_id < 1:
+            raise InputError(f"{where}: regime or trade id out of range")
+    market = {(s.origin, s.previous_regime, s.shared_momentum) for s in resume.values()}
+    if len(market) > 1:
+        raise InputError(
+            "resume states disagree on the market-wide state (origin, regime, momentum)"
+        )
 
 
 def _generate(
@@ -536,18 +746,31 @@ def _generate(
     settings: SyntheticSettings,
     seconds: int,
     market: _Market,
+    signs: dict[str, int],
+    fingerprints: dict[str, str],
+    resume: dict[str, SyntheticState] | None = None,
 ) -> Iterator[SyntheticDay]:
-    rho = settings.correlation
-    scale = math.sqrt(abs(rho))
-    loadings = {name: -scale if rho < 0 and i % 2 else scale for i, name in enumerate(symbols)}
-    carries = {
-        name: _Carry(log_mid=math.log(_PROFILES.get(name, _OTHER).start_price)) for name in symbols
-    }
+    scale = math.sqrt(abs(settings.correlation))
+    loadings = {name: sign * scale for name, sign in signs.items()}
+    previous: int | None = None  # the market-wide regime of the second before
+    shared_last = 0.0  # the shared momentum factor of the second before
+    origin = start
+    if resume is None:
+        carries = {
+            name: _Carry(log_mid=math.log(_PROFILES.get(name, _OTHER).start_price))
+            for name in symbols
+        }
+    else:
+        carries = {
+            name: _Carry(state.log_mid, state.next_trade_id, state.last_close, state.momentum)
+            for name, state in resume.items()
+        }
+        first = next(iter(resume.values()))
+        previous, shared_last, origin = first.previous_regime, first.shared_momentum, first.origin
     with_momentum = settings.momentum_bp_per_s > 0
     momentum_loading = math.sqrt(settings.momentum_correlation)
     bursts_per_s = settings.momentum_bursts_per_h / 3600.0
     halflife = settings.momentum_halflife_s
-    previous: int | None = None
     shared = np.zeros(seconds)
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
@@ -556,7 +779,8 @@ def _generate(
         common = _stream(seed, day, _COMMON_STREAM).standard_normal(seconds * GRID_PER_S)
         if with_momentum:
             rng_m = _stream(seed, day, _MOMENTUM_STREAM)
-            shared = _momentum_path(rng_m, seconds, float(shared[-1]), halflife, bursts_per_s)
+            shared = _momentum_path(rng_m, seconds, shared_last, halflife, bursts_per_s)
+            shared_last = float(shared[-1])
         regimes_table = _table(
             "regimes",
             {
@@ -567,15 +791,15 @@ def _generate(
         )
         for name, spec in symbols.items():
             rng = _stream(seed, day, _SYMBOL_STREAM, _symbol_key(name))
+            carry = carries[name]
             momentum = None
             if with_momentum:
-                carry = carries[name]
                 rng_m = _stream(seed, day, _MOMENTUM_STREAM, _symbol_key(name))
                 own = _momentum_path(rng_m, seconds, carry.momentum, halflife, bursts_per_s)
                 carry.momentum = float(own[-1])
                 a = math.copysign(momentum_loading, loadings[name])  # the prices' sign
                 momentum = a * shared + math.sqrt(max(0.0, 1.0 - a * a)) * own
-            yield _symbol_day(
+            quotes, trades, bars = _symbol_day(
                 name,
                 spec,
                 day,
@@ -585,10 +809,27 @@ def _generate(
                 common,
                 loadings[name],
                 momentum,
-                regimes_table,
-                carries[name],
+                carry,
                 rng,
             )
+            state = SyntheticState(
+                symbol=name,
+                day=day,
+                origin=origin,
+                seed=seed,
+                fingerprint=fingerprints[name],
+                log_mid=carry.log_mid,
+                next_trade_id=carry.next_trade_id,
+                last_close=carry.last_close,
+                momentum=carry.momentum,
+                previous_regime=previous,
+                shared_momentum=shared_last,
+            )
+            yield SyntheticDay(name, day, quotes, trades, bars, regimes_table, state)
+
+
+def _source(seed: int) -> str:
+    return f"synthetic:seed={seed}"
 
 
 def ingest_synthetic(
@@ -599,9 +840,15 @@ def ingest_synthetic(
     days: int,
     seed: int,
     show_progress: bool = False,
+    seconds: int | None = None,
 ) -> list[Written]:
     """Generate `days` days from `start` for `symbols` and write quotes, trades, bars and
-    regimes of all of them in one lake batch (all or nothing; re-running replaces)."""
+    regimes of all of them in one lake batch (all or nothing; re-running replaces).
+
+    Each regimes file carries its symbol's end-of-day SyntheticState (schema metadata
+    `STATE_METADATA_KEY`), from which `ingest_synthetic_day` resumes. Negative loadings
+    follow the configured symbols' order, so a symbol's days do not depend on which other
+    symbols are ingested with it. `seconds` truncates every day (for tests)."""
     if not 1 <= days <= MAX_DAYS:
         raise InputError(f"--days {days}: must be between 1 and {MAX_DAYS}")
     try:
@@ -610,10 +857,141 @@ def ingest_synthetic(
         raise InputError(f"--start {start} plus {days} days is past year 9999") from None
     names = parse_symbols(config, symbols)
     specs = {name: config.symbol(name) for name in names}
-    venue = config.instruments.venue
-    source = f"synthetic:seed={seed}"
-    days_iter = generate(specs, start, days, seed, config.settings.synthetic)
+    sign_order = list(config.instruments.symbols)
+    # `seconds` is left out when None, so that generate's own default applies
+    truncate: dict[str, Any] = {} if seconds is None else {"seconds": seconds}
+    days_iter = generate(
+        specs, start, days, seed, config.settings.synthetic, sign_order=sign_order, **truncate
+    )
+    return _write_days(
+        lake, config.instruments.venue, _source(seed), days_iter, days * len(names), show_progress
+    )
 
+
+def ingest_synthetic_day(
+    config: AppConfig,
+    lake: Lake,
+    symbol: str,
+    day: dt.date,
+    seed: int,
+    origin: dt.date,
+    show_progress: bool = False,
+    seconds: int | None = None,
+) -> list[Written]:
+    """Write one symbol's synthetic `day` of the market that starts at `origin` (the
+    nightly step), resuming from the lake so that past days are not generated again.
+
+    What is written is bit-identical to what `ingest_synthetic(config, lake, [...],
+    origin, n, seed)` writes for `day`, for any n and any set of symbols. A day "has a
+    matching state" if the symbol's regimes file of that day carries a SyntheticState of
+    this symbol, day, origin and seed whose fingerprint matches the current synthetic
+    settings, symbol spec, `seconds` and sign order (`config.instruments.symbols`).
+
+    * `day` has a matching state and its quotes, trades and bars files exist with this
+      seed's source: nothing is written, the result is [] (re-running a night is a no-op).
+    * Else, the latest day d in [origin, day) with a matching state (normally day - 1) is
+      resumed from, and d + 1 .. `day` are generated and all written (one batch).
+    * Else (no such day: an empty lake, another seed or other settings), every day from
+      `origin` to `day` is generated and written, replacing what the lake held.
+
+    Days before the resumed one are never touched. Raises InputError if `day` < `origin`,
+    if more than MAX_DAYS days would have to be generated, or for a bad seed, seconds or
+    symbol (ConfigError for a symbol not configured).
+    """
+    if day < origin:
+        raise InputError(f"day {day} is before the synthetic market's origin {origin}")
+    if seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed}")
+    n_seconds = _check_seconds(seconds)
+    (name,) = parse_symbols(config, [symbol])
+    spec = config.symbol(name)
+    settings = config.settings.synthetic
+    venue = config.instruments.venue
+    source = _source(seed)
+    sign_order = list(config.instruments.symbols)
+    sign = _loading_signs([name], sign_order, settings.correlation)[name]
+    params = default_regimes(settings.n_regimes)
+    fingerprint = _fingerprint(name, spec, settings, n_seconds, sign, params)
+
+    def matching(d: dt.date) -> SyntheticState | None:
+        try:
+            state = read_synthetic_state(lake, venue, name, d)
+        except DataFormatError:
+            return None  # unreadable: regenerated like a missing day
+        if state is None:
+            return None
+        found = (state.symbol, state.day, state.origin, state.seed, state.fingerprint)
+        return state if found == (name, d, origin, seed, fingerprint) else None
+
+    if matching(day) is not None and all(
+        _source_of(lake.path(venue, name, kind, day)) == source
+        for kind in ("quotes", "trades", "bars")
+    ):
+        return []
+    first, resume = origin, None
+    for d in reversed([d for d in lake.days(venue, name, "regimes") if origin <= d < day]):
+        if (day - d).days > MAX_DAYS:
+            break  # older states would only need more days
+        state = matching(d)
+        if state is not None:
+            first, resume = d + dt.timedelta(days=1), {name: state}
+            break
+    n_days = (day - first).days + 1
+    if n_days > MAX_DAYS:
+        raise InputError(
+            f"synthetic {name} {day}: no day of the lake within {MAX_DAYS} days before it "
+            f"holds a state to resume from (seed {seed}, origin {origin}, current settings), "
+            f"and generating all {n_days} days from {origin} exceeds {MAX_DAYS}: use a "
+            "later origin or fill the gap with `ingest_synthetic` in chunks"
+        )
+    days_iter = generate(
+        {name: spec},
+        first,
+        n_days,
+        seed,
+        settings,
+        seconds=n_seconds,
+        sign_order=sign_order,
+        resume=resume,
+    )
+    return _write_days(lake, venue, source, days_iter, n_days, show_progress)
+
+
+def read_synthetic_state(
+    lake: Lake, venue: str, symbol: str, day: dt.date
+) -> SyntheticState | None:
+    """The SyntheticState stored with `symbol`'s regimes file of `day`; None if there is
+    no such file or it carries none. DataFormatError if the file or state is unreadable."""
+    path = lake.path(venue, symbol, "regimes", day)
+    if not path.is_file():
+        return None
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise DataFormatError(f"{path}: unreadable Parquet footer: {exc}") from None
+    text = metadata.get(STATE_METADATA_KEY)
+    return None if text is None else SyntheticState.from_json(text)
+
+
+def _source_of(path: Path) -> str | None:
+    """The source a lake file was written from; None if missing or unreadable."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    source = metadata.get(b"hmmtrader.source")
+    return None if source is None else source.decode(errors="replace")
+
+
+def _write_days(
+    lake: Lake,
+    venue: str,
+    source: str,
+    days_iter: Iterator[SyntheticDay],
+    total: int,
+    show_progress: bool,
+) -> list[Written]:
+    """Write every kind of every day in one lake batch; the regimes carry the state."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -626,15 +1004,16 @@ def ingest_synthetic(
         disable=not show_progress,
     )
     with progress, lake.batch() as batch:
-        task = progress.add_task("synthetic market", total=days * len(names))
+        task = progress.add_task("synthetic market", total=total)
         for item in days_iter:
             progress.update(task, description=f"synthetic {item.symbol} {item.day}")
             for kind, table in (
                 ("quotes", item.quotes),
                 ("trades", item.trades),
                 ("bars", item.bars),
-                ("regimes", item.regimes),
             ):
                 batch.put(venue, item.symbol, kind, table, source=source)
+            state = {STATE_METADATA_KEY: item.state.to_json().encode()}
+            batch.put(venue, item.symbol, "regimes", item.regimes, source=source, metadata=state)
             progress.advance(task)
     return batch.written

@@ -103,6 +103,9 @@ class CanaryTolerances(_Frozen):
 
 class CanarySettings(_Frozen):
     holdout_days: int = Field(default=1, ge=1, le=31)  # most recent days after training
+    # candidate and production backtests at once, in separate processes (1: one after the
+    # other in this process)
+    workers: int = Field(default=2, ge=1, le=2)
     floors: CanaryFloors = CanaryFloors()
     tolerances: CanaryTolerances = CanaryTolerances()
 

@@ -1,0 +1,108 @@
+"""`hmmtrader bench flow`: one night of the nightly work (2 symbols, one synthetic day:
+half trains, half is the canary's holdout) as the Prefect flow against a local server,
+and as direct calls of the same trading.nightly.steps functions, in the same process on
+fresh state roots. ratio = direct time / Prefect time (1.0: Prefect adds nothing)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from trading.bench import BenchResult
+from trading.settings import AppConfig
+
+
+def _bench_env(home: Path, seconds: int) -> dict[str, str]:
+    return {
+        "HMMTRADER_HOME": str(home),
+        "HMMTRADER_FLOWS__SOURCE": "synthetic",
+        "HMMTRADER_FLOWS__SYNTHETIC_SECONDS": str(seconds),
+        "HMMTRADER_FLOWS__TRAIN_DAYS": "1",
+        "HMMTRADER_CANARY__HOLDOUT_DAYS": "1",
+        "HMMTRADER_BACKTEST__WARMUP_S": str(min(4500, seconds // 4)),
+    }
+
+
+def _apply(env: dict[str, str]) -> dict[str, str | None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    return saved
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def bench_flow(config: AppConfig, seconds: int, console: Console) -> BenchResult:
+    from flows.runtime import prefect_env
+    from flows.server import LocalPrefectServer
+    from trading.nightly.steps import run_night
+    from trading.settings import load_settings
+
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hmmtrader-bench-flow-") as tmp:
+        root = Path(tmp)
+        prefect_home = root / "prefect"
+        os.environ["PREFECT_HOME"] = str(prefect_home)
+        prefect_env(config)
+        timings: dict[str, float] = {}
+        outcomes: dict[str, str] = {}
+        # warm-up: imports and JIT caches, on a short night that is thrown away
+        saved = _apply(_bench_env(root / "warmup", 3600))
+        try:
+            run_night(load_settings())
+        finally:
+            _restore(saved)
+        with console.status("starting a local Prefect server ..."):
+            server = LocalPrefectServer(prefect_home).start()
+        server_s = time.perf_counter() - began
+        try:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            for label in ("direct", "prefect"):
+                saved = _apply(_bench_env(root / label, seconds))
+                try:
+                    cfg = load_settings()
+                    t0 = time.perf_counter()
+                    if label == "direct":
+                        report = run_night(cfg)
+                    else:
+                        from flows.nightly import nightly_retrain
+
+                        with temporary_settings({PREFECT_API_URL: server.api_url}):
+                            report = nightly_retrain(None)
+                    timings[label] = time.perf_counter() - t0
+                    outcomes[label] = (
+                        ", ".join(f"v{d.version} {d.decision}" for d in report.decisions)
+                        or report.stopped
+                    )
+                finally:
+                    _restore(saved)
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+        finally:
+            server.stop()
+    total = time.perf_counter() - began
+    ratio = timings["direct"] / timings["prefect"]
+    table = Table(title="bench flow: one night, 2 symbols, 1 synthetic day")
+    for column in ("run", "seconds", "outcome"):
+        table.add_column(column)
+    for label in ("direct", "prefect"):
+        table.add_row(label, f"{timings[label]:.1f}", outcomes[label])
+    console.print(table)
+    console.print(
+        f"ratio direct/prefect {ratio:.3f} (Prefect overhead {1 / ratio - 1:+.1%}); "
+        f"server start {server_s:.1f} s (not in the ratio); total {total:.1f} s",
+        highlight=False,
+    )
+    return BenchResult("flow_night_2sym_1day", timings["prefect"], "s", timings["direct"], ratio)

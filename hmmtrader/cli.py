@@ -1,0 +1,14 @@
+"""Entry point of the `hmmtrader` console script."""
+
+from __future__ import annotations
+
+import sys
+
+import flows.cli  # noqa: F401  (registers demo, flow ..., bench flow)
+from trading.cli import app, run
+
+__all__ = ["app", "main", "run"]
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,137 @@
+"""Prefect integration-test helpers: a real `prefect server` (SQLite or PostgreSQL), its
+REST API, a process worker, and the fast settings of the flow tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from flows.server import LocalPrefectServer
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# 8-hour synthetic days, a small HMM search, a short warm-up: a night in about a minute.
+FAST: dict[str, str] = {
+    "HMMTRADER_FLOWS__SYNTHETIC_SECONDS": "28800",
+    "HMMTRADER_BACKTEST__WARMUP_S": "1800",
+    "HMMTRADER_REGIME__K_MAX": "3",
+    "HMMTRADER_REGIME__RESTARTS": "1",
+}
+# floors every candidate meets (the first night promotes on floors)
+LENIENT: dict[str, str] = {
+    "HMMTRADER_CANARY__FLOORS__MIN_NET_PNL_USD": "-100000",
+    "HMMTRADER_STRATEGY__GUARDRAILS__STATE_DRAWDOWN_USD": "100000",
+    "HMMTRADER_STRATEGY__GUARDRAILS__DAILY_LOSS_USD": "100000",
+}
+# a floor no candidate meets
+IMPOSSIBLE: dict[str, str] = {"HMMTRADER_CANARY__FLOORS__MIN_TRADES": "100000000"}
+
+
+def server_extra_env() -> dict[str, str]:
+    """Scheduler loops every 2 s (default 60) so cron runs appear while the test waits."""
+    return {
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+
+
+@contextmanager
+def prefect_server(tmp: Path, database_url: str | None = None) -> Iterator[LocalPrefectServer]:
+    server = LocalPrefectServer(
+        tmp / "prefect-server", database_url=database_url, extra_env=server_extra_env()
+    )
+    with server:
+        yield server
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.client = httpx.Client(base_url=url, timeout=30)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.client.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path: str) -> Any:
+        response = self.client.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def flow_runs(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self.post("/flow_runs/filter", {"flow_runs": filters, "limit": 200}))
+
+    def latest_artifact(self, key: str) -> dict[str, Any]:
+        return dict(self.get(f"/artifacts/{key}/latest"))
+
+    def artifacts(self, flow_run_id: str | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"limit": 200, "sort": "CREATED_DESC"}
+        if flow_run_id:
+            body["flow_runs"] = {"id": {"any_": [flow_run_id]}}
+        return list(self.post("/artifacts/filter", body))
+
+    def wait_run(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.get(f"/flow_runs/{run_id}")
+            if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
+                                                         "CANCELLED"):  # fmt: skip
+                return dict(run)
+            time.sleep(1)
+        raise AssertionError(f"flow run {run_id} did not finish in {timeout_s:.0f} s")
+
+
+def cli_env(api_url: str, prefect_home: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HMMTRADER_", "PREFECT_"))}
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        NO_PROXY="127.0.0.1,localhost",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_CLI_COLORS="false",
+    )
+    env.update(extra)
+    return env
+
+
+def prefect_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    done = subprocess.run(
+        [str(BIN / "prefect"), *args], cwd=PROJECT, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@contextmanager
+def worker(env: dict[str, str], log: Path, pool: str = "hmmtrader") -> Iterator[None]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        import signal
+
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
