@@ -76,10 +76,13 @@ def bench_flow(config: AppConfig, seconds: int, console: Console) -> BenchResult
                     if label == "direct":
                         report = run_night(cfg)
                     else:
+                        from prefect.logging.handlers import APILogWorker
+
                         from flows.nightly import nightly_retrain
 
                         with temporary_settings({PREFECT_API_URL: server.api_url}):
                             report = nightly_retrain(None)
+                            APILogWorker.drain_all(timeout=10)
                     timings[label] = time.perf_counter() - t0
                     outcomes[label] = (
                         ", ".join(f"v{d.version} {d.decision}" for d in report.decisions)
@@ -87,9 +90,6 @@ def bench_flow(config: AppConfig, seconds: int, console: Console) -> BenchResult
                     )
                 finally:
                     _restore(saved)
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=10)
         finally:
             server.stop()
     total = time.perf_counter() - began

@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -69,8 +68,9 @@ def prefect_api(config: AppConfig) -> Iterator[str]:
         yield url
         return
     from flows.server import LocalPrefectServer
+    from trading.paths import StatePaths
 
-    home = Path(os.environ["PREFECT_HOME"])
+    home = StatePaths(config.home).prefect.resolve()  # the server's database lives here
     began = time.perf_counter()
     with console.status("starting a local Prefect server (SQLite) ..."):
         server = LocalPrefectServer(home).launch()

@@ -47,7 +47,12 @@ def flows_on(server: LocalPrefectServer, home: Path, **env: str) -> Iterator[Non
 
     overrides = {**FAST, **env, "HMMTRADER_HOME": str(home), "PREFECT_API_URL": server.api_url}
     with isolated_env(overrides), temporary_settings({PREFECT_API_URL: server.api_url}):
-        yield
+        try:
+            yield
+        finally:  # send the buffered logs while the API is still configured
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
 
 
 def lake_state(home: Path) -> dict[str, float]:

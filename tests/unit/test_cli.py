@@ -112,6 +112,10 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["quality"],
         ["quality", "export"],
         ["demo"],
+        ["flow"],
+        ["flow", "nightly"],
+        ["flow", "backfill"],
+        ["bench", "flow"],
     ]
     for command in commands:
         assert run([*command, "--help"]) == 0, command
