@@ -213,6 +213,7 @@ def print_night(report: NightReport) -> None:
 @app.command()
 def demo(
     nights: Annotated[int, typer.Option(help="Nights of the nightly retrain (1-5).")] = 2,
+    hours: Annotated[int, typer.Option(help="Length of each synthetic day in hours (2-24).")] = 12,
 ) -> None:
     """The main job on embedded defaults: a synthetic market for both symbols and the
     nightly-retrain flow on a local Prefect server, night after night (the first model is
@@ -220,8 +221,16 @@ def demo(
     the commands that open the MLflow and Prefect UIs on this state."""
     if not 1 <= nights <= 5:
         raise InputError(f"--nights must be between 1 and 5, got {nights}")
+    if not 2 <= hours <= 24:
+        raise InputError(f"--hours must be between 2 and 24, got {hours}")
     from trading.nightly.steps import plan_night
 
+    # the flows load their settings from the environment, as a worker's would
+    seconds = str(hours * 3600)
+    if hours == 24:
+        os.environ.pop("HMMTRADER_FLOWS__SYNTHETIC_SECONDS", None)  # whole days: the default
+    else:
+        os.environ["HMMTRADER_FLOWS__SYNTHETIC_SECONDS"] = seconds
     config = _config()
     flows = config.settings.flows
     console.rule("hmm-trader demo")
@@ -244,6 +253,12 @@ def demo(
             if report.stopped:
                 break
     _summary(config, reports, time.perf_counter() - began)
+    if hours != 24:
+        console.print(
+            f"  (the demo's synthetic days are {hours} hours: run more nights on this state "
+            f"with HMMTRADER_FLOWS__SYNTHETIC_SECONDS={seconds} hmmtrader flow nightly)",
+            highlight=False,
+        )
     if any(r.stopped for r in reports):
         raise typer.Exit(1)
 

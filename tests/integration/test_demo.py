@@ -53,7 +53,7 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
 ) -> None:
     home = tmp_path / "home"
     with isolated_env({**FAST, **LENIENT}):
-        assert run(["--home", str(home), "demo", "--nights", "1"]) == 0
+        assert run(["--home", str(home), "demo", "--nights", "1", "--hours", "8"]) == 0
     out = capsys.readouterr().out
     assert "Demo finished" in out and "promoted" in out
     assert re.search(r"hmm-regime\s+│\s+1\s+│\s+new\s+│\s+passed", out)
@@ -85,3 +85,5 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
 
     assert run(["--home", str(home), "demo", "--nights", "0"]) == 1
     assert "--nights must be between 1 and 5" in capsys.readouterr().err
+    assert run(["--home", str(home), "demo", "--hours", "25"]) == 1
+    assert "--hours must be between 2 and 24" in capsys.readouterr().err
