@@ -243,11 +243,20 @@ def nightly_retrain(night: dt.date | None = None) -> steps.NightReport:
             report.trained = train.with_options(task_runner=runner)(plan.night)
             for result in report.trained:  # backtests use every core: one set at a time
                 report.canaries.append(
-                    canary(str(result.version), result.model_name, plan.night, False, True)
+                    canary(
+                        version=str(result.version),
+                        model_name=result.model_name,
+                        night=plan.night,
+                        data_validated=True,  # validate just passed on these files
+                    )
                 )
                 report.decisions.append(promote(str(result.version), result.model_name))
-    except steps.QualityBlockedError as exc:
-        report.stopped = str(exc)
+    except Exception as exc:
+        report.stopped = (
+            str(exc)
+            if isinstance(exc, steps.QualityBlockedError)
+            else (f"{type(exc).__name__}: {exc}")
+        )
         raise
     finally:
         create_markdown_artifact(
@@ -265,7 +274,10 @@ def nightly_retrain(night: dt.date | None = None) -> steps.NightReport:
 def _summary(report: steps.NightReport) -> str:
     lines = [f"# Nightly retrain, night {report.plan.night}\n", reports.plan_markdown(report.plan)]
     if report.stopped:
-        lines.append(f"\n**Stopped:** {report.stopped}. Nothing was trained or promoted.")
+        lines.append(
+            f"\n**Stopped:** {report.stopped}. The steps after it did not run; production "
+            "moved only if a promotion is listed below."
+        )
     rows = []
     for t in report.trained:
         c = next((c for c in report.canaries if c.model_name == t.model_name), None)

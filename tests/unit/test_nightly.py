@@ -76,6 +76,14 @@ def test_ingest_keeps_days_already_in_the_lake(config: AppConfig, lake: Lake) ->
     assert {p: p.stat().st_mtime_ns for p in lake.root.rglob("*.parquet")} == mtimes
 
 
+def test_lake_source_downloads_nothing(config: AppConfig, lake: Lake) -> None:
+    plan = steps.plan_night(with_flows(config, source="lake"), D(2024, 1, 3))
+    ingest_synthetic_day(config, lake, "BTCUSDT", D(2024, 1, 1), 7, D(2024, 1, 1), seconds=3600)
+    outcome = steps.ingest_symbol(with_flows(config, source="lake"), "BTCUSDT", plan)
+    assert outcome.written == [] and outcome.present == [D(2024, 1, 1)]
+    assert lake.days("BINANCE", "BTCUSDT", "quotes") == [D(2024, 1, 1)]
+
+
 def test_flow_settings_are_validated() -> None:
     assert FlowSettings().symbol_sets == [SymbolSet(symbols=["BTCUSDT", "ETHUSDT"])]
     assert SymbolSet(symbols=["btcusdt"]).symbols == ["BTCUSDT"]

@@ -36,8 +36,10 @@ class FlowSettings(_Frozen):
     lake has it.
     """
 
-    # where new days come from: synthetic (offline, the demo), archive (data.binance.vision)
-    source: Literal["synthetic", "archive"] = "synthetic"
+    # where new days come from: synthetic (offline, the demo); archive (data.binance.vision
+    # spot trades and klines; quotes come from the trading node's recording); lake (only
+    # what is there already, e.g. the node's recording)
+    source: Literal["synthetic", "archive", "lake"] = "synthetic"
     synthetic_origin: dt.date = dt.date(2024, 1, 1)  # first day of the synthetic market
     synthetic_seed: int = Field(default=7, ge=0)
     synthetic_seconds: int | None = Field(default=None, ge=3600, le=86_400)  # None: whole days

@@ -167,15 +167,20 @@ def ingest_symbol(config: AppConfig, symbol: str, plan: NightPlan) -> IngestOutc
             else:
                 present.append(day)
         return IngestOutcome(symbol, "synthetic", written, present)
-    from trading.data.archive import ingest_archive
-
+    # Binance's public archives have spot trades and klines but no spot quotes: those come
+    # from the trading node's recording (source "lake": nothing is downloaded at all).
+    # Days without quotes stay missing, and validate blocks on them (data_present).
+    kinds = {"trades": "aggTrades", "bars": "klines"} if flows.source == "archive" else {}
     for day in plan.days:
-        have = all(lake.path(venue, symbol, k, day).is_file() for k in ("quotes", "trades"))
-        if have:
-            present.append(day)
+        missing = [k for k in ("trades", "bars") if not lake.path(venue, symbol, k, day).is_file()]
+        if not missing or not kinds:
+            if lake.path(venue, symbol, "quotes", day).is_file() and "trades" not in missing:
+                present.append(day)
             continue
-        for kind in ("bookTicker", "aggTrades"):
-            written.extend(ingest_archive(config, lake, [symbol], day, day, kind))
+        from trading.data.archive import ingest_archive
+
+        for kind in missing:
+            written.extend(ingest_archive(config, lake, [symbol], day, day, kinds[kind]))
     return IngestOutcome(symbol, flows.source, written, present)
 
 
