@@ -164,14 +164,13 @@ def flow_backfill_cmd(
 
 def _run_night(night: dt.date | None) -> NightReport:
     from flows.nightly import nightly_retrain
-    from trading.nightly.steps import QualityBlockedError
+    from trading.nightly.steps import NightReport, QualityBlockedError, plan_night
 
+    plan = plan_night(_config(), night)  # before ingest moves the synthetic default on
     try:
-        return nightly_retrain(night)
+        return nightly_retrain(plan.night)
     except QualityBlockedError as exc:
-        from trading.nightly.steps import NightReport, plan_night
-
-        report = NightReport(plan_night(_config(), night))
+        report = NightReport(plan)
         report.stopped = str(exc)
         return report
 
@@ -265,7 +264,7 @@ def demo(
 
 def _summary(config: AppConfig, reports: list[NightReport], elapsed: float) -> None:
     from trading.data.lake import Lake
-    from trading.nightly.steps import set_config, symbol_set_of
+    from trading.nightly.steps import set_config
     from trading.paths import StatePaths
     from trading.regime.registry import Registry
 
@@ -286,7 +285,6 @@ def _summary(config: AppConfig, reports: list[NightReport], elapsed: float) -> N
                 info.tags.get("canary_failed_rules", "-"),
             )
         console.print(table)
-    symbol_set_of(config, None)
     kpis = Table(title="Canary backtests (candidate on each night's holdout)")
     for column in ("night", "model", "version", "vs", "net PnL USD", "trades", "Sharpe",
                    "max DD USD", "hit rate", "verdict"):  # fmt: skip

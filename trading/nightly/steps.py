@@ -539,11 +539,6 @@ class NightReport:
     decisions: list[PromotionDecision] = field(default_factory=list)
     stopped: str = ""  # why the night stopped early ("" when it ran to the end)
 
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return json.loads(json.dumps(asdict(self), default=str))
-
 
 def run_night(config: AppConfig, night: dt.date | None = None, log: Log = _quiet) -> NightReport:
     """Every step of the nightly retrain in order, in this process, without Prefect."""
