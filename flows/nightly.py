@@ -95,7 +95,7 @@ def promote_set(config: AppConfig, symbol_set: SymbolSet, version: int) -> steps
 # ---- flows ---------------------------------------------------------------------------
 
 
-@flow(name="ingest", flow_run_name=_night_run_name, log_prints=True)
+@flow(name="ingest", flow_run_name=_night_run_name)
 def ingest(night: dt.date | None = None) -> list[steps.IngestOutcome]:
     """Bring the night's days of every symbol into the lake, symbols in parallel; a failed
     download is retried with exponential backoff (flows.ingest_retries)."""
@@ -116,7 +116,7 @@ def ingest(night: dt.date | None = None) -> list[steps.IngestOutcome]:
     return outcomes
 
 
-@flow(name="validate", flow_run_name=_night_run_name, log_prints=True)
+@flow(name="validate", flow_run_name=_night_run_name)
 def validate(night: dt.date | None = None, kinds: str = "quotes,trades") -> steps.QualityOutcome:
     """The data-quality gate (Great Expectations) on the night's raw data (quotes, trades:
     every ingested day) or features (the training days). A blocking failure fails this
@@ -140,7 +140,7 @@ def validate(night: dt.date | None = None, kinds: str = "quotes,trades") -> step
     return outcome
 
 
-@flow(name="features", flow_run_name=_night_run_name, log_prints=True)
+@flow(name="features", flow_run_name=_night_run_name)
 def features(night: dt.date | None = None) -> list[steps.FeatureOutcome]:
     """Features of the training days, symbols in parallel."""
     config = flow_config()
@@ -153,7 +153,7 @@ def features(night: dt.date | None = None) -> list[steps.FeatureOutcome]:
     return outcomes
 
 
-@flow(name="train", flow_run_name=_night_run_name, log_prints=True)
+@flow(name="train", flow_run_name=_night_run_name)
 def train(night: dt.date | None = None) -> list[steps.TrainResult]:
     """Train and register one candidate per symbol set (sets in parallel). The same data
     and config as an existing version reuse it: nothing is registered twice."""
@@ -170,7 +170,7 @@ def train(night: dt.date | None = None) -> list[steps.TrainResult]:
     return results
 
 
-@flow(name="canary", log_prints=True)
+@flow(name="canary")
 def canary(
     version: str = "candidate",
     model_name: str | None = None,
@@ -199,7 +199,7 @@ def canary(
     return report
 
 
-@flow(name="promote", log_prints=True)
+@flow(name="promote")
 def promote(version: str = "candidate", model_name: str | None = None) -> steps.PromotionDecision:
     """Promote the version to production if its recorded canary verdict passed; otherwise
     reject it and leave production untouched. The decision is an artifact."""
@@ -223,7 +223,7 @@ def _resolve(config: AppConfig, symbol_set: SymbolSet, version: str | int) -> in
     return Registry(cfg.settings.registry, cfg.home).resolve(version)
 
 
-@flow(name="nightly-retrain", flow_run_name=_night_run_name, log_prints=True)
+@flow(name="nightly-retrain", flow_run_name=_night_run_name)
 def nightly_retrain(night: dt.date | None = None) -> steps.NightReport:
     """One night: ingest -> validate -> features -> validate -> train per symbol set ->
     canary vs production -> promote or reject. `night` defaults to yesterday (UTC), or
@@ -296,7 +296,7 @@ def _summary(report: steps.NightReport) -> str:
     return "\n".join(lines)
 
 
-@flow(name="backfill", log_prints=True)
+@flow(name="backfill")
 def backfill(start: dt.date, end: dt.date, retrain: bool = False) -> list[str]:
     """Prepare the lake for every night of [start, end]: ingest, validate, features; with
     retrain, run the whole nightly retrain for each night instead, in order."""
