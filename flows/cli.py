@@ -47,11 +47,8 @@ def _with_runner(config: AppConfig, runner: str | None) -> AppConfig:
         return config
     if runner not in ("threads", "dask"):
         raise InputError(f"--task-runner must be threads or dask, got {runner!r}")
-    flows = config.settings.flows.model_copy(update={"task_runner": runner})
     os.environ["HMMTRADER_FLOWS__TASK_RUNNER"] = runner  # the flows load their own config
-    return config.model_copy(
-        update={"settings": config.settings.model_copy(update={"flows": flows})}
-    )
+    return _config()
 
 
 @contextmanager

@@ -222,10 +222,9 @@ class Lake:
         table: pa.Table,
         source: str,
         merge: bool = False,
-        metadata: dict[bytes, bytes] | None = None,
     ) -> list[Written]:
         with self.batch() as batch:
-            return batch.put(venue, symbol, kind, table, source, merge=merge, metadata=metadata)
+            return batch.put(venue, symbol, kind, table, source, merge=merge)
 
     def days(self, venue: str, symbol: str, kind: str) -> list[dt.date]:
         base = self.root / f"venue={venue}" / f"symbol={symbol}" / f"kind={kind}"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.data.inputs import day_range
 from trading.data.lake import Lake, Written
@@ -18,6 +18,9 @@ from trading.errors import HmmTraderError, InputError
 from trading.nightly.config import SymbolSet
 from trading.paths import StatePaths
 from trading.settings import AppConfig
+
+if TYPE_CHECKING:
+    from trading.backtest.engine import Window  # imports Nautilus: only when used
 
 ONE_DAY = dt.timedelta(days=1)
 Log = Callable[[str], None]
@@ -350,12 +353,16 @@ class CanaryReport:
     seconds: float = 0.0
 
 
-def _window_text(plan: NightPlan) -> str:  # as the canary writes it
+def holdout(plan: NightPlan) -> Window:
+    """The night's canary window: its holdout days, midnight to midnight (UTC)."""
     from trading.backtest.engine import Window
     from trading.data.lake import day_start_ns
 
-    w = Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
-    return f"{w.start.isoformat()}..{w.end.isoformat()}"
+    return Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
+
+
+def _window_text(window: Window) -> str:  # as the canary tags it
+    return f"{window.start.isoformat()}..{window.end.isoformat()}"
 
 
 def canary_set(
@@ -371,8 +378,6 @@ def canary_set(
     production already is not re-tested; a verdict recorded for the same window against
     the same production is reused (re-running a night repeats no backtest)."""
     from trading.backtest.canary import run_canary, verdict_dict
-    from trading.backtest.engine import Window
-    from trading.data.lake import day_start_ns
     from trading.regime.registry import TAG_CANARY, Registry
 
     began = time.perf_counter()
@@ -380,7 +385,8 @@ def canary_set(
     registry = Registry(cfg.settings.registry, cfg.home)
     name = model_name(config, symbol_set)
     production = registry.aliases().get("production")
-    window_text = _window_text(plan) if plan is not None else ""
+    window = holdout(plan) if plan is not None else None
+    window_text = _window_text(window) if window is not None else ""
     if production == version:
         return CanaryReport(
             name, version, production, True, f"version {version} is production already",
@@ -410,11 +416,6 @@ def canary_set(
             tags.get("canary_run_dir", ""),
             time.perf_counter() - began,
         )
-    window = (
-        Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
-        if plan is not None
-        else None
-    )
     result = run_canary(
         cfg,
         registry,
@@ -432,7 +433,7 @@ def canary_set(
         result.passed,
         "",
         False,
-        f"{result.window.start.isoformat()}..{result.window.end.isoformat()}",
+        _window_text(result.window),
         verdict["rules"],
         verdict["failed_rules"],
         verdict["notes"],
