@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import flows.cli  # noqa: F401  (registers demo, flow ..., bench flow)
+import serving.cli  # noqa: F401  (registers serve, bench serve)
 from trading.cli import app, run
 
 __all__ = ["app", "main", "run"]

@@ -1,5 +1,6 @@
 """Benchmarks. Each compares against a baseline in the same run and ends with one JSON
-line: {"name", "value", "unit", "baseline", "ratio"}; ratio > 1 means better than baseline.
+line: {"name", "value", "unit", "baseline", "ratio"} (plus "extra": further figures, where a
+bench has them); ratio > 1 means better than baseline.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +33,13 @@ class BenchResult:
     unit: str
     baseline: float
     ratio: float
+    extra: dict[str, float] = field(default_factory=dict)  # further figures (e.g. p99s)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        if not self.extra:
+            del data["extra"]
+        return json.dumps(data)
 
 
 def write_agg_trades_csv(path: Path, rows: int, seed: int = 1) -> None:

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -166,6 +174,28 @@ class QualitySettings(_Frozen):
         return self.checks[check]
 
 
+class ServingSettings(_Frozen):
+    """The inference server (`hmmtrader serve`) and the client the node uses to reach it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8010, ge=1, le=65535)
+    alias: str = Field(default="production", pattern=r"^[a-z][a-z0-9_\-]*$")  # served alias
+    poll_interval_s: float = Field(default=10.0, gt=0, le=3600)  # hot-swap watcher
+    # admin endpoints (/load, /promote, /rollback, /reload) need "Authorization: Bearer <token>";
+    # without a token they are disabled. Set it in the environment (HMMTRADER_SERVING__TOKEN)
+    token: SecretStr | None = None
+    max_batch_rows: int = Field(default=4096, ge=1, le=1_000_000)  # rows per /infer request
+    max_body_bytes: int = Field(default=4_194_304, ge=1024)  # larger bodies get 413
+    max_streams: int = Field(default=256, ge=1, le=100_000)  # (session, symbol) filter streams
+    # rows kept per stream so a newly swapped-in model takes over with the filter state it
+    # would have had (the drift window is 3600 one-second rows by default)
+    history_rows: int = Field(default=3600, ge=0, le=100_000)
+    # client side (the node's remote inference)
+    url: str = "http://127.0.0.1:8010"
+    timeout_s: float = Field(default=2.0, gt=0)
+    connect_retries: int = Field(default=2, ge=0, le=10)  # only where nothing was sent
+
+
 class Settings(BaseSettings):
     """Application settings; `symbols` comes from configs/symbols.yaml."""
 
@@ -192,6 +222,7 @@ class Settings(BaseSettings):
     backtest: BacktestSettings = BacktestSettings()
     canary: CanarySettings = CanarySettings()
     flows: FlowSettings = FlowSettings()
+    serving: ServingSettings = ServingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -13,9 +13,10 @@ import numpy as np
 
 from trading.errors import InputError
 from trading.features.descriptor import FEATURES_V1, FeatureSet
+from trading.regime.streams import ModelStreams, StreamHistory
 
 if TYPE_CHECKING:
-    from trading.regime.model import OnlineRegime, RegimeModel
+    from trading.regime.model import RegimeModel
 
 
 class ModelMismatchError(InputError):
@@ -41,19 +42,20 @@ def require_tick_features(feature_set: FeatureSet, version: str) -> None:
 
 
 class InProcessInference:
-    """A registry model run in this process, one online filter per symbol."""
+    """A registry model run in this process, one online filter per symbol. Pass the
+    history of the model it replaces to take over its streams (see trading.regime.streams)."""
 
-    def __init__(self, model: RegimeModel, version: int | str) -> None:
+    def __init__(
+        self, model: RegimeModel, version: int | str, history: StreamHistory | None = None
+    ) -> None:
         self.model = model
         self.version = str(version)
         self.feature_set = model.feature_set
         self.n_states = model.n_states
         self.horizon_s = float(model.policy_settings.horizon_s)
         require_tick_features(self.feature_set, self.version)
-        self._filters: dict[str, OnlineRegime] = {}
+        self.history = history if history is not None else StreamHistory(0)
+        self._streams = ModelStreams(model, self.history)
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
-        online = self._filters.get(symbol)
-        if online is None:
-            online = self._filters[symbol] = self.model.online()
-        return online.step_array(row, ts_ns)
+        return self._streams.step(symbol, row, ts_ns)

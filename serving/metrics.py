@@ -1,0 +1,57 @@
+"""Prometheus metrics of the inference server (one registry per app instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hmmtrader_http_requests",
+            "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "hmmtrader_http_request_duration_seconds",
+            "HTTP request latency by endpoint, method and status",
+            ["endpoint", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_errors = Counter(
+            "hmmtrader_inference_errors",
+            "Inference requests refused or failed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.inference_rows = Counter(
+            "hmmtrader_inference_rows", "Feature rows inferred", ["mode"], registry=r
+        )
+        self.model_version = Info(
+            "hmmtrader_model_version", "The model version answering /infer", registry=r
+        )
+        self.model_ready = Gauge(
+            "hmmtrader_model_ready", "1 when a model is loaded and answering", registry=r
+        )
+        self.swaps = Counter(
+            "hmmtrader_model_swaps",
+            "Model swaps and failed loads by result",
+            ["result"],
+            registry=r,
+        )
+        self.drift_score = Gauge(
+            "drift_score",
+            "Feature drift score of the latest step per symbol (KL vs the training reference)",
+            ["symbol"],
+            registry=r,
+        )
+        self.model_ready.set(0)
+        self.model_version.info({"model": "", "version": "", "alias": ""})
