@@ -152,3 +152,24 @@ def test_bench_ingest_prints_json_last(capsys: pytest.CaptureFixture[str]) -> No
     assert set(result) == {"name", "value", "unit", "baseline", "ratio"}
     assert result["unit"] == "rows/s" and result["value"] > 0 and result["baseline"] > 0
     assert result["ratio"] == pytest.approx(result["value"] / result["baseline"], rel=0.02)
+
+
+def test_serve_refuses_bad_options_before_starting(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert run(["serve", "--port", str(port)]) == 1
+        lines = errors(capsys)
+        assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0]
+        assert "--port" in lines[0]
+    assert run(["serve", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
+    assert run(["serve", "--log-level", "loud"]) == 1
+    assert "--log-level must be" in errors(capsys)[0]
+    assert run(["serve", "--poll-interval", "-1"]) == 1
+    assert "poll_interval_s" in errors(capsys)[0]
