@@ -408,6 +408,8 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not parseable (not UTF-8 JSON)"},
+    413: {"description": "the body exceeds serving.max_body_bytes"},
     422: {"description": "invalid input; `detail` names the field"},
     503: {"description": "no model loaded (or the registry is unreachable); `detail` says why"},
 }
@@ -527,8 +529,9 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
         "/load",
         dependencies=[Depends(admin)],
         summary="Load a version into the standby slot (not promoted, not served)",
-        responses={**ADMIN_ERRORS, 404: {"description": "no such version"}},
-    )
+        responses={**ADMIN_ERRORS, 404: {"description": "no such version"},
+                   409: {"description": "refused by the registry"}},
+    )  # fmt: skip
     async def load(req: VersionRequest) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
             version = await asyncio.to_thread(server.registry().resolve, req.version)
@@ -566,7 +569,7 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
         "/rollback",
         dependencies=[Depends(admin)],
         summary="production <- previous (as `hmmtrader rollback`), then swap",
-        responses=ADMIN_ERRORS,
+        responses={**ADMIN_ERRORS, 409: {"description": "nothing to roll back to"}},
     )
     async def rollback() -> dict[str, Any]:
         async def go() -> dict[str, Any]:

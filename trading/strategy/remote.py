@@ -35,7 +35,13 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class InferRequest(_Wire):
+class _Request(BaseModel):
+    """Requests are strict: "2" is not a version, true is not a timestamp."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class InferRequest(_Request):
     """One symbol's feature rows in time order, one row per grid step."""
 
     symbol: str = Field(pattern=SYMBOL_PATTERN, examples=["BTCUSDT"])
@@ -92,7 +98,7 @@ class InferResponse(_Wire):
     steps: list[StepOut]
 
 
-class VersionRequest(_Wire):
+class VersionRequest(_Request):
     version: int = Field(ge=1, le=2**31 - 1)
 
 
