@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ disable_telemetry()
 # Prefect keeps its home (profiles, local results) in the temp directory, never ~/.prefect;
 # no test talks to a Prefect API it did not start.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hmmtrader-test-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.pop("PREFECT_API_URL", None)
 
 
