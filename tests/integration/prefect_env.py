@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,19 @@ from flows.server import LocalPrefectServer
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-# 8-hour synthetic days, a small HMM search, a short warm-up: a night in about a minute.
+# 8-hour synthetic days, a small HMM search with few EM / boosting iterations, a short
+# warm-up, and the canary's candidate and production backtests one after the other in the
+# flow's process (two spawned processes importing everything cost twice as much on two
+# cores; tests/integration/test_backtest.py covers the parallel canary): a night in about
+# half a minute.
 FAST: dict[str, str] = {
     "HMMTRADER_FLOWS__SYNTHETIC_SECONDS": "28800",
     "HMMTRADER_BACKTEST__WARMUP_S": "1800",
     "HMMTRADER_REGIME__K_MAX": "3",
     "HMMTRADER_REGIME__RESTARTS": "1",
+    "HMMTRADER_REGIME__MAX_ITER": "25",
+    "HMMTRADER_POLICY__MAX_ITER": "20",
+    "HMMTRADER_CANARY__WORKERS": "1",
 }
 # floors every candidate meets (the first night promotes on floors)
 LENIENT: dict[str, str] = {
@@ -45,12 +53,20 @@ def server_extra_env() -> dict[str, str]:
     }
 
 
+def new_server(
+    tmp: Path, database_url: str | None = None, timeout_s: float = 180
+) -> LocalPrefectServer:
+    """Not started yet. `timeout_s` counts from the launch: generous, as several servers
+    may start at once on a busy machine (and one launched early may be waited for later)."""
+    return LocalPrefectServer(
+        tmp / "prefect-server", database_url=database_url, extra_env=server_extra_env(),
+        timeout_s=timeout_s,
+    )  # fmt: skip
+
+
 @contextmanager
 def prefect_server(tmp: Path, database_url: str | None = None) -> Iterator[LocalPrefectServer]:
-    server = LocalPrefectServer(
-        tmp / "prefect-server", database_url=database_url, extra_env=server_extra_env()
-    )
-    with server:
+    with new_server(tmp, database_url) as server:
         yield server
 
 
@@ -74,15 +90,21 @@ class Api:
     def latest_artifact(self, key: str) -> dict[str, Any]:
         return dict(self.get(f"/artifacts/{key}/latest"))
 
-    def artifacts(self, flow_run_id: str | None = None) -> list[dict[str, Any]]:
+    def artifacts(self, flow_run_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """All artifacts, or those of the given flow runs."""
         body: dict[str, Any] = {"limit": 200, "sort": "CREATED_DESC"}
-        if flow_run_id:
-            body["flow_runs"] = {"id": {"any_": [flow_run_id]}}
+        if flow_run_ids is not None:
+            body["flow_runs"] = {"id": {"any_": list(flow_run_ids)}}
         return list(self.post("/artifacts/filter", body))
 
-    def wait_run(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+    def wait_run(
+        self, run_id: str, timeout_s: float, stop: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """The run once it is final; AssertionError after timeout_s, RuntimeError on stop."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise RuntimeError(f"stopped waiting for flow run {run_id}")
             run = self.get(f"/flow_runs/{run_id}")
             if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
                                                          "CANCELLED"):  # fmt: skip
@@ -91,8 +113,14 @@ class Api:
         raise AssertionError(f"flow run {run_id} did not finish in {timeout_s:.0f} s")
 
 
-def cli_env(api_url: str, prefect_home: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HMMTRADER_", "PREFECT_"))}
+def cli_env(
+    api_url: str, prefect_home: Path, extra: dict[str, str], base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of `prefect` CLI and worker processes: `base` (default os.environ)
+    without HMMTRADER_*, PREFECT_* and the MLflow URIs an in-process Registry leaves."""
+    dropped = ("HMMTRADER_", "PREFECT_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith(dropped)}  # fmt: skip
     env.update(
         PREFECT_API_URL=api_url,
         PREFECT_HOME=str(prefect_home),

@@ -21,23 +21,30 @@ from tests.integration.prefect_env import BIN, FAST, LENIENT, PROJECT
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def _serve(command: str, port: int, health: str, log: Path) -> subprocess.Popen[bytes]:
+def _launch(
+    command: str, port: int, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     command = re.sub(r"--port \d+", f"--port {port}", command)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true", "NO_PROXY": "127.0.0.1,localhost"}  # fmt: skip
+    env |= extra_env or {}
     with open(log, "wb") as out:
-        process = subprocess.Popen(["bash", "-c", command], cwd=PROJECT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(["bash", "-c", command], cwd=PROJECT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], port: int, health: str, log: Path) -> None:
+    """Until GET `health` answers 200 (the process must stay up)."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()[-2000:]
         try:
             if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=2).status_code == 200:
-                return process
+                return
         except httpx.HTTPError:
             time.sleep(0.5)
-    raise AssertionError(f"{command} not healthy: {log.read_text()[-2000:]}")
+    raise AssertionError(f"{process.args!r} not healthy: {log.read_text()[-2000:]}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -70,26 +77,33 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
     mlflow_cmd = next(c for c in commands if "mlflow ui" in c)
     assert str(home.resolve()) in prefect_cmd and str(home.resolve()) in mlflow_cmd
 
-    port = free_port()
-    process = _serve(prefect_cmd, port, "/api/health", tmp_path / "prefect-ui.log")
+    # both UIs at once, each on a free port (the printed commands' only change);
+    # MLFLOW_WORKERS=1: `mlflow ui` starts one uvicorn worker instead of four
+    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_log, mlflow_log = tmp_path / "prefect-ui.log", tmp_path / "mlflow-ui.log"
+    prefect_ui = _launch(prefect_cmd, prefect_port, prefect_log)
     try:
-        api = f"http://127.0.0.1:{port}/api"
-        runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 50}).json()
-        names = {r["name"]: r["state"]["type"] for r in runs}
-        assert names.get("nightly-retrain-2024-01-02") == "COMPLETED", names
-        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # the UI page
-    finally:
-        _stop(process)
+        mlflow_ui = _launch(mlflow_cmd, mlflow_port, mlflow_log, {"MLFLOW_WORKERS": "1"})
+        try:
+            _wait_healthy(prefect_ui, prefect_port, "/api/health", prefect_log)
+            api = f"http://127.0.0.1:{prefect_port}/api"
+            runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 50}).json()
+            names = {r["name"]: r["state"]["type"] for r in runs}
+            assert names.get("nightly-retrain-2024-01-02") == "COMPLETED", names
+            assert httpx.get(f"http://127.0.0.1:{prefect_port}/").status_code == 200  # the UI
+            _stop(prefect_ui)
 
-    port = free_port()
-    process = _serve(mlflow_cmd, port, "/health", tmp_path / "mlflow-ui.log")
-    try:
-        got = httpx.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/get",
-                        params={"name": "hmm-regime"}).json()  # fmt: skip
-        aliases = {a["alias"]: a["version"] for a in got["registered_model"]["aliases"]}
-        assert aliases["production"] == "1"
+            _wait_healthy(mlflow_ui, mlflow_port, "/health", mlflow_log)
+            got = httpx.get(
+                f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/registered-models/get",
+                params={"name": "hmm-regime"},
+            ).json()
+            aliases = {a["alias"]: a["version"] for a in got["registered_model"]["aliases"]}
+            assert aliases["production"] == "1"
+        finally:
+            _stop(mlflow_ui)
     finally:
-        _stop(process)
+        _stop(prefect_ui)
 
     assert run(["--home", str(home), "demo", "--nights", "0"]) == 1
     assert "--nights must be between 1 and 5" in capsys.readouterr().err

@@ -1,27 +1,35 @@
 """The Prefect flows against a real `prefect server` on 127.0.0.1: nights that promote,
-reject, re-run and block; the Dask task runner; deployments, a process worker and cron."""
+reject, re-run and block; the Dask task runner; deployments, a process worker and cron
+(SQLite and PostgreSQL; these run in the background while the nights run, see below)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
 from flows.server import LocalPrefectServer
 from tests.integration.cli_env import config_for, isolated_env
-from tests.integration.mlflow_server import postgres_database, postgres_problem
+from tests.integration.mlflow_server import database_exists, postgres_database, postgres_problem
 from tests.integration.prefect_env import (
     FAST,
     IMPOSSIBLE,
     LENIENT,
     Api,
     cli_env,
+    new_server,
     prefect_cli,
     prefect_server,
     worker,
@@ -42,11 +50,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefectSer
 
 @contextmanager
 def flows_on(server: LocalPrefectServer, home: Path, **env: str) -> Iterator[None]:
-    """In-process flow runs reporting to `server`, state under `home`."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """In-process flow runs reporting to `server`, state under `home`. No flow-run
+    heartbeats: Prefect's heartbeat thread sleeps in 1 s steps and each (sub)flow run
+    joins it on exit, up to 1 s per run (some 30 runs here); nothing here asserts on them."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     overrides = {**FAST, **env, "HMMTRADER_HOME": str(home), "PREFECT_API_URL": server.api_url}
-    with isolated_env(overrides), temporary_settings({PREFECT_API_URL: server.api_url}):
+    settings = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with isolated_env(overrides), temporary_settings(settings):
         try:
             yield
         finally:  # send the buffered logs while the API is still configured
@@ -64,7 +79,7 @@ def registry_of(home: Path) -> Registry:
     return Registry(config.settings.registry, home)
 
 
-def run_named(api: Api, name: str) -> dict[str, object]:
+def run_named(api: Api, name: str) -> dict[str, Any]:
     runs = api.flow_runs(name={"any_": [name]})
     assert len(runs) >= 1, name
     return max(runs, key=lambda r: str(r["created"]))
@@ -167,58 +182,180 @@ def test_nights_promote_reject_rerun_block_and_dask(
     assert not api.flow_runs(name={"any_": [f"train-{NIGHT3}"]})
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_deploy_worker_runs_nightly_and_cron_schedules(backend: str, tmp_path: Path) -> None:
-    if backend == "postgresql":
-        problem = postgres_problem()
-        if problem and os.environ.get("CI") != "true":
-            pytest.skip(problem)
-        assert problem is None, problem
-    with contextlib_for(backend) as database_url, prefect_server(tmp_path, database_url) as server:
-        api = Api(server.api_url)
-        home = tmp_path / "home"
-        env = cli_env(server.api_url, tmp_path / "prefect-cli",
-                          {**FAST, **LENIENT, "HMMTRADER_HOME": str(home)})  # fmt: skip
+# ---- deployments, a process worker and cron, on SQLite and PostgreSQL -------------------
+#
+# Each backend's scenario (server, `prefect work-pool create`, `prefect deploy --all`, the
+# scheduler's cron runs, a `prefect worker` executing a triggered nightly-retrain run) is
+# other processes from start to end. The module's first test starts them all in one
+# background thread, one after the other, so they run on the second core while the
+# in-process nights above keep the first busy; each deploy test then asserts on what its
+# scenario saw. The background thread reads no os.environ (the nights change it): servers,
+# API clients and the CLI environment are made in the main thread before the nights start.
+
+DEPLOY_TEST = "test_deploy_worker_runs_nightly_and_cron_schedules"
+BACKENDS = ("sqlite", "postgresql")
+
+
+@dataclass
+class Deployed:
+    """What one backend's scenario saw, for its test to assert."""
+
+    home: Path
+    database: str | None  # the PostgreSQL database (dropped when the scenario ended)
+    deploy_out: str
+    deployment: dict[str, Any]
+    scheduled: list[dict[str, Any]]
+    run: dict[str, Any]
+    artifact_keys: set[str]  # of the triggered run and its subflow runs
+    worker_log: str
+
+
+@dataclass
+class Scenario:
+    backend: str
+    tmp: Path
+    server: LocalPrefectServer
+    api: Api
+    env: dict[str, str]
+    database: str | None
+    resources: ExitStack  # the launched server; the database
+
+    def run(self, stop: threading.Event) -> Deployed:
+        try:
+            return self._run(stop)
+        finally:
+            self.resources.close()  # server stopped, database dropped: at once, not at teardown
+
+    def _run(self, stop: threading.Event) -> Deployed:
+        def check() -> None:
+            if stop.is_set():
+                raise RuntimeError(f"{self.backend} deploy scenario cancelled")
+
+        env, api = self.env, self.api
+        assert self.server.process is not None
+        while self.server.process.poll() is None:  # (wait_healthy raises if it exited)
+            check()
+            try:
+                api.get("/health")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.server.wait_healthy()
         prefect_cli(env, "work-pool", "create", "hmmtrader", "--type", "process")
-        out = prefect_cli(env, "--no-prompt", "deploy", "--all", timeout=180)
-        for name in ("nightly-retrain", "backfill", "canary"):
-            assert name in out
+        check()
+        deploy_out = prefect_cli(env, "--no-prompt", "deploy", "--all", timeout=180)
         deployment = api.get("/deployments/name/nightly-retrain/nightly-retrain")
-        assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
-        assert deployment["schedules"][0]["schedule"]["timezone"] == "UTC"
         # the server's scheduler creates the cron runs (02:00 UTC, future days)
-        scheduled: list[dict[str, object]] = []
+        scheduled: list[dict[str, Any]] = []
         for _ in range(60):
+            check()
             scheduled = api.flow_runs(
                 deployment_id={"any_": [deployment["id"]]},
                 state={"type": {"any_": ["SCHEDULED"]}},
             )
             if scheduled:
                 break
-            import time
-
             time.sleep(1)
-        assert scheduled, "no scheduled runs from the cron deployment"
-        for run in scheduled:
-            when = dt.datetime.fromisoformat(str(run["expected_start_time"]))
-            assert (when.hour, when.minute) == (2, 0) and run["auto_scheduled"]
         # an operator triggers a run; the process worker executes it
-        with worker(env, tmp_path / "worker.log"):
+        log = self.tmp / "worker.log"
+        with worker(env, log):
             out = prefect_cli(env, "deployment", "run", "nightly-retrain/nightly-retrain",
-                                  "--param", f"night={NIGHT1}")  # fmt: skip
+                              "--param", f"night={NIGHT1}")  # fmt: skip
             run_id = re.search(r"UUID: ([0-9a-f-]{36})", out)
             assert run_id, out
-            run = api.wait_run(run_id.group(1), timeout_s=420)
-        assert run["state"]["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
-        assert registry_of(home).aliases().get("production") == 1
-        keys = {a["key"] for a in api.artifacts()}
-        assert {"nightly-summary", "canary-hmm-regime", "promotion-hmm-regime"} <= keys
+            try:
+                run = api.wait_run(run_id.group(1), timeout_s=600, stop=stop)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-3000:]}") from None
+        subflows = api.flow_runs(parent_flow_run_id={"any_": [run["id"]]})
+        run_ids = [run["id"], *(r["id"] for r in subflows)]
+        return Deployed(
+            home=self.tmp / "home",
+            database=self.database,
+            deploy_out=deploy_out,
+            deployment=deployment,
+            scheduled=scheduled,
+            run=run,
+            artifact_keys={a["key"] for a in api.artifacts(run_ids)},
+            worker_log=log.read_text(errors="replace"),
+        )
 
 
-@contextmanager
-def contextlib_for(backend: str) -> Iterator[str | None]:
-    if backend == "sqlite":
-        yield None
-        return
-    with postgres_database("hmmtrader_prefect") as name:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+def _scenario(backend: str, tmp: Path, base_env: dict[str, str]) -> Scenario:
+    resources = ExitStack()
+    try:
+        database = None
+        if backend == "postgresql":
+            database = resources.enter_context(postgres_database("hmmtrader_prefect"))
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}" if database else None
+        # launched now, waited for in the background (900 s: it may wait its turn)
+        server = new_server(tmp, url, timeout_s=900).launch()
+        resources.callback(server.stop)
+        extra = {**FAST, **LENIENT, "HMMTRADER_HOME": str(tmp / "home")}
+        env = cli_env(server.api_url, tmp / "prefect-cli", extra, base=base_env)
+        return Scenario(backend, tmp, server, Api(server.api_url), env, database, resources)
+    except BaseException:
+        resources.close()
+        raise
+
+
+def _postgres_skip() -> None:
+    """Skip the PostgreSQL case when no PostgreSQL answers, except under CI=true."""
+    problem = postgres_problem()
+    if problem and os.environ.get("CI") != "true":
+        pytest.skip(problem)
+    assert problem is None, problem
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Deployed]]]:
+    """The scenarios of the deploy tests selected in this session, running in the
+    background from the module's first test on (see above)."""
+    backends = [
+        item.callspec.params["backend"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.module is request.module
+        and item.originalname == DEPLOY_TEST
+    ]
+    if "postgresql" in backends and postgres_problem():
+        backends.remove("postgresql")  # its test skips (or fails under CI=true)
+    base_env = dict(os.environ)
+    stop = threading.Event()
+    futures: dict[str, Future[Deployed]] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy") as pool:
+        try:
+            for backend in BACKENDS:
+                if backend in backends:
+                    scenario = _scenario(backend, tmp_path_factory.mktemp(backend), base_env)
+                    futures[backend] = pool.submit(scenario.run, stop)
+            yield futures
+        finally:
+            stop.set()  # a scenario still going stops at its next check
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deploy_worker_runs_nightly_and_cron_schedules(
+    backend: str, deployed: dict[str, Future[Deployed]]
+) -> None:
+    if backend == "postgresql":
+        _postgres_skip()
+    assert backend in deployed, f"{backend}: PostgreSQL was unreachable when the module began"
+    seen = deployed[backend].result(timeout=840)
+    for name in ("nightly-retrain", "backfill", "canary"):
+        assert name in seen.deploy_out
+    deployment = seen.deployment
+    assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
+    assert deployment["schedules"][0]["schedule"]["timezone"] == "UTC"
+    assert seen.scheduled, "no scheduled runs from the cron deployment"
+    for run in seen.scheduled:
+        when = dt.datetime.fromisoformat(str(run["expected_start_time"]))
+        assert (when.hour, when.minute) == (2, 0) and run["auto_scheduled"]
+    assert seen.run["deployment_id"] == deployment["id"]
+    assert seen.run["state"]["type"] == "COMPLETED", seen.worker_log[-3000:]
+    assert registry_of(seen.home).aliases().get("production") == 1
+    assert {"nightly-summary", "canary-hmm-regime", "promotion-hmm-regime"} <= seen.artifact_keys
+    if backend == "postgresql":
+        assert seen.database and not database_exists(seen.database)  # dropped after
