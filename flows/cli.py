@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -248,6 +249,8 @@ def demo(
             console.print(f"night {night}: {time.perf_counter() - t0:.1f} s", highlight=False)
             if report.stopped:
                 break
+    if reports and any(c.passed for r in reports for c in r.canaries):
+        _replay_node(config, reports[-1].plan.night, hours)
     _summary(config, reports, time.perf_counter() - began)
     if hours != 24:
         console.print(
@@ -257,6 +260,35 @@ def demo(
         )
     if any(r.stopped for r in reports):
         raise typer.Exit(1)
+
+
+def _replay_node(config: AppConfig, day: dt.date, hours: int) -> None:
+    """The trading node in replay mode on the last synthetic hour, against the production
+    version: the live runtime (TradingNode, sandbox fills) on recorded ticks."""
+    import subprocess
+    import sys
+
+    start = dt.datetime.combine(day, dt.time()) + dt.timedelta(hours=hours - 1)
+    end = start + dt.timedelta(hours=1)
+    console.rule(f"trading node, replay of {start:%Y-%m-%d %H:%M}..{end:%H:%M} UTC (production)")
+    command = [
+        str(Path(sys.executable).parent / "hmmtrader"),
+        "--home",
+        str(config.home),
+        "node",
+        "--mode",
+        "replay",
+        *[a for s in config.settings.node.symbols for a in ("--symbol", f"{s}.BINANCE")],
+        "--start",
+        f"{start:%Y-%m-%dT%H:%M}",
+        "--end",
+        f"{end:%Y-%m-%dT%H:%M}",
+        "--no-gate",  # the nights' quality gate checked these days
+    ]
+    code = subprocess.call(command)
+    if code != 0:
+        console.print(f"[red]the replay node exited with {code}[/]")
+        raise typer.Exit(code)
 
 
 def _summary(config: AppConfig, reports: list[NightReport], elapsed: float) -> None:
@@ -302,7 +334,8 @@ def _summary(config: AppConfig, reports: list[NightReport], elapsed: float) -> N
     for command in ui_commands(config):
         console.print(f"  {command}", highlight=False, soft_wrap=True)
     console.print(
-        "  (the live dashboard arrives with the trading node; `hmmtrader models` lists versions)",
+        "  hmmtrader node --mode replay (or paper), hmmtrader ops serve; `hmmtrader models` "
+        "lists versions",
         highlight=False,
     )
 

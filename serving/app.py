@@ -9,7 +9,6 @@ per session and symbol) or the client sends a self-contained window (window mode
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,14 +17,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.auth import ApiError, check_bearer, install_error_handlers
 from serving.metrics import ServingMetrics
 from serving.slots import LoadedModel, ModelLoadError, load_version, now_iso
 from trading.errors import HmmTraderError, InputError
@@ -43,23 +42,6 @@ from trading.strategy.remote import (
 )
 
 log = logging.getLogger("hmmtrader.serving")
-
-
-class ApiError(Exception):
-    """An answer other than 200, with a message for the client."""
-
-    def __init__(self, status: int, message: str, loc: list[str | int] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.loc = loc
-
-
-def _loc_text(loc: list[Any] | tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 class ModelServer:
@@ -443,47 +425,14 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
     async def admin(
         creds: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> None:
-        token = server.settings.token
-        if token is None:
-            raise ApiError(
-                403,
-                "admin endpoints are disabled: the server has no token "
-                "(set HMMTRADER_SERVING__TOKEN and restart it)",
-            )
-        if creds is None or not creds.credentials:
-            raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
-        if not hmac.compare_digest(creds.credentials.encode(), token.get_secret_value().encode()):
-            raise ApiError(403, "wrong bearer token")
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
-        body: dict[str, Any] = {"detail": exc.message}
-        if exc.loc:
-            body["detail"] = f"{_loc_text(exc.loc)}: {exc.message}"
-            body["loc"] = exc.loc
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(body, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-            for e in exc.errors()[:20]
-        ]
-        text = "; ".join(f"{_loc_text(e['loc'])}: {e['msg']}" for e in errors[:5])
-        return JSONResponse({"detail": text, "errors": errors}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": f"internal error ({type(exc).__name__}); see the server log"},
-            status_code=500,
+        check_bearer(
+            creds,
+            server.settings.token,
+            "admin endpoints are disabled: the server has no token "
+            "(set HMMTRADER_SERVING__TOKEN and restart it)",
         )
+
+    install_error_handlers(app, log)
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:

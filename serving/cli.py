@@ -16,6 +16,8 @@ from trading.errors import InputError
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket() as s:
+        # as uvicorn binds: connections of a previous server in TIME_WAIT do not count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

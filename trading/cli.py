@@ -488,4 +488,4 @@ def main() -> None:
 
 
 # the command modules register themselves on `app` (they import it from here)
-from trading import cli_backtest, cli_models  # noqa: E402,F401
+from trading import cli_backtest, cli_models, cli_node  # noqa: E402,F401

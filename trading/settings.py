@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -35,6 +35,13 @@ from trading.strategy.config import BacktestSettings, CanarySettings, StrategySe
 ENV_PREFIX = "HMMTRADER_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+def _blank_is_none(value: Any) -> Any:
+    """`TOKEN=` (empty, as in .env.example) means no token, not an empty one."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
 
 
 class _Frozen(BaseModel):
@@ -195,6 +202,57 @@ class ServingSettings(_Frozen):
     timeout_s: float = Field(default=2.0, gt=0)
     connect_retries: int = Field(default=2, ge=0, le=10)  # only where nothing was sent
 
+    _token = field_validator("token", mode="before")(_blank_is_none)
+
+
+NodeMode = Literal["replay", "paper", "testnet", "live"]
+
+
+class NodeSettings(_Frozen):
+    """The trading node (`hmmtrader node`): modes, inference, replay, kill switch, recording."""
+
+    mode: NodeMode = "paper"  # safe default; live needs TRADING_ENABLED=true and --live
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"], min_length=1)
+    trader_id: str = Field(default="HMMTRADER-001", pattern=r"^[A-Z0-9]+-[0-9]{3}$")
+    inference: Literal["in_process", "remote"] = "in_process"  # remote: serving.url
+    model_poll_s: float = Field(default=10.0, gt=0, le=3600)  # in process: alias hot reload
+    history_rows: int = Field(default=3600, ge=0, le=100_000)  # replayed into a new version
+    inference_retry_s: float = Field(default=1.0, ge=0, le=600)  # after a failure, wait
+    # replay: the lake window and the speed (1: real time, 60: a minute per second, 0: as
+    # fast as the node keeps up); start/end default to the lake's last day
+    speed: float = Field(default=0.0, ge=0)
+    start: str | None = None
+    end: str | None = None
+    starting_balance_usd: float = Field(default=10_000.0, gt=0)  # sandbox account (replay, paper)
+    kill_db: Path | None = None  # default HMMTRADER_HOME/node/node.db
+    start_enabled: bool = True  # a fresh kill-switch database starts with trading enabled
+    switch_poll_s: float = Field(default=0.25, gt=0, le=10)
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+    record_ticks: bool = True  # paper/testnet/live: write received ticks into the lake
+    record_lake: Path | None = None  # another lake root to record into (replay too); None: home
+    record_flush_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [v.strip().upper().removesuffix(".BINANCE") for v in value]
+
+
+class OpsSettings(_Frozen):
+    """The ops API (`hmmtrader ops serve`) and its CLI client (`hmmtrader ops ...`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8060, ge=1, le=65535)
+    url: str = "http://127.0.0.1:8060"  # where `hmmtrader ops status|kill|enable|retrain` go
+    # POSTs need it: HMMTRADER_OPS__TOKEN (environment or .env, never in the YAML)
+    token: SecretStr | None = None
+    prefect_api_url: str | None = None  # None: PREFECT_API_URL
+    deployment: str = "nightly-retrain/nightly-retrain"  # what POST /retrain runs
+    stale_after_s: float = Field(default=10.0, gt=0)  # node heartbeat older: "not running"
+    timeout_s: float = Field(default=5.0, gt=0)
+
+    _token = field_validator("token", "prefect_api_url", mode="before")(_blank_is_none)
+
 
 class Settings(BaseSettings):
     """Application settings; `symbols` comes from configs/symbols.yaml."""
@@ -223,6 +281,8 @@ class Settings(BaseSettings):
     canary: CanarySettings = CanarySettings()
     flows: FlowSettings = FlowSettings()
     serving: ServingSettings = ServingSettings()
+    node: NodeSettings = NodeSettings()
+    ops: OpsSettings = OpsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -233,8 +293,25 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (the YAML file's content, passed by load_settings) has the lowest priority
-        return env_settings, dotenv_settings, init_settings
+        # init (the YAML file's content, passed by load_settings) has the lowest priority.
+        # .env also holds variables of other tools (TRADING_ENABLED, BINANCE_*, PREFECT_*):
+        # only HMMTRADER_* keys are ours
+        return env_settings, _OwnDotEnv(dotenv_settings), init_settings
+
+
+class _OwnDotEnv(PydanticBaseSettingsSource):
+    """The .env source without the keys that are not settings fields (unprefixed ones)."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {k: v for k, v in self.inner().items() if k in fields}
 
 
 class AppConfig(_Frozen):

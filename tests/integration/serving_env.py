@@ -76,13 +76,14 @@ class ServerProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     extra: list[str] = field(default_factory=list)
+    command: tuple[str, ...] = ("serve",)  # ("ops", "serve"): the ops API
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
-        cmd = [HMMTRADER, "--home", str(self.home), "serve", "--port", str(self.port),
+        cmd = [HMMTRADER, "--home", str(self.home), *self.command, "--port", str(self.port),
                "--log-level", "debug", "--access-log", *self.extra]  # fmt: skip
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed by the child's exit)
         self.proc = subprocess.Popen(

@@ -71,6 +71,8 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "Demo finished" in out and "promoted" in out
+    # the trading node replayed the last hour against the production version
+    assert "node replay stopped cleanly" in out, out[-3000:]
     assert re.search(r"hmm-regime\s+│\s+1\s+│\s+new\s+│\s+passed", out)
     commands = [line.strip() for line in out.splitlines() if "--port" in line]
     prefect_cmd = next(c for c in commands if "prefect server start" in c)

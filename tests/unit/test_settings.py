@@ -79,3 +79,23 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 def test_unknown_symbol_lists_configured_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown symbol 'DOGEUSDT'.*BTCUSDT, ETHUSDT"):
         load_settings().symbol("DOGEUSDT")
+
+
+def test_dotenv_with_other_tools_variables_and_empty_tokens(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A .env made from .env.example: unprefixed variables (TRADING_ENABLED, BINANCE_*,
+    PREFECT_*) are not settings, and an empty token means no token."""
+    for key in ("HMMTRADER_SERVING__TOKEN", "HMMTRADER_OPS__TOKEN", "HMMTRADER_NODE__MODE"):
+        monkeypatch.delenv(key, raising=False)
+    (tmp_path / ".env").write_text(
+        "TRADING_ENABLED=false\nBINANCE_API_KEY=\nPREFECT_API_URL=http://127.0.0.1:4200/api\n"
+        "HMMTRADER_SERVING__TOKEN=\nHMMTRADER_OPS__TOKEN=  \nHMMTRADER_NODE__MODE=replay\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings().settings
+    assert settings.node.mode == "replay"
+    assert settings.serving.token is None and settings.ops.token is None
+    (tmp_path / ".env").write_text("HMMTRADER_NODE__MODE=LIVE\n")
+    with pytest.raises(ConfigError, match=r"node\.mode"):
+        load_settings()

@@ -9,6 +9,7 @@ reads). The canary never moves an alias: production is untouched whatever the ou
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -297,7 +298,12 @@ def _backtests(
             if progress is not None:
                 progress(label, fraction)
 
-    relay_thread = threading.Thread(target=relay, name="canary-progress", daemon=True)
+    # the caller's context variables (a Prefect run's settings and logger) go along: without
+    # them Prefect would start a throwaway server for this thread's log lines
+    context_vars = contextvars.copy_context()
+    relay_thread = threading.Thread(
+        target=context_vars.run, args=(relay,), name="canary-progress", daemon=True
+    )
     relay_thread.start()
     try:
         with ProcessPoolExecutor(

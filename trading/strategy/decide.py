@@ -160,6 +160,7 @@ class Decider:
         trade_until_ns: int | None = None,
         kill_engaged: Callable[[], bool] = lambda: False,
         on_block: Callable[[int, str, g.Block], None] | None = None,
+        flatten_engaged: Callable[[], bool] | None = None,
     ) -> None:
         self.limits = limits
         self.venues = venues
@@ -167,9 +168,14 @@ class Decider:
         self.trade_from_ns = trade_from_ns
         self.trade_until_ns = trade_until_ns
         self.kill_engaged = kill_engaged
+        self.flatten_engaged = flatten_engaged or kill_engaged
         self.on_block = on_block
         self.book = RiskBook()
         self.blocks: dict[str, int] = {}
+
+    def count_block(self, now_ns: int, symbol: str, block: g.Block) -> None:
+        """A block decided outside `decide` (e.g. inference unavailable)."""
+        self._block(now_ns, symbol, block)
 
     def _block(self, now_ns: int, symbol: str, block: g.Block) -> None:
         self.blocks[block.reason.value] = self.blocks.get(block.reason.value, 0) + 1
@@ -190,7 +196,7 @@ class Decider:
         position = risk.positions.get(symbol)
         killed = self.kill_engaged()
         if position is not None:
-            return self._manage(position, now_ns, signal, killed)
+            return self._manage(position, now_ns, signal, killed and self.flatten_engaged())
         if signal.action == 0 or now_ns < self.trade_from_ns:
             return None
         if self.trade_until_ns is not None and now_ns >= self.trade_until_ns:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from trading.errors import InputError
+from trading.errors import HmmTraderError, InputError
 from trading.features.descriptor import FEATURES_V1, FeatureSet
 from trading.regime.streams import ModelStreams, StreamHistory
 
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 class ModelMismatchError(InputError):
     """The model cannot read what the strategy computes (feature set or version)."""
+
+
+class InferenceUnavailableError(HmmTraderError):
+    """Inference did not answer (server down, timed out, refused): the strategy takes no
+    new risk on that step, counts LATENCY and tries again later."""
 
 
 class Inference(Protocol):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trading.errors import HmmTraderError
 from trading.features.descriptor import FeatureSet
 from trading.regime import kernel
-from trading.strategy.inference import require_tick_features
+from trading.strategy.inference import InferenceUnavailableError, require_tick_features
 
 # ---- wire format ----------------------------------------------------------------------
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -334,12 +334,15 @@ class RemoteInference:
         require_tick_features(self.feature_set, self.version)
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
-        data = self.client.infer(
-            symbol,
-            np.asarray(row, dtype=np.float64).reshape(1, -1),
-            [ts_ns],
-            feature_version=self.feature_set.version,
-            session=self.session,
-        )
+        try:
+            data = self.client.infer(
+                symbol,
+                np.asarray(row, dtype=np.float64).reshape(1, -1),
+                [ts_ns],
+                feature_version=self.feature_set.version,
+                session=self.session,
+            )
+        except ServingError as exc:
+            raise InferenceUnavailableError(str(exc)) from exc
         self.version = str(data["version"])
         return kernel_row(data["steps"][0])

@@ -34,9 +34,10 @@ from trading.features.v1 import FeatureRow, OnlineFeatures
 from trading.regime import kernel
 from trading.strategy.config import Limits
 from trading.strategy.decide import Book, Close, Decider, Enter, Signal, Venue, Vwap
-from trading.strategy.guardrails import Block
-from trading.strategy.inference import Inference, InProcessInference
+from trading.strategy.guardrails import Block, Reason
+from trading.strategy.inference import Inference, InferenceUnavailableError, InProcessInference
 from trading.strategy.recorder import OrderContext, Recorder
+from trading.strategy.risk import OpenPosition
 
 
 class RegimeStrategyConfig(StrategyConfig, frozen=True):
@@ -50,6 +51,7 @@ class RegimeStrategyConfig(StrategyConfig, frozen=True):
     trade_until_ns: int | None = None  # after it, close everything and take no new risk
     measure_inference_latency: bool = True  # False in backtests: decisions stay reproducible
     progress_every_s: float = 0.0  # >0: call the progress callback this often (event time)
+    inference_retry_s: float = 1.0  # after inference failed, steps skip it this long (wall)
 
 
 @dataclass(slots=True)
@@ -75,10 +77,13 @@ class RegimeStrategy(Strategy):
         kill_engaged: Callable[[], bool] | None = None,
         recorder: Recorder | None = None,
         progress: Callable[[int], None] | None = None,
+        flatten_engaged: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(config)
         self.inference = inference
         self.kill_engaged = kill_engaged or (lambda: False)
+        # the switch asks to close positions too (default: whenever it is engaged)
+        self.flatten_engaged = flatten_engaged or self.kill_engaged
         self.recorder = recorder or Recorder()
         self.progress = progress
         self.decider: Decider | None = None
@@ -86,6 +91,10 @@ class RegimeStrategy(Strategy):
         self._by_name: dict[str, _Symbol] = {}
         self._mids: dict[str, float] = {}
         self._next_progress_ns = 0
+        # inference health (the node's status): failures, the last error, retry time
+        self.inference_failures = 0
+        self.inference_error: str | None = None
+        self._inference_retry_at = 0.0
 
     # ---- lifecycle ----
     def on_start(self) -> None:
@@ -124,8 +133,10 @@ class RegimeStrategy(Strategy):
             trade_from_ns=cfg.trade_from_ns,
             trade_until_ns=cfg.trade_until_ns,
             kill_engaged=self.kill_engaged,
+            flatten_engaged=self.flatten_engaged,
             on_block=self._on_block,
         )
+        self._adopt_open_positions()
 
     def on_stop(self) -> None:
         for slot in self._symbols.values():
@@ -173,8 +184,18 @@ class RegimeStrategy(Strategy):
                 continue
             if self.config.measure_inference_latency:
                 t0 = time.perf_counter()
-                out = inference.step(slot.name, x, row.ts_ns)
+                if t0 < self._inference_retry_at:
+                    self._inference_down(slot.name, now_ns, None)
+                    return
+                try:
+                    out = inference.step(slot.name, x, row.ts_ns)
+                except InferenceUnavailableError as exc:
+                    self._inference_down(slot.name, now_ns, exc)
+                    return
                 inference_ms = (time.perf_counter() - t0) * 1e3
+                if self.inference_error is not None:
+                    self.log.info(f"inference is back (version {inference.version})")
+                    self.inference_error = None
             else:
                 out = inference.step(slot.name, x, row.ts_ns)
             vol_bp = float(row.raw[slot.rv_index])
@@ -258,6 +279,63 @@ class RegimeStrategy(Strategy):
                 )
             )
             self.submit_order(order, position_id=position.id)
+
+    def _inference_down(self, symbol: str, ts_ns: int, exc: Exception | None) -> None:
+        """No answer for this step: no decision (no new risk), counted as LATENCY."""
+        assert self.decider is not None
+        if exc is not None:
+            self.inference_failures += 1
+            if self.inference_error is None:
+                self.log.warning(f"inference unavailable, taking no new risk: {exc}")
+            self.inference_error = str(exc)
+            self._inference_retry_at = time.perf_counter() + self.config.inference_retry_s
+        self.decider.count_block(
+            ts_ns, symbol, Block(Reason.LATENCY, f"inference unavailable: {self.inference_error}")
+        )
+        # an open position is still managed (hold time, session end, kill switch) on a
+        # signal that asks for nothing
+        slot = self._by_name[symbol]
+        if self.decider.book.positions.get(symbol) is not None:
+            idle = Signal(-1, 0, math.nan, math.nan, math.nan, math.nan)
+            decision = self.decider.decide(
+                symbol, ts_ns, idle, slot.book, self._mids, slot.vwap.value(ts_ns)
+            )
+            if isinstance(decision, Close):
+                self._close_all(slot, decision.reason, None, ts_ns)
+
+    def engage_kill(self, flatten: bool) -> None:
+        """The kill switch was engaged: cancel open orders now and, with `flatten` (and the
+        strategy's flatten_on_kill), close every open position without waiting for a tick."""
+        for slot in self._symbols.values():
+            self.cancel_all_orders(slot.instrument.id)
+            if flatten and self.config.limits.flatten_on_kill:
+                position = self.decider.book.positions.get(slot.name) if self.decider else None
+                if position is not None and position.closing:
+                    continue
+                if position is not None:
+                    position.closing = True
+                self._close_all(slot, "kill")
+
+    def _adopt_open_positions(self) -> None:
+        """Positions already open when the strategy starts (a live venue's reconciliation
+        after a restart) enter the risk book, so they are managed and counted."""
+        assert self.decider is not None
+        for slot in self._symbols.values():
+            for position in self.cache.positions_open(instrument_id=slot.instrument.id):
+                self.decider.book.on_entry_submitted(
+                    OpenPosition(
+                        slot.name,
+                        1 if position.is_long else -1,
+                        float(position.quantity),
+                        float(position.avg_px_open),
+                        int(position.ts_opened),
+                        -1,
+                    )
+                )
+                self.decider.book.on_entry_filled(
+                    slot.name, float(position.quantity), float(position.avg_px_open)
+                )
+                self.log.warning(f"adopted open position {position.id} of {slot.name}")
 
     def _on_block(self, ts_ns: int, symbol: str, block: Block) -> None:
         self.recorder.block(ts_ns, symbol, block.reason.value, block.detail)

@@ -1,0 +1,202 @@
+"""Paper and testnet nodes build offline (no connection is attempted), live refuses without
+both opt-ins, and the Binance environment is always the adapter's enum: no combination of
+strings and environment variables reaches live endpoints unless live was requested."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli_env import cli, config_for, isolated_env
+from tests.integration.serving_env import model_and_rows, register, registry_at
+from trading.errors import InputError
+from trading.node.runner import NodeOptions, run_node
+from trading.node.venues import (
+    LIVE_HOSTS,
+    NodeSecrets,
+    VenueConfigs,
+    binance_configs,
+    check_mode,
+    endpoints,
+)
+
+pytestmark = [pytest.mark.integration]
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+ENV_COMBOS = [
+    {},
+    {"HMMTRADER_NODE__MODE": "live"},
+    {"TRADING_ENABLED": "true"},
+    {"BINANCE_API_KEY": "live-key", "BINANCE_API_SECRET": "live-secret"},
+    {"BINANCE_ENVIRONMENT": "LIVE", "BINANCE_TESTNET": "false"},
+    {"TRADING_ENABLED": "true", "HMMTRADER_NODE__MODE": "live", "BINANCE_API_KEY": "k",
+     "BINANCE_API_SECRET": "s"},
+]  # fmt: skip
+TESTNET_KEYS = {"BINANCE_TESTNET_API_KEY": "tn-key", "BINANCE_TESTNET_API_SECRET": "tn-secret"}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("node-build") / "home"
+    with isolated_env({}):
+        model, ts, X = model_and_rows(4)
+        registry = registry_at(home)
+        registry.promote(register(registry, model, ts, X, "build"), force=True, reason="test")
+    return home
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Any attempt to open a network connection is recorded and fails."""
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    yield attempts
+
+
+def _live_hosts(urls: dict[str, str]) -> list[str]:
+    return [u for u in urls.values() if any(h in u for h in LIVE_HOSTS)]
+
+
+@pytest.mark.parametrize("env", ENV_COMBOS, ids=lambda e: ",".join(e) or "plain")
+@pytest.mark.parametrize("mode", ["paper", "testnet"])
+def test_environment_is_the_enum_and_never_live_unless_asked(
+    mode: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nautilus_trader.adapters.binance.common.enums import BinanceEnvironment
+
+    for key, value in {**env, **TESTNET_KEYS}.items():
+        monkeypatch.setenv(key, value)
+    configs = binance_configs(check_mode(mode), SYMBOLS, NodeSecrets())
+    urls = endpoints(configs)
+    assert isinstance(configs.data.environment, BinanceEnvironment)
+    if mode == "testnet":
+        assert configs.data.environment is BinanceEnvironment.TESTNET
+        assert configs.execution.environment is BinanceEnvironment.TESTNET
+        assert _live_hosts(urls) == [], urls
+        assert configs.data.api_key == "tn-key"  # never the live key
+    else:  # paper: the live public market data, no keys, fills in the sandbox
+        assert configs.execution is None and configs.data.api_key is None
+        assert urls["execution_http"].startswith("sandbox")
+        assert _live_hosts({k: v for k, v in urls.items() if k.startswith("execution")}) == []
+
+
+def test_a_plain_string_would_have_been_live() -> None:
+    """The trap the enum avoids: the adapter accepts the string and resolves it to LIVE."""
+    from nautilus_trader.adapters.binance import BinanceAccountType, BinanceDataClientConfig
+
+    bad = BinanceDataClientConfig(account_type=BinanceAccountType.SPOT, environment="TESTNET")
+    assert _live_hosts(endpoints(VenueConfigs(bad, None)))
+    for text in ("TESTNET", "Testnet", "LIVE", "demo", ""):
+        with pytest.raises(InputError, match="unknown node mode"):
+            check_mode(text)
+
+
+@pytest.mark.parametrize(
+    ("env", "flag", "missing"),
+    [
+        ({}, False, ["TRADING_ENABLED=true", "--live flag"]),
+        ({"TRADING_ENABLED": "true"}, False, ["--live flag"]),
+        ({"TRADING_ENABLED": "false"}, True, ["TRADING_ENABLED=true"]),
+        ({}, True, ["TRADING_ENABLED=true"]),
+    ],
+)
+def test_live_refuses_without_both_opt_ins(
+    home: Path,
+    env: dict[str, str],
+    flag: bool,
+    missing: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_network: list[object],
+) -> None:
+    monkeypatch.delenv("TRADING_ENABLED", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    args = ["node", "--mode", "live", "--symbol", "BTCUSDT.BINANCE"] + (["--live"] if flag else [])
+    assert cli(home, *args) == 1
+    err = capsys.readouterr().err
+    assert "refusing to start a LIVE node" in err
+    for item in missing:
+        assert item in err
+    assert no_network == []
+
+
+def test_live_flag_with_another_mode_is_refused(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(home, "node", "--mode", "paper", "--live") == 1
+    assert "--live is only for --mode live" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["paper", "testnet"])
+def test_paper_and_testnet_nodes_build_offline(
+    mode: str, home: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[object]
+) -> None:
+    for key, value in TESTNET_KEYS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HMMTRADER_NODE__KILL_DB", str(home / f"{mode}.db"))
+    with isolated_env({"HMMTRADER_NODE__KILL_DB": str(home / f"{mode}.db")}):
+        config = config_for(home)
+        lines: list[str] = []
+        result = run_node(
+            config, NodeOptions(mode=mode, symbols=SYMBOLS, build_only=True), echo=lines.append
+        )
+    assert no_network == []  # built without a single connection attempt
+    clients = result.summary["clients"]
+    assert clients["data"] == "BinanceDataClientConfig"
+    expected_exec = "SimVenueConfig" if mode == "paper" else "BinanceExecClientConfig"
+    assert clients["execution"] == expected_exec
+    assert clients["environment"] == (
+        "BinanceEnvironment.TESTNET" if mode == "testnet" else "BinanceEnvironment.LIVE"
+    )
+    text = "\n".join(lines)
+    assert f"node {mode}" in text
+    if mode == "testnet":
+        assert "testnet.binance.vision" in text and "api.binance.com" not in text
+    else:
+        assert "sandbox" in text
+
+
+def test_in_process_inference_follows_the_production_alias(home: Path) -> None:
+    """The node's in-process inference hot-reloads when `production` moves (taking over the
+    streams' history) and never takes a version that fails to load or to fit."""
+    import numpy as np
+
+    from tests.integration.serving_env import broken
+    from trading.node.inference import ReloadingInference
+    from trading.strategy.inference import InProcessInference
+
+    with isolated_env({}):
+        registry = registry_at(home)
+        inference = ReloadingInference(registry, "production", poll_s=3600, history_rows=500)
+        v1 = inference.version
+        model3, ts, X = model_and_rows(3)
+        v2 = register(registry, model3, ts, X, "reload-3")
+        for i in range(200):
+            inference.step("BTCUSDT", X[i], int(ts[i]))
+        inference.check_now()
+        assert inference.version == v1  # the alias has not moved
+        registry.promote(v2, force=True, reason="test")
+        inference.check_now()
+        out = inference.step("BTCUSDT", X[200], int(ts[200]))
+        assert inference.version == str(v2) and inference.swaps == 1
+        # the new version continued the stream as if it had seen it from the start
+        fresh = InProcessInference(registry.load(v2)[0], v2)
+        for i in range(200):
+            fresh.step("BTCUSDT", X[i], int(ts[i]))
+        assert np.array_equal(out, fresh.step("BTCUSDT", X[200], int(ts[200])))
+        v3 = register(registry, broken(model3), ts, X, "reload-broken")
+        registry.promote(v3, force=True, reason="test")
+        inference.check_now()
+        inference.step("BTCUSDT", X[201], int(ts[201]))
+        assert inference.version == str(v2)  # still trading v2
+        assert inference.last_error is None or str(v3) in inference.last_error

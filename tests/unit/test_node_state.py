@@ -1,0 +1,67 @@
+"""The node's state file: the kill switch survives restarts, an unclean end engages it
+(without flattening), a clean end does not, the order journal counts an order once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trading.errors import InputError
+from trading.node.state import NodeState
+
+
+def test_fresh_state_then_unclean_and_clean_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "node" / "node.db"
+    state = NodeState(db)
+    assert state.switch().trading_enabled
+    first = state.start_session("replay", "run-a", pid=111)
+    assert not first.unclean and first.previous is None and first.switch.trading_enabled
+    # no end_session: the process died (SIGKILL, power loss)
+    second = NodeState(db).start_session("replay", "run-a", pid=222)
+    assert second.unclean and second.previous is not None and second.previous.pid == 111
+    assert second.switch.engaged and not second.switch.flatten  # positions stay as they were
+    assert "unclean shutdown" in second.switch.reason and "pid 111" in second.switch.reason
+    NodeState(db).end_session(second.session.id)
+    # a clean end does not re-enable: the switch stays as a person left it
+    third = NodeState(db).start_session("paper", "run-b")
+    assert not third.unclean and third.switch.engaged
+    state.enable("checked the positions", "alice")
+    state.end_session(third.session.id)
+    fourth = state.start_session("paper", "run-b")
+    assert not fourth.unclean and fourth.switch.trading_enabled
+    actions = [(e["action"], e["actor"]) for e in state.events()]
+    assert actions[:2] == [("enable", "alice"), ("engage", "node")]
+
+
+def test_engage_records_flatten_and_start_disabled_option(tmp_path: Path) -> None:
+    state = NodeState(tmp_path / "a.db")
+    engaged = state.engage("drawdown", "ops-api", flatten=True)
+    assert engaged.engaged and engaged.flatten and engaged.changed_by == "ops-api"
+    assert NodeState(tmp_path / "a.db").switch().engaged  # persisted
+    assert NodeState(tmp_path / "b.db", start_enabled=False).switch().engaged
+
+
+def test_journal_counts_each_order_once_and_cursor(tmp_path: Path) -> None:
+    state = NodeState(tmp_path / "n.db")
+    sid = state.start_session("replay", "r").session.id
+    args = ("O-1", "BTCUSDT", "entry", 1, 50_000.0, 1_000, sid)
+    assert state.journal_order("r", "BTCUSDT:entry:1:1000", *args) is True
+    assert state.journal_order("r", "BTCUSDT:entry:1:1000", *args) is False  # recovered
+    assert state.journal_order("other", "BTCUSDT:entry:1:1000", *args) is True
+    assert [o["client_order_id"] for o in state.orders("r")] == ["O-1"]
+    state.heartbeat(sid, {"mode": "replay"}, cursor_ns=500)
+    assert state.last_cursor("r") == 1_000  # the journal is ahead of the heartbeat
+    state.heartbeat(sid, {"mode": "replay", "x": 1}, cursor_ns=2_000)
+    assert state.last_cursor("r") == 2_000
+    body, _, session = state.status() or ({}, "", 0)
+    assert body == {"mode": "replay", "x": 1} and session == sid
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "node.db"
+    bad.write_text("this is not sqlite " * 100)
+    with pytest.raises(InputError, match="not a usable node state database"):
+        NodeState(bad)
+    with pytest.raises(InputError, match="is a directory"):
+        NodeState(tmp_path)

@@ -1,0 +1,82 @@
+"""`hmmtrader node`: the trading node (replay, paper, testnet, live)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trading.cli import _config, app, console
+from trading.cli_backtest import _print_summary
+
+
+@app.command("node")
+def node_cmd(
+    mode: Annotated[
+        str | None,
+        typer.Option(help="replay (lake, offline), paper, testnet or live (default node.mode)."),
+    ] = None,
+    symbol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--symbol", help="Instrument, repeatable: BTCUSDT.BINANCE (default node.symbols)."
+        ),
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Required (with TRADING_ENABLED=true) for live mode.")
+    ] = False,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Replay pace: 1 real time, 60 a minute per second, 0 as fast as possible."
+        ),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Replay: first UTC day or time (default: last lake day).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Replay: last UTC day or end time.")] = None,
+    inference: Annotated[
+        str | None,
+        typer.Option(help="in_process (registry, hot reload) or remote (serving.url)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Replay run directory (default <home>/runs/node-replay-*).")
+    ] = None,
+    gate: Annotated[
+        bool, typer.Option(help="Replay: run the data-quality gate on the window first.")
+    ] = True,
+    max_seconds: Annotated[
+        float | None, typer.Option(min=0.1, help="Stop after this many seconds (wall clock).")
+    ] = None,
+) -> None:
+    """Run the NautilusTrader trading node with the regime strategy. Stop with Ctrl-C or
+    SIGTERM (a clean stop); after a crash it starts with trading disabled."""
+    from trading.node.runner import NodeOptions, run_node
+
+    config = _config()
+    node = config.settings.node
+    opts = NodeOptions(
+        mode=mode or node.mode,
+        symbols=list(symbol) if symbol else list(node.symbols),
+        live=live,
+        speed=speed,
+        start=start,
+        end=end,
+        inference=inference,
+        run_dir=out,
+        max_seconds=max_seconds,
+        gate=gate,
+    )
+    result = run_node(config, opts, echo=lambda text: console.print(text, highlight=False))
+    if result.summary.get("net_pnl_usd") is not None:
+        _print_summary(result.summary, f"node {result.mode}")
+    status = result.summary.get("status", {})
+    console.print(
+        f"node {result.mode} stopped cleanly after {result.elapsed_s:.1f} s: "
+        f"{result.ticks:,} ticks, {result.new_orders} new orders"
+        + (f", {result.recovered_orders} recovered" if result.recovered_orders else "")
+        + f"; realized PnL {status.get('realized_pnl_usd', 0.0):+.2f} USD"
+        + (f"; run directory {result.run_dir}" if result.run_dir else ""),
+        highlight=False,
+    )

@@ -1,0 +1,1 @@
+"""The trading node: modes, venues, kill switch and state, ops status."""

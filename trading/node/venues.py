@@ -1,0 +1,155 @@
+"""Which venue each node mode talks to, and the opt-ins live trading needs.
+
+The Binance adapter takes `environment=BinanceEnvironment.*`; a plain string such as
+"TESTNET" is accepted without a word and resolves to LIVE endpoints and keys (see
+LIBRARY_NOTES). So the environment is derived here from the validated mode, only ever as
+the enum, and `endpoints()` reports the hosts a built configuration would reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trading.errors import ConfigError, InputError
+
+MODES = ("replay", "paper", "testnet", "live")
+LIVE_HOSTS = ("api.binance.com", "stream.binance.com", "ws-api.binance.com")
+
+
+class NodeSecrets(BaseSettings):
+    """Plain (unprefixed) variables from the environment or `.env`: the live opt-in and
+    the Binance keys. Never logged."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    trading_enabled: bool = False
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+    binance_testnet_api_key: SecretStr | None = None
+    binance_testnet_api_secret: SecretStr | None = None
+
+
+def load_secrets() -> NodeSecrets:
+    from pydantic import ValidationError
+
+    try:
+        return NodeSecrets()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "?"
+        raise ConfigError(f"{name}: {err['msg']} (set it to true or false)") from None
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InputError(f"unknown node mode {mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+def require_live_opt_in(mode: str, live_flag: bool, secrets: NodeSecrets) -> None:
+    """Live trading needs both TRADING_ENABLED=true and --live; say exactly what is missing.
+    --live with another mode is refused too (it would be a typo with real money)."""
+    if mode != "live":
+        if live_flag:
+            raise InputError(f"--live is only for --mode live (this node is --mode {mode})")
+        return
+    missing = []
+    if not secrets.trading_enabled:
+        missing.append("TRADING_ENABLED=true in the environment or .env")
+    if not live_flag:
+        missing.append("the --live flag on the command line")
+    if missing:
+        raise InputError(
+            "refusing to start a LIVE node (real orders, real money): missing "
+            + " and ".join(missing)
+            + ". Both opt-ins are required; use --mode paper or --mode testnet to try it first."
+        )
+    if secrets.binance_api_key is None or secrets.binance_api_secret is None:
+        raise InputError(
+            "live mode needs BINANCE_API_KEY and BINANCE_API_SECRET in the environment or .env"
+        )
+
+
+def binance_environment(mode: str) -> Any:
+    """The adapter's enum for a mode's market data (paper reads the live public feed)."""
+    from nautilus_trader.adapters.binance.common.enums import BinanceEnvironment
+
+    check_mode(mode)
+    if mode == "testnet":
+        return BinanceEnvironment.TESTNET
+    if mode in ("paper", "live"):
+        return BinanceEnvironment.LIVE
+    raise InputError("replay mode has no Binance environment (it plays the lake)")
+
+
+@dataclass(frozen=True)
+class VenueConfigs:
+    data: Any  # BinanceDataClientConfig
+    execution: Any | None  # BinanceExecClientConfig; None: sandbox fills (paper)
+
+
+def binance_configs(mode: str, symbols: list[str], secrets: NodeSecrets) -> VenueConfigs:
+    """Binance data (and, for testnet and live, execution) client configurations. Paper
+    uses the public live market data without keys; testnet uses the spot testnet with
+    BINANCE_TESTNET_API_KEY/SECRET; live uses BINANCE_API_KEY/SECRET."""
+    from nautilus_trader.adapters.binance import (
+        BinanceAccountType,
+        BinanceDataClientConfig,
+        BinanceExecClientConfig,
+    )
+    from nautilus_trader.config import InstrumentProviderConfig
+
+    environment = binance_environment(mode)
+    provider = InstrumentProviderConfig(load_ids=frozenset(f"{s}.BINANCE" for s in symbols))
+    if mode == "testnet":
+        key, secret = secrets.binance_testnet_api_key, secrets.binance_testnet_api_secret
+        if key is None or secret is None:
+            raise InputError(
+                "testnet mode needs BINANCE_TESTNET_API_KEY and BINANCE_TESTNET_API_SECRET "
+                "(create them on testnet.binance.vision) in the environment or .env"
+            )
+    elif mode == "live":
+        key, secret = secrets.binance_api_key, secrets.binance_api_secret
+    else:
+        key = secret = None  # paper: public market data only, never an account
+    api_key = key.get_secret_value() if key else None
+    api_secret = secret.get_secret_value() if secret else None
+    data = BinanceDataClientConfig(
+        api_key=api_key,
+        api_secret=api_secret,
+        account_type=BinanceAccountType.SPOT,
+        environment=environment,
+        instrument_provider=provider,
+    )
+    execution = None
+    if mode in ("testnet", "live"):
+        execution = BinanceExecClientConfig(
+            api_key=api_key,
+            api_secret=api_secret,
+            account_type=BinanceAccountType.SPOT,
+            environment=environment,
+            instrument_provider=provider,
+        )
+    return VenueConfigs(data, execution)
+
+
+def endpoints(configs: VenueConfigs) -> dict[str, str]:
+    """The hosts the built clients would reach, resolved the way the adapter resolves them
+    (`environment or LIVE`, then its URL tables), without connecting."""
+    from nautilus_trader.adapters.binance.common.urls import get_http_base_url, get_ws_base_url
+
+    out = {}
+    for name, cfg in (("data", configs.data), ("execution", configs.execution)):
+        if cfg is None:
+            out[f"{name}_http"] = out[f"{name}_ws"] = "sandbox (simulated, in process)"
+            continue
+        from nautilus_trader.adapters.binance.common.enums import BinanceEnvironment
+
+        env = cfg.environment or BinanceEnvironment.LIVE
+        out[f"{name}_http"] = cfg.base_url_http or get_http_base_url(cfg.account_type, env, False)
+        out[f"{name}_ws"] = cfg.base_url_ws or get_ws_base_url(cfg.account_type, env, False)
+    return out
