@@ -99,6 +99,14 @@ class MlHealth(_Loose):
     latency_blocks: int | None = None
 
 
+class Regime(_Loose):
+    state: int | None = Field(default=None, description="the active regime state")
+    posterior: list[float] | None = Field(default=None, description="per state")
+    confidence: float | None = None
+    drift: float | None = None
+    action: int | None = Field(default=None, description="-1 SELL, 0 HOLD, 1 BUY")
+
+
 class StatusResponse(BaseModel):
     """Body fields (mode ... blocks) come from the node's latest heartbeat snapshot; null
     when no node ever wrote one."""
@@ -113,6 +121,10 @@ class StatusResponse(BaseModel):
     positions: list[Position] | None = None
     realized_pnl_usd: float | None = None
     unrealized_pnl_usd: float | None = None
+    realized_by_symbol: dict[str, float] | None = None
+    unrealized_by_symbol: dict[str, float] | None = None
+    equity_usd: float | None = Field(default=None, description="account balance + open PnL")
+    regime: dict[str, Regime] | None = Field(default=None, description="per symbol, last step")
     ml_health: MlHealth | None = Field(default=None, description="the snapshot's `model` object")
     orders: int | None = None
     market_time: str | None = None
@@ -220,6 +232,10 @@ def build_status(state: NodeState, ops: OpsSettings) -> StatusResponse:
     out.positions = _field(body, "positions", list[Position], errors)
     out.realized_pnl_usd = _field(body, "realized_pnl_usd", float, errors)
     out.unrealized_pnl_usd = _field(body, "unrealized_pnl_usd", float, errors)
+    out.realized_by_symbol = _field(body, "realized_by_symbol", dict[str, float], errors)
+    out.unrealized_by_symbol = _field(body, "unrealized_by_symbol", dict[str, float], errors)
+    out.equity_usd = _field(body, "equity_usd", float, errors)
+    out.regime = _field(body, "regime", dict[str, Regime], errors)
     out.orders = _field(body, "orders", int, errors)
     out.market_time = _field(body, "market_time", str, errors)
     out.blocks = _field(body, "blocks", dict[str, int], errors)

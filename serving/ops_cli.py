@@ -38,7 +38,27 @@ UrlOption = Annotated[
 ]
 
 
-# ---- the server ---------------------------------------------------------------------------
+# ---- the servers --------------------------------------------------------------------------
+def _check_log_level(level: str) -> None:
+    if level.lower() not in ("debug", "info", "warning", "error"):
+        raise InputError(f"--log-level must be debug, info, warning or error, got {level!r}")
+
+
+def _run_uvicorn(application: Any, host: str, port: int, log_level: str, access_log: bool) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=access_log,
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        ws="websockets-sansio",  # the dashboard's /ws
+    )
+
+
 @ops_app.command("serve")
 def serve_cmd(
     host: Annotated[str | None, typer.Option(help="Interface (default ops.host).")] = None,
@@ -50,15 +70,12 @@ def serve_cmd(
 ) -> None:
     """Serve the ops API (FastAPI + uvicorn): GET /status, /metrics; POST /kill, /enable,
     /retrain with the bearer token HMMTRADER_OPS__TOKEN. Stop with Ctrl-C (or SIGTERM)."""
-    import uvicorn
-
     from serving.cli import _check_port, configure_logging
     from serving.ops import create_ops_app, prefect_api_url
     from trading.node.state import state_path
     from trading.settings import OpsSettings
 
-    if log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise InputError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    _check_log_level(log_level)
     config = _config()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     ops = OpsSettings.model_validate({**config.settings.ops.model_dump(), **overrides})
@@ -75,15 +92,46 @@ def serve_cmd(
         highlight=False,
         soft_wrap=True,
     )
-    uvicorn.run(
-        application,
-        host=ops.host,
-        port=ops.port,
-        log_level=log_level.lower(),
-        access_log=access_log,
-        timeout_graceful_shutdown=5,
-        server_header=False,
+    _run_uvicorn(application, ops.host, ops.port, log_level, access_log)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    host: Annotated[str | None, typer.Option(help="Interface (default dashboard.host).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port (default dashboard.port, 8050)."),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the live dashboard: equity and PnL, each symbol's regime state and posterior,
+    guardrail counts, model version, kill switch (button: ops token); past runs under
+    HMMTRADER_HOME/runs. Also serves the ops API (/status, /kill, /enable, /metrics)."""
+    from serving.cli import _check_port, configure_logging
+    from serving.dashboard import create_dashboard_app
+    from trading.node.state import state_path
+    from trading.settings import DashboardSettings
+
+    _check_log_level(log_level)
+    config = _config()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    board = DashboardSettings.model_validate(
+        {**config.settings.dashboard.model_dump(), **overrides}
     )
+    settings = config.settings.model_copy(update={"dashboard": board})
+    config = config.model_copy(update={"settings": settings})
+    _check_port(board.host, board.port)
+    configure_logging(log_level)
+    application = create_dashboard_app(config)
+    token = "set" if config.settings.ops.token is not None else "NOT set: the kill button is off"
+    console.print(
+        f"dashboard on http://{board.host}:{board.port} (state {state_path(config)}; runs "
+        f"{board.runs_dir or config.home / 'runs'}; ops token {token}); metrics at /metrics",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _run_uvicorn(application, board.host, board.port, log_level, access_log)
 
 
 # ---- the client ---------------------------------------------------------------------------

@@ -231,6 +231,10 @@ class NodeSettings(_Frozen):
     record_ticks: bool = True  # paper/testnet/live: write received ticks into the lake
     record_lake: Path | None = None  # another lake root to record into (replay too); None: home
     record_flush_s: float = Field(default=60.0, gt=0, le=3600)
+    # Prometheus /metrics of the node (trading.node.metrics); port 0 turns it off
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=8070, ge=0, le=65535)
+    history_points: int = Field(default=20_000, ge=100, le=1_000_000)  # dashboard history kept
 
     @field_validator("symbols")
     @classmethod
@@ -252,6 +256,19 @@ class OpsSettings(_Frozen):
     timeout_s: float = Field(default=5.0, gt=0)
 
     _token = field_validator("token", "prefect_api_url", mode="before")(_blank_is_none)
+
+
+class DashboardSettings(_Frozen):
+    """The live dashboard (`hmmtrader dashboard`): the ops API plus the page, on its own port.
+    Its POSTs (the kill button) use ops.token."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, ge=1, le=65535)
+    url: str = "http://127.0.0.1:8050"  # where `hmmtrader quickcheck` looks for it
+    push_s: float = Field(default=1.0, gt=0, le=60)  # WebSocket update interval
+    history_points: int = Field(default=3600, ge=10, le=100_000)  # sent to a new page
+    runs_dir: Path | None = None  # past runs to open; None: HMMTRADER_HOME/runs
+    max_points: int = Field(default=2000, ge=100, le=100_000)  # per series of a past run
 
 
 class Settings(BaseSettings):
@@ -283,6 +300,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     node: NodeSettings = NodeSettings()
     ops: OpsSettings = OpsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -53,6 +53,7 @@ def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "HMMTRADER_NODE__HEARTBEAT_S": "0.3",
             "HMMTRADER_NODE__SWITCH_POLL_S": "0.1",
+            "HMMTRADER_NODE__METRICS_PORT": "0",  # a test that reads them sets a free port
         }
     )
     env.update(extra or {})

@@ -61,7 +61,9 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
     # the real console script in its own process, as `make demo` runs it (Prefect's logging
     # set up there, not on pytest's captured streams)
     home = tmp_path / "home"
-    with isolated_env({**FAST, **LENIENT, "COLUMNS": "200"}):
+    # the replay node's metrics on a free port (8070 may be another test's)
+    metrics = {"HMMTRADER_NODE__METRICS_PORT": str(free_port())}
+    with isolated_env({**FAST, **LENIENT, **metrics, "COLUMNS": "200"}):
         env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(

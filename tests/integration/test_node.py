@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.integration.cli_env import cli, isolated_env
+from tests.integration.mlflow_server import free_port
 from tests.integration.node_env import (
     DAY,
     ENV,
@@ -124,7 +125,9 @@ def test_remote_inference_outage_takes_no_risk_and_recovers(home: Path, tmp_path
     srv = server(home, tmp_path / "serve.log").start()
     srv.wait_ready(1)
     out, db = tmp_path / "replay", tmp_path / "node.db"
-    env = node_env({"HMMTRADER_SERVING__URL": srv.url, "HMMTRADER_NODE__KILL_DB": str(db)})
+    metrics_port = free_port()
+    env = node_env({"HMMTRADER_SERVING__URL": srv.url, "HMMTRADER_NODE__KILL_DB": str(db),
+                    "HMMTRADER_NODE__METRICS_PORT": str(metrics_port)})  # fmt: skip
     # a long window: the server's restart takes a while on a loaded machine; the test stops
     # the node once trading has resumed
     node = NodeProcess(home, ["--inference", "remote", "--speed", "150", "--no-gate",
@@ -145,6 +148,7 @@ def test_remote_inference_outage_takes_no_risk_and_recovers(home: Path, tmp_path
         srv.stop()  # SIGTERM to its process group: the server is gone
         wait_for("the outage seen", lambda: status_body(db)["model"]["healthy"] is False, node)
         seen_down = status_body(db)
+        down_metrics = _scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         srv.start()  # same port
         wait_for("recovery", lambda: status_body(db)["model"]["healthy"] is True, node)
         up_at = _market_ns(db)
@@ -158,6 +162,13 @@ def test_remote_inference_outage_takes_no_risk_and_recovers(home: Path, tmp_path
     assert "stopped cleanly" in node.log()
     assert state.last_session().clean is True  # SIGTERM is a clean stop: no kill switch
     assert seen_down["model"]["last_error"] and seen_down["model"]["latency_blocks"] > 0
+    # the node's Prometheus metrics said so too
+    latency_total = sum(v for (name, labels), v in down_metrics.items()
+                        if name == "guardrail_trigger_total" and ("reason", "LATENCY") in labels)  # fmt: skip
+    assert latency_total > 0
+    info = [labels for name, labels in down_metrics if name == "model_version_info"]
+    assert info and ("inference", "remote") in info[0] and ("version", "1") in info[0]
+    assert sum(v for (name, _), v in down_metrics.items() if name == "state_active") == 2
     assert {p.name for p in out.iterdir()} >= RUN_FILES - {"data_quality_issues.csv"}
     guard = pd.read_csv(out / "guardrails.csv")
     latency = guard[(guard["reason"] == "LATENCY")
@@ -178,6 +189,17 @@ def test_remote_inference_outage_takes_no_risk_and_recovers(home: Path, tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["guardrail_blocks"]["LATENCY"] == len(guard[guard["reason"] == "LATENCY"])
     assert summary["finished"] is False  # stopped by the signal, before the window's end
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url, timeout=5).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _market_ns(db: Path) -> int:

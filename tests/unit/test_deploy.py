@@ -32,6 +32,7 @@ SERVICES = (
     "hmmtrader-node.service",
     "hmmtrader-serve.service",
     "hmmtrader-ops.service",
+    "hmmtrader-dashboard.service",
     "hmmtrader-prefect-server.service",
     "hmmtrader-prefect-worker.service",
     "hmmtrader-mlflow.service",
@@ -296,6 +297,7 @@ def test_units_run_the_documented_commands() -> None:
     assert start("hmmtrader-node.service") == f"{INSTALL_BIN}hmmtrader node"
     assert start("hmmtrader-serve.service") == f"{INSTALL_BIN}hmmtrader serve"
     assert start("hmmtrader-ops.service") == f"{INSTALL_BIN}hmmtrader ops serve"
+    assert start("hmmtrader-dashboard.service") == f"{INSTALL_BIN}hmmtrader dashboard"
     assert start("hmmtrader-prefect-server.service") == (
         f"{INSTALL_BIN}prefect server start --host 127.0.0.1 --port 4200"
     )

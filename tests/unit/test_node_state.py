@@ -65,3 +65,27 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         NodeState(bad)
     with pytest.raises(InputError, match="is a directory"):
         NodeState(tmp_path)
+
+
+def test_history_points_per_session_pruned_to_the_newest(tmp_path: Path) -> None:
+    state = NodeState(tmp_path / "node.db")
+    first = state.start_session("replay", "k#1").session.id
+    body = {"market_time": "2025-01-01T00:00:00+00:00", "equity_usd": 10_000.0,
+            "realized_pnl_usd": 0.0, "unrealized_pnl_usd": 0.0,
+            "regime": {"BTCUSDT": {"state": 2, "confidence": 0.7, "posterior": [0, 0, 1]}}}  # fmt: skip
+    for i in range(250):
+        state.heartbeat(first, {**body, "equity_usd": 10_000.0 + i}, keep_points=120)
+    state.heartbeat(first, body)  # keep_points 0: the snapshot only, no point
+    points = state.history(limit=1000)
+    # pruned at the 100th and 200th point: the newest 120 at each prune survive
+    assert 120 <= len(points) <= 220
+    assert (
+        points[-1]["equity_usd"] == 10_249.0 and points[0]["equity_usd"] < points[-1]["equity_usd"]
+    )
+    assert points[-1]["states"] == {"BTCUSDT": {"state": 2, "confidence": 0.7}}
+    state.end_session(first)
+    second = state.start_session("replay", "k#2").session.id
+    assert state.history() == state.history(session_id=first)  # the latest that has points
+    state.heartbeat(second, body, keep_points=120)
+    assert [p["session_id"] for p in state.history()] == [second]
+    assert len(state.history(limit=5, session_id=first)) == 5

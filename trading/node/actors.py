@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import AggressorSide
 from nautilus_trader.model.identifiers import InstrumentId
 
+from trading.node.metrics import NodeMetrics
 from trading.node.state import NodeState
 from trading.strategy.recorder import OrderContext, Recorder
 
@@ -21,6 +23,7 @@ from trading.strategy.recorder import OrderContext, Recorder
 class SupervisorConfig(ActorConfig, frozen=True):
     switch_poll_s: float = 0.25
     heartbeat_s: float = 1.0
+    history_points: int = 20_000  # the dashboard's history kept in the state file
 
 
 class Supervisor(Actor):
@@ -35,6 +38,7 @@ class Supervisor(Actor):
         strategy: Any,  # RegimeStrategy
         status: Callable[[], dict[str, Any]],
         cursor: Callable[[], int],
+        on_beat: Callable[[dict[str, Any]], None] | None = None,  # the metrics
     ) -> None:
         super().__init__(config)
         self.node_state = state
@@ -42,6 +46,7 @@ class Supervisor(Actor):
         self.strategy = strategy
         self.status = status
         self.cursor = cursor
+        self.on_beat = on_beat
         switch = state.switch()
         self.engaged = switch.engaged
         self.flatten = switch.flatten
@@ -67,7 +72,14 @@ class Supervisor(Actor):
             self.engaged, self.flatten, self.reason = False, False, switch.reason
 
     def _beat(self, _event: Any) -> None:
-        self.node_state.heartbeat(self.session_id, self.status(), self.cursor())
+        body = self.status()
+        if self.on_beat is not None:
+            try:
+                self.on_beat(body)
+            except Exception as exc:  # metrics never stop the heartbeat
+                self.log.error(f"updating the metrics failed: {exc!r}")
+        cfg: SupervisorConfig = self.config
+        self.node_state.heartbeat(self.session_id, body, self.cursor(), cfg.history_points)
 
 
 class TickRecorderConfig(ActorConfig, frozen=True):
@@ -160,16 +172,44 @@ class JournalingRecorder(Recorder):
     """The strategy's recorder that also writes every order to the state file's journal
     before it is sent (the strategy records an order, then submits it)."""
 
-    def __init__(self, state: NodeState, run_key: str, session_id: int) -> None:
+    def __init__(
+        self, state: NodeState, run_key: str, session_id: int, metrics: NodeMetrics | None = None
+    ) -> None:
         super().__init__()
         self.state = state
         self.run_key = run_key
         self.session_id = session_id
+        self.metrics = metrics
         self.new_orders = 0
         self.recovered_orders = 0
 
+    def step(
+        self,
+        ts_ns: int,
+        decided_ns: int,
+        symbol: str,
+        out: np.ndarray,
+        mid: float,
+        spread_bp: float,
+        vol_bp: float,
+    ) -> None:
+        super().step(ts_ns, decided_ns, symbol, out, mid, spread_bp, vol_bp)
+        if self.metrics is not None:
+            self.metrics.step(symbol, out)
+
+    def block(self, ts_ns: int, symbol: str, reason: str, detail: str) -> None:
+        super().block(ts_ns, symbol, reason, detail)
+        if self.metrics is not None:
+            self.metrics.block(symbol, reason)
+
+    def fill(self, symbol: str, side: str, qty: float, price: float) -> None:
+        if self.metrics is not None:
+            self.metrics.fill(symbol, side)
+
     def order(self, context: OrderContext) -> None:
         super().order(context)
+        if self.metrics is not None:
+            self.metrics.order(context.symbol, context.kind)
         key = f"{context.symbol}:{context.kind}:{context.side}:{context.ts_ns}"
         new = self.state.journal_order(
             self.run_key,

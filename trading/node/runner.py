@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -327,7 +328,11 @@ def _run(
         sup = sup_holder.get("sup")
         return kill_engaged() and sup is not None and bool(sup.flatten)
 
-    recorder = JournalingRecorder(state, run_key, sid)
+    from trading.node.metrics import MeteredInference, NodeMetrics
+
+    metrics = NodeMetrics(symbols)
+    inference = MeteredInference(inference, metrics)
+    recorder = JournalingRecorder(state, run_key, sid, metrics)
     strategy_cfg = RegimeStrategyConfig(
         instrument_ids=ids,
         limits=limits,
@@ -345,14 +350,30 @@ def _run(
         recorder=recorder,
         flatten_engaged=flatten_engaged,
     )
-    status = _status_fn(mode, symbols, node_s.trader_id, inference, strategy, node, recorder)
+    status = _status_fn(
+        mode, symbols, node_s.trader_id, inference, strategy, node, recorder, metrics, venue
+    )
+    model_created = _ModelCreated(config)
+
+    def on_beat(body: dict[str, Any]) -> None:
+        ticks = {slot.name: slot.book.last_ts_ns for slot in strategy._symbols.values()}
+        metrics.heartbeat(body, ticks, kill_engaged())
+        version = str(inference.version)
+        metrics.model(s.registry.model_name, version, inference_kind(inference),
+                      model_created.get(version))  # fmt: skip
+
     supervisor = Supervisor(
-        SupervisorConfig(switch_poll_s=node_s.switch_poll_s, heartbeat_s=node_s.heartbeat_s),
+        SupervisorConfig(
+            switch_poll_s=node_s.switch_poll_s,
+            heartbeat_s=node_s.heartbeat_s,
+            history_points=node_s.history_points,
+        ),
         state,
         sid,
         strategy,
         status,
         cursor,
+        on_beat,
     )
     sup_holder["sup"] = supervisor
     node.trader.add_actor(supervisor)
@@ -428,6 +449,19 @@ def _run(
         node.dispose()
         forget_client(key)
         return result
+    metrics_server = None
+    if node_s.metrics_port:
+        try:
+            metrics_server = metrics.serve(node_s.metrics_host, node_s.metrics_port)
+        except OSError as exc:
+            node.dispose()
+            forget_client(key)
+            raise InputError(
+                f"cannot serve the node's metrics on {node_s.metrics_host}:"
+                f"{node_s.metrics_port}: {exc.strerror or exc}; set node.metrics_port "
+                "(HMMTRADER_NODE__METRICS_PORT) to a free port, or 0 to turn them off"
+            ) from None
+        echo(f"metrics on http://{node_s.metrics_host}:{node_s.metrics_port}/metrics")
     if opts.max_seconds is not None:
         node.kernel.loop.call_later(opts.max_seconds, node.stop)
     if hasattr(inference, "start"):
@@ -449,6 +483,8 @@ def _run(
     finally:
         node.dispose()
         forget_client(key)
+        if metrics_server is not None:
+            metrics_server[0].shutdown()
     return result
 
 
@@ -510,6 +546,50 @@ def _money(value: Any) -> float:
         return float(str(value).split()[0])
 
 
+def inference_kind(inference: Any) -> str:
+    return "remote" if hasattr(inference, "client") else "in_process"
+
+
+class _ModelCreated:
+    """When each model version was registered (for `model_created_timestamp_seconds`),
+    looked up off the event loop: the registry may be a remote MLflow server."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.created: dict[str, float | None] = {}
+
+    def get(self, version: str) -> float | None:
+        if version not in self.created:
+            self.created[version] = None
+            threading.Thread(
+                target=self._lookup, args=(version,), name="model-created", daemon=True
+            ).start()
+        return self.created[version]
+
+    def _lookup(self, version: str) -> None:
+        try:
+            from trading.regime.registry import Registry
+
+            registry = Registry(self.config.settings.registry, Path(self.config.home))
+            self.created[version] = registry.info(int(version)).created.timestamp()
+        except Exception as exc:  # the metric stays NaN; trading goes on
+            log.warning("cannot read when model version %s was registered: %s", version, exc)
+
+
+def _equity(cache: Any, venue: str) -> float | None:
+    """The venue account's USDT balance plus open PnL (sandbox and Binance alike)."""
+    try:
+        from nautilus_trader.model.currencies import USDT
+        from nautilus_trader.model.identifiers import Venue
+
+        account = cache.account_for_venue(Venue(venue))
+        if account is not None:
+            return float(account.balance_total(USDT).as_double())
+    except Exception:  # no account yet (before the first connection)
+        pass
+    return None
+
+
 def _status_fn(
     mode: str,
     symbols: list[str],
@@ -518,13 +598,19 @@ def _status_fn(
     strategy: Any,
     node: Any,
     recorder: Any,
+    metrics: Any,
+    venue: str,
 ) -> Callable[[], dict[str, Any]]:
     def status() -> dict[str, Any]:
         cache = node.kernel.cache
         positions, unrealized, realized = [], 0.0, 0.0
+        realized_by = dict.fromkeys(symbols, 0.0)
+        unrealized_by = dict.fromkeys(symbols, 0.0)
         mids = strategy._mids
         for position in cache.positions():
-            realized += _money(position.realized_pnl)
+            pnl = _money(position.realized_pnl)
+            realized += pnl
+            realized_by[position.instrument_id.symbol.value] += pnl
         for position in cache.positions_open():
             symbol = position.instrument_id.symbol.value
             mid = mids.get(symbol)
@@ -533,6 +619,7 @@ def _status_fn(
                 side = 1.0 if position.is_long else -1.0
                 upnl = side * (mid - float(position.avg_px_open)) * float(position.quantity)
             unrealized += upnl
+            unrealized_by[symbol] += upnl
             positions.append(
                 {
                     "symbol": symbol,
@@ -542,6 +629,7 @@ def _status_fn(
                     "unrealized_pnl_usd": round(upnl, 6),
                 }
             )
+        balance = _equity(cache, venue)
         decider = strategy.decider
         blocks = dict(decider.blocks) if decider is not None else {}
         book_ts = max((slot.book.last_ts_ns for slot in strategy._symbols.values()), default=0)
@@ -551,7 +639,7 @@ def _status_fn(
             "trader_id": trader_id,
             "pid": os.getpid(),
             "model": {
-                "inference": "remote" if hasattr(inference, "client") else "in_process",
+                "inference": inference_kind(inference),
                 "version": inference.version,
                 "healthy": strategy.inference_error is None,
                 "last_error": strategy.inference_error or getattr(inference, "last_error", None),
@@ -561,6 +649,10 @@ def _status_fn(
             "positions": positions,
             "realized_pnl_usd": round(realized, 6),
             "unrealized_pnl_usd": round(unrealized, 6),
+            "realized_by_symbol": {k: round(v, 6) for k, v in realized_by.items()},
+            "unrealized_by_symbol": {k: round(v, 6) for k, v in unrealized_by.items()},
+            "equity_usd": None if balance is None else round(balance + unrealized, 6),
+            "regime": {k: dict(v) for k, v in metrics.last.items()},
             "orders": len(recorder.orders),
             "market_time": (
                 dt.datetime.fromtimestamp(book_ts / NS, dt.UTC).isoformat() if book_ts else None

@@ -7,6 +7,8 @@
   back with trading disabled until a person re-enables it (`hmmtrader ops enable`).
 - **Status** (`status`): the node's heartbeat snapshot (mode, symbols, model, positions,
   PnL, ML health) that the ops API serves.
+- **History** (`history`): one point per heartbeat (equity, PnL, each symbol's state and
+  confidence) for the live dashboard's charts; the newest `node.history_points` are kept.
 - **Order journal** (`orders`): every order the strategy decided, written before it is
   sent (write-ahead), keyed by what decided it; a recovered replay re-derives the same
   keys and so never counts (or sends as new) an order twice.
@@ -64,6 +66,16 @@ CREATE TABLE IF NOT EXISTS status (
     session_id INTEGER NOT NULL,
     updated_at TEXT NOT NULL,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    market_time TEXT,
+    equity_usd REAL,
+    realized_pnl_usd REAL,
+    unrealized_pnl_usd REAL,
+    states TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS orders (
     run_key TEXT NOT NULL,
@@ -274,10 +286,16 @@ class NodeState:
         return max(int(row[0] or 0), int(order[0] or 0))
 
     # ---- status snapshot ----
-    def heartbeat(self, session_id: int, body: dict[str, Any], cursor_ns: int = 0) -> None:
+    def heartbeat(
+        self, session_id: int, body: dict[str, Any], cursor_ns: int = 0, keep_points: int = 0
+    ) -> None:
+        """Write the status snapshot; with `keep_points` > 0 also a history point (the
+        newest `keep_points` are kept)."""
         at = _now()
         text = json.dumps(body, default=str, allow_nan=False)
         with self._connect() as db:
+            if keep_points > 0:
+                self._history_point(db, session_id, at, body, keep_points)
             db.execute(
                 "UPDATE sessions SET heartbeat_at=?, cursor_ns=MAX(cursor_ns, ?) WHERE id=?",
                 (at, cursor_ns, session_id),
@@ -288,6 +306,52 @@ class NodeState:
                 "updated_at=excluded.updated_at, body=excluded.body",
                 (session_id, at, text),
             )
+
+    @staticmethod
+    def _history_point(
+        db: sqlite3.Connection, session_id: int, at: str, body: dict[str, Any], keep: int
+    ) -> None:
+        regime = body.get("regime") or {}
+        states = {
+            symbol: {"state": r.get("state"), "confidence": r.get("confidence")}
+            for symbol, r in regime.items()
+        }
+        cur = db.execute(
+            "INSERT INTO history (session_id, at, market_time, equity_usd, realized_pnl_usd, "
+            "unrealized_pnl_usd, states) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                session_id,
+                at,
+                body.get("market_time"),
+                body.get("equity_usd"),
+                body.get("realized_pnl_usd"),
+                body.get("unrealized_pnl_usd"),
+                json.dumps(states, allow_nan=False),
+            ),
+        )
+        newest = int(cur.lastrowid or 0)
+        if newest % 100 == 0:  # prune now and then, not on every beat
+            db.execute("DELETE FROM history WHERE id <= ?", (newest - keep,))
+
+    def history(self, limit: int = 5000, session_id: int | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` history points (of one session, or of the latest), oldest first."""
+        with self._connect() as db:
+            if session_id is None:
+                row = db.execute("SELECT MAX(session_id) FROM history").fetchone()
+                session_id = int(row[0]) if row and row[0] is not None else -1
+            rows = db.execute(
+                "SELECT at, market_time, equity_usd, realized_pnl_usd, unrealized_pnl_usd, "
+                "states FROM history WHERE session_id=? ORDER BY id DESC LIMIT ?",
+                (session_id, limit),
+            ).fetchall()
+        keys = ("at", "market_time", "equity_usd", "realized_pnl_usd", "unrealized_pnl_usd")
+        points = []
+        for r in reversed(rows):
+            point = dict(zip(keys, r[:5], strict=True))
+            point["states"] = json.loads(r[5])
+            point["session_id"] = session_id
+            points.append(point)
+        return points
 
     def status(self) -> tuple[dict[str, Any], str, int] | None:
         """(the last snapshot, when it was written, its session) or None."""

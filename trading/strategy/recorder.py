@@ -64,3 +64,7 @@ class Recorder:
 
     def order(self, context: OrderContext) -> None:
         self.orders[context.client_order_id] = context
+
+    def fill(self, symbol: str, side: str, qty: float, price: float) -> None:
+        """An order of the strategy filled (the reports read fills from the engine; the
+        node's recorder counts them for its metrics)."""

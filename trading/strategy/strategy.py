@@ -21,6 +21,7 @@ from nautilus_trader.model.data import QuoteTick, TradeTick
 from nautilus_trader.model.enums import AggressorSide, OrderSide
 from nautilus_trader.model.events import (
     OrderDenied,
+    OrderFilled,
     OrderRejected,
     PositionClosed,
     PositionOpened,
@@ -351,6 +352,14 @@ class RegimeStrategy(Strategy):
         assert self.decider is not None
         self.decider.book.on_closed(
             event.instrument_id.symbol.value, float(event.realized_pnl), event.ts_closed
+        )
+
+    def on_order_filled(self, event: OrderFilled) -> None:
+        self.recorder.fill(
+            event.instrument_id.symbol.value,
+            "BUY" if event.order_side == OrderSide.BUY else "SELL",
+            float(event.last_qty),
+            float(event.last_px),
         )
 
     def on_order_rejected(self, event: OrderRejected) -> None:

@@ -1,0 +1,238 @@
+"""The live dashboard (`hmmtrader dashboard`, default 127.0.0.1:8050): the ops API (same
+endpoints, same token) plus a page that needs no build step.
+
+GET / (the page), GET /api/live (status + history), WebSocket /ws (the same, then an update
+every `dashboard.push_s`), GET /api/runs and /api/runs/{name} (past backtest and replay run
+directories: summary, equity, state timeline, guardrail counts). The node writes its status
+and a history point into the state file at each heartbeat; this app reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from serving.ops import StatusResponse, build_status, create_ops_app
+from trading.node.state import NodeState
+from trading.settings import AppConfig
+
+log = logging.getLogger("hmmtrader.dashboard")
+STATIC = Path(__file__).parent / "static" / "dashboard"
+RUN_FILES = ("summary.json", "equity.csv", "state_timeline.csv", "guardrails.csv", "trades.csv")
+
+
+class HistoryPoint(BaseModel):
+    at: str = Field(description="wall time of the heartbeat (UTC)")
+    market_time: str | None = None
+    equity_usd: float | None = None
+    realized_pnl_usd: float | None = None
+    unrealized_pnl_usd: float | None = None
+    states: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    session_id: int | None = None
+
+
+class LiveResponse(BaseModel):
+    status: StatusResponse
+    history: list[HistoryPoint]
+
+
+class RunInfo(BaseModel):
+    name: str
+    mode: str | None = None
+    model_version: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    net_pnl_usd: float | None = None
+    trades: int | None = None
+    modified: float = Field(description="unix time of its summary.json")
+
+
+class RunDetail(BaseModel):
+    name: str
+    summary: dict[str, Any]
+    equity: list[tuple[str, float]] = Field(description="(time, equity USD)")
+    states: dict[str, list[tuple[str, int]]] = Field(description="per symbol: (time, state)")
+    confidence: dict[str, list[tuple[str, float]]] = Field(description="per symbol")
+    guardrails: dict[str, dict[str, int]] = Field(description="reason -> symbol -> count")
+    trades: list[dict[str, Any]]
+
+
+def _point(status: StatusResponse) -> HistoryPoint:
+    regime = status.regime or {}
+    return HistoryPoint(
+        at=status.snapshot_at or "",
+        market_time=status.market_time,
+        equity_usd=status.equity_usd,
+        realized_pnl_usd=status.realized_pnl_usd,
+        unrealized_pnl_usd=status.unrealized_pnl_usd,
+        states={s: {"state": r.state, "confidence": r.confidence} for s, r in regime.items()},
+        session_id=status.snapshot_session,
+    )
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: the summaries' NaN KPIs become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _every(n: int, limit: int) -> int:
+    return max(1, math.ceil(n / limit))
+
+
+def list_runs(root: Path) -> list[RunInfo]:
+    """Run directories (anything with a summary.json) under `root`, newest first."""
+    runs: list[RunInfo] = []
+    if not root.is_dir():
+        return runs
+    for summary_path in root.glob("*/summary.json"):
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            continue  # a run still being written, or not ours
+        runs.append(
+            RunInfo(
+                name=summary_path.parent.name,
+                mode=summary.get("mode") or "backtest",
+                model_version=_text(summary.get("model_version")),
+                window_start=summary.get("window_start"),
+                window_end=summary.get("window_end"),
+                net_pnl_usd=_clean(summary.get("net_pnl_usd")),
+                trades=summary.get("trades"),
+                modified=summary_path.stat().st_mtime,
+            )
+        )
+    return sorted(runs, key=lambda r: r.modified, reverse=True)
+
+
+def read_run(root: Path, name: str, max_points: int) -> RunDetail:
+    import pandas as pd
+
+    run_dir = (root / name).resolve()
+    if run_dir.parent != root.resolve() or not (run_dir / "summary.json").is_file():
+        raise HTTPException(404, f"no run {name!r} under {root} (GET /api/runs lists them)")
+    summary = _clean(json.loads((run_dir / "summary.json").read_text()))
+    summary.pop("settings", None)
+    equity: list[tuple[str, float]] = []
+    if (run_dir / "equity.csv").is_file():
+        frame = pd.read_csv(run_dir / "equity.csv")
+        frame = frame.iloc[:: _every(len(frame), max_points)]
+        equity = [
+            (str(t), float(e)) for t, e in zip(frame["time"], frame["equity_usd"], strict=True)
+        ]
+    states: dict[str, list[tuple[str, int]]] = {}
+    confidence: dict[str, list[tuple[str, float]]] = {}
+    if (run_dir / "state_timeline.csv").is_file():
+        cols = ["time", "symbol", "state", "confidence"]
+        timeline = pd.read_csv(run_dir / "state_timeline.csv", usecols=cols)
+        for symbol, rows in timeline.groupby("symbol", sort=True):
+            rows = rows.iloc[:: _every(len(rows), max_points)]
+            states[str(symbol)] = [
+                (str(t), int(s)) for t, s in zip(rows["time"], rows["state"], strict=True)
+            ]
+            confidence[str(symbol)] = [
+                (str(t), round(float(c), 4) if math.isfinite(c) else 0.0)
+                for t, c in zip(rows["time"], rows["confidence"], strict=True)
+            ]
+    guardrails: dict[str, dict[str, int]] = {}
+    if (run_dir / "guardrails.csv").is_file():
+        blocks = pd.read_csv(run_dir / "guardrails.csv", usecols=["symbol", "reason"])
+        for (reason, symbol), count in blocks.groupby(["reason", "symbol"]).size().items():
+            guardrails.setdefault(str(reason), {})[str(symbol)] = int(count)
+    trades: list[dict[str, Any]] = []
+    if (run_dir / "trades.csv").is_file():
+        frame = pd.read_csv(run_dir / "trades.csv").tail(200)
+        trades = _clean(json.loads(frame.to_json(orient="records")))
+    return RunDetail(
+        name=name,
+        summary=summary,
+        equity=equity,
+        states=states,
+        confidence=confidence,
+        guardrails=guardrails,
+        trades=trades,
+    )
+
+
+def create_dashboard_app(config: AppConfig) -> FastAPI:
+    app = create_ops_app(config)
+    app.title = "hmm-trader dashboard"
+    settings = config.settings.dashboard
+    ops = config.settings.ops
+    state: NodeState = app.state.node_state
+    runs_root = settings.runs_dir or config.home / "runs"
+
+    def live() -> LiveResponse:
+        points = state.history(settings.history_points)
+        return LiveResponse(
+            status=build_status(state, ops),
+            history=[HistoryPoint.model_validate(p) for p in points],
+        )
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/live", response_model=LiveResponse, summary="Status and history")
+    async def api_live() -> LiveResponse:
+        return await asyncio.to_thread(live)
+
+    @app.get("/api/runs", response_model=list[RunInfo], summary="Past run directories")
+    async def api_runs() -> list[RunInfo]:
+        return await asyncio.to_thread(list_runs, runs_root)
+
+    @app.get("/api/runs/{name}", response_model=RunDetail, summary="One past run")
+    async def api_run(name: str) -> RunDetail:
+        return await asyncio.to_thread(read_run, runs_root, name, settings.max_points)
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        """A snapshot (status + history) at connect, then an update with the status and its
+        history point every push_s while the node's snapshot or the switch changes (and a
+        keep-alive status every 10 pushes otherwise)."""
+        await socket.accept()
+        try:
+            first = await asyncio.to_thread(live)
+            await socket.send_json({"type": "snapshot", **first.model_dump(mode="json")})
+            last_key = (first.status.snapshot_at, first.status.kill_switch.changed_at)
+            idle = 0
+            while True:
+                await asyncio.sleep(settings.push_s)
+                status = await asyncio.to_thread(build_status, state, ops)
+                key = (status.snapshot_at, status.kill_switch.changed_at)
+                idle = 0 if key != last_key else idle + 1
+                if key == last_key and idle % 10:
+                    continue
+                fresh = status.snapshot_at != last_key[0]
+                last_key = key
+                await socket.send_json(
+                    {
+                        "type": "update",
+                        "status": status.model_dump(mode="json"),
+                        "point": _point(status).model_dump(mode="json") if fresh else None,
+                    }
+                )
+        except (WebSocketDisconnect, RuntimeError):
+            return  # the page went away
+
+    return app
