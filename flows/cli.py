@@ -334,8 +334,9 @@ def _summary(config: AppConfig, reports: list[NightReport], elapsed: float) -> N
     for command in ui_commands(config):
         console.print(f"  {command}", highlight=False, soft_wrap=True)
     console.print(
-        "  hmmtrader node --mode replay (or paper), hmmtrader ops serve; `hmmtrader models` "
-        "lists versions",
+        f"  hmmtrader --home {config.home} dashboard   (the live dashboard, its past runs: "
+        "this replay, the canaries); hmmtrader node --mode replay (or paper); "
+        "`hmmtrader models` lists versions",
         highlight=False,
     )
 

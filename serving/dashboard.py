@@ -31,6 +31,7 @@ RUN_FILES = ("summary.json", "equity.csv", "state_timeline.csv", "guardrails.csv
 
 
 class HistoryPoint(BaseModel):
+    id: int = Field(default=0, description="increasing with every point the node writes")
     at: str = Field(description="wall time of the heartbeat (UTC)")
     market_time: str | None = None
     equity_usd: float | None = None
@@ -64,19 +65,6 @@ class RunDetail(BaseModel):
     confidence: dict[str, list[tuple[str, float]]] = Field(description="per symbol")
     guardrails: dict[str, dict[str, int]] = Field(description="reason -> symbol -> count")
     trades: list[dict[str, Any]]
-
-
-def _point(status: StatusResponse) -> HistoryPoint:
-    regime = status.regime or {}
-    return HistoryPoint(
-        at=status.snapshot_at or "",
-        market_time=status.market_time,
-        equity_usd=status.equity_usd,
-        realized_pnl_usd=status.realized_pnl_usd,
-        unrealized_pnl_usd=status.unrealized_pnl_usd,
-        states={s: {"state": r.state, "confidence": r.confidence} for s, r in regime.items()},
-        session_id=status.snapshot_session,
-    )
 
 
 def _clean(value: Any) -> Any:
@@ -207,13 +195,14 @@ def create_dashboard_app(config: AppConfig) -> FastAPI:
 
     @app.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
-        """A snapshot (status + history) at connect, then an update with the status and its
-        history point every push_s while the node's snapshot or the switch changes (and a
-        keep-alive status every 10 pushes otherwise)."""
+        """A snapshot (status + history) at connect, then every push_s an update with the
+        status and the history points written since (when the node's snapshot or the switch
+        changed; a keep-alive status every 10 pushes otherwise)."""
         await socket.accept()
         try:
             first = await asyncio.to_thread(live)
             await socket.send_json({"type": "snapshot", **first.model_dump(mode="json")})
+            last_id = first.history[-1].id if first.history else 0
             last_key = (first.status.snapshot_at, first.status.kill_switch.changed_at)
             idle = 0
             while True:
@@ -223,13 +212,17 @@ def create_dashboard_app(config: AppConfig) -> FastAPI:
                 idle = 0 if key != last_key else idle + 1
                 if key == last_key and idle % 10:
                     continue
-                fresh = status.snapshot_at != last_key[0]
                 last_key = key
+                points = await asyncio.to_thread(
+                    state.history, settings.history_points, None, last_id
+                )
+                if points:
+                    last_id = points[-1]["id"]
                 await socket.send_json(
                     {
                         "type": "update",
                         "status": status.model_dump(mode="json"),
-                        "point": _point(status).model_dump(mode="json") if fresh else None,
+                        "points": [HistoryPoint.model_validate(p).model_dump() for p in points],
                     }
                 )
         except (WebSocketDisconnect, RuntimeError):

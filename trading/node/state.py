@@ -333,22 +333,25 @@ class NodeState:
         if newest % 100 == 0:  # prune now and then, not on every beat
             db.execute("DELETE FROM history WHERE id <= ?", (newest - keep,))
 
-    def history(self, limit: int = 5000, session_id: int | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` history points (of one session, or of the latest), oldest first."""
+    def history(
+        self, limit: int = 5000, session_id: int | None = None, after_id: int = 0
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` history points (of one session, or of the latest that has
+        points) with an id above `after_id`, oldest first."""
         with self._connect() as db:
             if session_id is None:
                 row = db.execute("SELECT MAX(session_id) FROM history").fetchone()
                 session_id = int(row[0]) if row and row[0] is not None else -1
             rows = db.execute(
-                "SELECT at, market_time, equity_usd, realized_pnl_usd, unrealized_pnl_usd, "
-                "states FROM history WHERE session_id=? ORDER BY id DESC LIMIT ?",
-                (session_id, limit),
+                "SELECT id, at, market_time, equity_usd, realized_pnl_usd, unrealized_pnl_usd, "
+                "states FROM history WHERE session_id=? AND id>? ORDER BY id DESC LIMIT ?",
+                (session_id, after_id, limit),
             ).fetchall()
-        keys = ("at", "market_time", "equity_usd", "realized_pnl_usd", "unrealized_pnl_usd")
+        keys = ("id", "at", "market_time", "equity_usd", "realized_pnl_usd", "unrealized_pnl_usd")
         points = []
         for r in reversed(rows):
-            point = dict(zip(keys, r[:5], strict=True))
-            point["states"] = json.loads(r[5])
+            point = dict(zip(keys, r[:6], strict=True))
+            point["states"] = json.loads(r[6])
             point["session_id"] = session_id
             points.append(point)
         return points

@@ -376,10 +376,13 @@ function onMessage(message) {
   setText("#ws-updates", String(live.updates));
   if (message.type === "snapshot") {
     live.history = message.history || [];
-  } else if (message.point) {
-    const last = live.history[live.history.length - 1];
-    if (last && last.session_id !== message.point.session_id) live.history = [];
-    if (!last || last.at !== message.point.at) live.history.push(message.point);
+  } else if (message.points && message.points.length) {
+    // every point the node wrote since the last push (it may beat faster than we push)
+    for (const point of message.points) {
+      const last = live.history[live.history.length - 1];
+      if (last && last.session_id !== point.session_id) live.history = [];
+      if (!last || point.id > last.id) live.history.push(point);
+    }
     if (live.history.length > MAX_HISTORY_POINTS) live.history.splice(0, live.history.length - MAX_HISTORY_POINTS);
   }
   live.status = message.status;
