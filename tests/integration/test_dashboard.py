@@ -40,9 +40,13 @@ WAIT_MS = 90_000  # the page's conditions, on a loaded 2-core machine
 TOKEN_KEY = "hmmtrader.ops-token"  # app.js keeps the token there (sessionStorage)
 
 
+# a thinner synthetic market (2 quotes/s instead of 10): the page, not the market, is tested
+THIN = {**ENV, "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2"}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fast_env() -> Iterator[None]:
-    with isolated_env(ENV):
+    with isolated_env(THIN):
         yield
 
 
@@ -223,8 +227,8 @@ def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path)
     from playwright.sync_api import sync_playwright
 
     db, out = tmp_path / "node.db", home / "runs" / RUN_NAME
-    env = node_env({"HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db)})
-    node = NodeProcess(home, ["--speed", "60", "--no-gate", "--start", f"{DAY}T00:30",
+    env = node_env({**THIN, "HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db)})
+    node = NodeProcess(home, ["--speed", "100", "--no-gate", "--start", f"{DAY}T00:30",
                               "--end", f"{DAY}T01:30", "--out", str(out)],
                        tmp_path / "node.log", env)  # fmt: skip
     board = ServerProcess(

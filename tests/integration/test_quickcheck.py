@@ -22,9 +22,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAY1, DAY2 = "2025-01-01", "2025-01-02"
 
 
+# a thinner synthetic market (2 quotes/s instead of 10): the checks, not the market, are tested
+THIN = {**ENV, "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2"}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fast_env() -> Iterator[None]:
-    with isolated_env(ENV):
+    with isolated_env(THIN):
         yield
 
 
@@ -60,6 +64,7 @@ def test_quickcheck_passes_on_a_running_stack_and_names_what_is_down(
 ) -> None:
     ports = {"serve": free_port(), "dashboard": free_port(), "ops": free_port()}
     env = node_env({
+        **THIN,
         "HMMTRADER_SERVING__URL": f"http://127.0.0.1:{ports['serve']}",
         "HMMTRADER_DASHBOARD__URL": f"http://127.0.0.1:{ports['dashboard']}",
         "HMMTRADER_OPS__URL": f"http://127.0.0.1:{ports['ops']}",
