@@ -230,6 +230,9 @@ def test_bad_input_gives_clear_errors(
     assert not (trained_home / "runs").exists() or not any((trained_home / "runs").iterdir())
 
 
+# whole-day canaries (three backtests of a day each): 353 s alone on this 2-core machine,
+# 734 s beside the other xdist worker's servers; the default 600 s would cut it off
+@pytest.mark.timeout(1500)
 def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
     trained_home: Path,
     tmp_path: Path,
