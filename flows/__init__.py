@@ -1,1 +1,2 @@
-"""Prefect flows: thin orchestration over trading/ (arrives with the Prefect issue)."""
+"""The Prefect flows and tasks: orchestration, retries, artifacts. Thin: every task calls
+one function of trading.nightly.steps, which works without Prefect."""

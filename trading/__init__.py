@@ -1,1 +1,3 @@
-"""hmm-trader domain core: importable without Prefect, FastAPI or any server."""
+"""hmm-trader's domain core: market data, features, quality gate, regime model and
+registry, strategy, backtests, nightly steps, trading node. Importable without Prefect,
+FastAPI, uvicorn, typer or a server; long work reports progress through callbacks."""

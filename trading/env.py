@@ -15,6 +15,11 @@ _OFFLINE_DEFAULTS = {
 }
 
 
+def offline_defaults() -> dict[str, str]:
+    """The variables that keep every embedded library offline (for a child's environment)."""
+    return dict(_OFFLINE_DEFAULTS)
+
+
 def disable_telemetry() -> None:
     for key, value in _OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)

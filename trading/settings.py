@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -27,6 +25,7 @@ from pydantic_settings import (
 
 from trading.errors import ConfigError
 from trading.features.descriptor import BarParams, FeatureParams
+from trading.frozen import Frozen
 from trading.nightly.config import FlowSettings
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
 from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings, RegistrySettings
@@ -44,11 +43,7 @@ def _blank_is_none(value: Any) -> Any:
     return value
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SymbolSpec(_Frozen):
+class SymbolSpec(Frozen):
     """Exchange metadata of one spot instrument."""
 
     base: str = Field(min_length=1)
@@ -81,7 +76,7 @@ def _decimals(step: float) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-class SymbolsConfig(_Frozen):
+class SymbolsConfig(Frozen):
     venue: str = Field(default="BINANCE", pattern=r"^[A-Z0-9_]+$")
     symbols: dict[str, SymbolSpec]
 
@@ -96,14 +91,14 @@ class SymbolsConfig(_Frozen):
         return value
 
 
-class ArchiveSettings(_Frozen):
+class ArchiveSettings(Frozen):
     base_url: str = "https://data.binance.vision"
     timeout_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
     backoff_s: float = Field(default=1.0, ge=0)
 
 
-class RestSettings(_Frozen):
+class RestSettings(Frozen):
     base_url: str = "https://api.binance.com"
     timeout_s: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
@@ -113,7 +108,7 @@ class RestSettings(_Frozen):
     max_retry_after_s: float = Field(default=120.0, gt=0)
 
 
-class SyntheticSettings(_Frozen):
+class SyntheticSettings(Frozen):
     n_regimes: int = Field(default=4, ge=3, le=5)
     quote_rate_hz: float = Field(default=10.0, gt=0, le=100)
     mean_dwell_s: float = Field(default=1200.0, gt=10)
@@ -125,9 +120,11 @@ class SyntheticSettings(_Frozen):
     momentum_flow: float = Field(default=0.15, ge=0, le=10)  # buyer prob. per bp/s of drift
     momentum_book: float = Field(default=0.9, ge=0, le=100)  # log(bid/ask size) per bp/s
     momentum_correlation: float = Field(default=0.9, ge=0, le=1)  # between symbols
+    # each day runs from midnight for this long: shorter days for demos and tests
+    day_seconds: int = Field(default=86_400, ge=3600, le=86_400)
 
 
-class _KindLimits(_Frozen):
+class _KindLimits(Frozen):
     max_gap_s: float = Field(gt=0)  # longest allowed time between consecutive rows
     min_rows: int = Field(default=100, ge=0)  # per symbol-day file
     max_rows: int = Field(default=50_000_000, ge=1)
@@ -153,7 +150,7 @@ class FeatureLimits(_KindLimits):
     max_gap_s: float = Field(default=5.0, gt=0)
 
 
-class QualitySettings(_Frozen):
+class QualitySettings(Frozen):
     """Thresholds and severities of the data-quality gate (`hmmtrader validate`)."""
 
     quotes: QuoteLimits = QuoteLimits()
@@ -181,7 +178,7 @@ class QualitySettings(_Frozen):
         return self.checks[check]
 
 
-class ServingSettings(_Frozen):
+class ServingSettings(Frozen):
     """The inference server (`hmmtrader serve`) and the client the node uses to reach it."""
 
     host: str = "127.0.0.1"
@@ -208,7 +205,7 @@ class ServingSettings(_Frozen):
 NodeMode = Literal["replay", "paper", "testnet", "live"]
 
 
-class NodeSettings(_Frozen):
+class NodeSettings(Frozen):
     """The trading node (`hmmtrader node`): modes, inference, replay, kill switch, recording."""
 
     mode: NodeMode = "paper"  # safe default; live needs TRADING_ENABLED=true and --live
@@ -242,7 +239,7 @@ class NodeSettings(_Frozen):
         return [v.strip().upper().removesuffix(".BINANCE") for v in value]
 
 
-class OpsSettings(_Frozen):
+class OpsSettings(Frozen):
     """The ops API (`hmmtrader ops serve`) and its CLI client (`hmmtrader ops ...`)."""
 
     host: str = "127.0.0.1"
@@ -258,7 +255,7 @@ class OpsSettings(_Frozen):
     _token = field_validator("token", "prefect_api_url", mode="before")(_blank_is_none)
 
 
-class DashboardSettings(_Frozen):
+class DashboardSettings(Frozen):
     """The live dashboard (`hmmtrader dashboard`): the ops API plus the page, on its own port.
     Its POSTs (the kill button) use ops.token."""
 
@@ -332,7 +329,7 @@ class _OwnDotEnv(PydanticBaseSettingsSource):
         return {k: v for k, v in self.inner().items() if k in fields}
 
 
-class AppConfig(_Frozen):
+class AppConfig(Frozen):
     """Everything loaded at the edge: settings plus instruments."""
 
     settings: Settings

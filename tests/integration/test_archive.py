@@ -227,7 +227,13 @@ def test_cut_connection_resumes_with_range(
     site.cuts["/" + relpath] = 1
     day = dt.date(2024, 1, 1)
 
-    written = ingest_archive(config, lake, ["BTCUSDT"], day, day, "aggTrades", show_progress=True)
+    reports: list[tuple[str, int, int | None]] = []
+    written = ingest_archive(
+        config, lake, ["BTCUSDT"], day, day, "aggTrades", progress=lambda *r: reports.append(r)
+    )
+    # progress follows the download across the cut: it ends at the whole file
+    assert reports[-1] == (relpath.rsplit("/", 1)[-1], len(data), len(data))
+    assert [done for _, done, _ in reports] == sorted(done for _, done, _ in reports)
 
     sent = site.sent_before_cut["/" + relpath]
     assert sent == [len(data) // 2]

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.cli_env import cli, config_for, isolated_env
-from trading.backtest.engine import run_backtest, window_of
+from trading.backtest.engine import run_backtest
 from trading.data.lake import Lake
+from trading.data.window import window_of
 from trading.regime.config import RegistrySettings
 from trading.regime.registry import Registry
 from trading.strategy.inference import InProcessInference

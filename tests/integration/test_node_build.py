@@ -13,7 +13,7 @@ import pytest
 from tests.integration.cli_env import cli, config_for, isolated_env
 from tests.integration.serving_env import model_and_rows, register, registry_at
 from trading.errors import InputError
-from trading.node.runner import NodeOptions, run_node
+from trading.node.session import NodeOptions, run_node
 from trading.node.venues import (
     LIVE_HOSTS,
     NodeSecrets,

@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows.server import LocalPrefectServer, free_port
-from serving.ops import create_ops_app
+from serving.ops.app import create_ops_app
 from tests.integration.prefect_env import new_server
 from tests.integration.serving_env import ServerProcess
 from trading.node.state import NodeState, state_path

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from serving.dashboard import create_dashboard_app
+from serving.ops.dashboard import create_dashboard_app
 from trading.node.state import open_state
 from trading.settings import AppConfig
 

@@ -317,7 +317,7 @@ def test_features_cli(config: AppConfig, home, capsys: pytest.CaptureFixture[str
 
 def test_independent_pandas_implementation_agrees(config: AppConfig) -> None:
     """The bench's pandas baseline, written separately, computes the same numbers."""
-    from trading.bench import pandas_features
+    from hmmtrader.bench.features import pandas_features
 
     day = _synthetic(config, 3 * 3600)
     fs = features_v1(HOUR_PARAMS)

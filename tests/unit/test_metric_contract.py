@@ -11,8 +11,8 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.metrics import ServingMetrics
-from serving.ops import OpsMetrics
+from serving.inference.metrics import ServingMetrics
+from serving.ops.app import OpsMetrics
 from tests.unit.promql_names import (
     HISTOGRAM_LABEL,
     PROMETHEUS_SERIES,

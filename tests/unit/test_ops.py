@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import SecretStr, ValidationError
 
 from serving.auth import ApiError, check_bearer
-from serving.ops import KillRequest, OpsMetrics, build_status, prefect_api_url
+from serving.ops.app import KillRequest, OpsMetrics, build_status, prefect_api_url
 from trading.node.state import NodeState, open_state, state_path
 from trading.settings import AppConfig, OpsSettings
 

@@ -423,9 +423,7 @@ def test_bad_quality_config_is_a_config_error(
 
 
 def test_cli_startup_does_not_import_great_expectations() -> None:
-    code = (
-        "import sys, trading.cli, trading.quality.gate; print('great_expectations' in sys.modules)"
-    )
+    code = "import sys, hmmtrader.cli, trading.quality.gate; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.bench import (
+from hmmtrader.bench.serve import (
     BenchServeError,
     LoadRun,
     ServerStats,

@@ -12,9 +12,9 @@ import pytest
 
 from tests.regime_fixtures import fast_settings, fitted_model
 from trading.backtest.canary import evaluate, holdout_window
-from trading.backtest.engine import parse_time, window_of
 from trading.backtest.report import realized_limit_usage
 from trading.data.lake import Lake, day_start_ns
+from trading.data.window import parse_time, window_of
 from trading.errors import InputError
 from trading.features.descriptor import bars_v1
 from trading.regime import kernel

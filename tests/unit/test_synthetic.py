@@ -4,7 +4,6 @@ bars, and the lake ingest. Runs are truncated (`seconds=`) to keep the file fast
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
@@ -468,13 +467,10 @@ def _config(home: Path) -> AppConfig:
     )
 
 
-def test_ingest_writes_every_kind_and_rerun_replaces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # 10-minute days keep this fast; ingest_synthetic calls the module's generate()
-    monkeypatch.setattr(synthetic, "generate", functools.partial(generate, seconds=600))
+def test_ingest_writes_every_kind_and_rerun_replaces(tmp_path: Path) -> None:
     config, lake = _config(tmp_path), Lake(tmp_path / "lake")
-    written = ingest_synthetic(config, lake, ["BTCUSDT", "ethusdt"], START, 2, 9)
+    # 10-minute days keep this fast
+    written = ingest_synthetic(config, lake, ["BTCUSDT", "ethusdt"], START, 2, 9, seconds=600)
     days = [START, START + dt.timedelta(days=1)]
     kinds = ("quotes", "trades", "bars", "regimes")
     assert {(w.symbol, w.kind, w.day) for w in written} == {
@@ -491,11 +487,19 @@ def test_ingest_writes_every_kind_and_rerun_replaces(
     meta = pq.read_schema(lake.path("BINANCE", "BTCUSDT", "trades", START)).metadata
     assert meta[b"hmmtrader.source"] == b"synthetic:seed=9"
 
-    again = ingest_synthetic(config, lake, ["BTCUSDT", "ETHUSDT"], START, 2, 9, show_progress=True)
+    reports: list[tuple[str, int, int | None]] = []
+    again = ingest_synthetic(
+        config, lake, ["BTCUSDT", "ETHUSDT"], START, 2, 9, progress=lambda *r: reports.append(r),
+        seconds=600,
+    )  # fmt: skip
     assert [w.rows for w in again] == [w.rows for w in written]
     for key, table in first.items():
         assert lake.read("BINANCE", *key).equals(table), key  # replaced, not duplicated
-    assert "synthetic" in capsys.readouterr().err  # the progress bar goes to stderr
+    # one progress report per symbol-day, counting up to the total
+    assert reports == [
+        (f"synthetic {s} {d}", i + 1, 4)
+        for i, (d, s) in enumerate((d, s) for d in days for s in ("BTCUSDT", "ETHUSDT"))
+    ]
 
 
 def test_ingest_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from trading.backtest.engine import NS, BacktestRun, Window, quality_gate, run_backtest
+from trading.atomic import atomic_write_text
+from trading.backtest.engine import BacktestRun, quality_gate, run_backtest
 from trading.data.lake import Lake, day_start_ns
+from trading.data.window import NS, Window
 from trading.errors import InputError
 from trading.paths import StatePaths
 from trading.regime.registry import TAG_CANARY, Registry
@@ -390,7 +392,7 @@ def verdict_dict(result: CanaryResult) -> dict[str, Any]:
 
 def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
     verdict = verdict_dict(result)
-    (result.run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2))
+    atomic_write_text(result.run_dir / "verdict.json", json.dumps(verdict, indent=2))
     registry.set_tags(
         result.version,
         {

@@ -9,7 +9,6 @@ positions on every close), fills `slippage_bp` beyond the touch, and an order la
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 import warnings
@@ -20,59 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from trading.data.lake import Lake
-from trading.errors import InputError
+from trading.data.window import NS, Window, require_ticks
 from trading.settings import AppConfig
 from trading.strategy.config import limits_of
 from trading.strategy.inference import Inference
 from trading.strategy.recorder import Recorder
 
 log = logging.getLogger(__name__)
-NS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class Window:
-    """[start_ns, end_ns) of trading; ticks from start_ns - warmup feed the features."""
-
-    start_ns: int
-    end_ns: int
-
-    @property
-    def start(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.start_ns / NS, dt.UTC)
-
-    @property
-    def end(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.end_ns / NS, dt.UTC)
-
-    def __str__(self) -> str:
-        return f"{self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC"
-
-
-def parse_time(text: str, *, end: bool = False) -> int:
-    """'2024-01-02' (a whole UTC day; as an end, the day is included) or an ISO time."""
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            moment = dt.datetime.combine(
-                day + dt.timedelta(days=1 if end else 0), dt.time(), dt.UTC
-            )
-        else:
-            moment = dt.datetime.fromisoformat(text)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise InputError(
-            f"bad time {text!r}: use YYYY-MM-DD (a whole UTC day) or YYYY-MM-DDTHH:MM"
-        ) from None
-    return int(moment.timestamp()) * NS + moment.microsecond * 1000
-
-
-def window_of(start: str, end: str) -> Window:
-    window = Window(parse_time(start), parse_time(end, end=True))
-    if window.end_ns <= window.start_ns:
-        raise InputError(f"--end {end} is not after --start {start}")
-    return window
 
 
 @dataclass
@@ -80,63 +33,6 @@ class BacktestRun:
     run_dir: Path
     summary: dict[str, Any]
     model_version: str
-
-
-def _days(start_ns: int, end_ns: int) -> tuple[dt.date, dt.date]:
-    first = dt.datetime.fromtimestamp(start_ns // NS, dt.UTC).date()
-    last = dt.datetime.fromtimestamp((end_ns - 1) // NS, dt.UTC).date()  # end is exclusive
-    return first, last
-
-
-def check_data(config: AppConfig, lake: Lake, symbols: list[str], window: Window) -> None:
-    """Every symbol has quotes and trades on every day of the window, or a clear error."""
-    first, last = _days(window.start_ns, window.end_ns)
-    wanted = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    venue = config.instruments.venue
-    for symbol in symbols:
-        for kind in ("quotes", "trades"):
-            days = lake.days(venue, symbol, kind)
-            missing = [d for d in wanted if d not in set(days)]
-            if missing:
-                have = (
-                    f"the lake has {symbol} {kind} for {days[0]} .. {days[-1]}"
-                    if days
-                    else f"the lake has no {symbol} {kind}"
-                )
-                raise InputError(
-                    f"no {symbol} {kind} for {', '.join(map(str, missing[:3]))}"
-                    f"{' ...' if len(missing) > 3 else ''} in the window {window}: {have} "
-                    "(ingest that range or choose another --start/--end)"
-                )
-
-
-def load_ticks(
-    config: AppConfig, lake: Lake, symbols: list[str], start_ns: int, end_ns: int
-) -> tuple[list[Any], list[Any], int]:
-    """Instruments and the quote + trade ticks of [start_ns, end_ns), checked for presence."""
-    from trading.data.nautilus import make_instrument, quote_ticks, trade_ticks
-
-    venue = config.instruments.venue
-    first, last = _days(start_ns, end_ns)
-    instruments, data = [], []
-    for symbol in symbols:
-        spec = config.symbol(symbol)
-        if spec.quote not in ("USDT", "USDC", "USD", "FDUSD"):
-            raise InputError(
-                f"{symbol}: the backtest account is in USDT; {spec.quote} pairs are not supported"
-            )
-        instrument = make_instrument(symbol, spec, venue)
-        quotes = quote_ticks(lake, instrument, first, last, (start_ns, end_ns))
-        trades = trade_ticks(lake, instrument, first, last, (start_ns, end_ns))
-        if not quotes:  # the day files exist (check_data) but hold nothing in this window
-            raise InputError(
-                f"no {symbol} quotes in {Window(start_ns, end_ns)} although the lake has the "
-                "day: choose a window inside the recorded hours"
-            )
-        instruments.append(instrument)
-        data.extend(quotes)
-        data.extend(trades)
-    return instruments, data, len(data)
 
 
 def run_backtest(
@@ -155,13 +51,14 @@ def run_backtest(
     gate runs first unless `gate` is off or its result for this window is given
     (`quality`, from `quality_gate`, whose issue CSV the caller placed in run_dir)."""
     from trading.backtest.report import write_reports
+    from trading.data.nautilus import load_ticks
 
     s = config.settings
     bt = s.backtest
     limits = limits_of(s.strategy, symbols)
     lake = Lake(config.home / "lake")
     warm_start = window.start_ns - int(bt.warmup_s * NS)
-    check_data(config, lake, symbols, window)
+    require_ticks(lake, config.instruments.venue, symbols, window)
     run_dir.mkdir(parents=True, exist_ok=True)
     if quality is None and gate:
         quality = quality_gate(config, lake, symbols, window, run_dir)
@@ -288,7 +185,7 @@ def quality_gate(
 
     from trading.quality.gate import run_gate
 
-    first, last = _days(window.start_ns, window.end_ns)
+    first, last = window.days
     result = run_gate(
         config, lake, symbols, first, last, kinds=("quotes", "trades"), out_dir=run_dir / "quality"
     )

@@ -21,8 +21,6 @@ from typing import Literal, cast
 
 import httpx
 import pyarrow.compute as pc
-from rich import progress as rp
-from rich.console import Console
 
 from trading.data.binance_formats import ARCHIVE_KINDS, read_zip_bytes
 from trading.data.inputs import check_range, parse_symbols
@@ -266,10 +264,11 @@ def ingest_archive(
     market: str = "spot",
     period: str = "daily",
     base_url: str | None = None,
-    show_progress: bool = False,
+    progress: Callable[[str, int, int | None], None] | None = None,
     client: httpx.Client | None = None,
 ) -> list[Written]:
-    """Download and verify every archive first, then write [start, end] in one lake batch."""
+    """Download and verify every archive first, then write [start, end] in one lake batch.
+    `progress(file name, bytes so far, size or None)` follows each download."""
     names = parse_symbols(config, symbols)
     check_range(start, end)
     base = base_url or config.settings.archive.base_url
@@ -283,29 +282,11 @@ def ingest_archive(
     cache_dir = StatePaths(config.home).cache / "archive"
     own_client = client is None
     http = client or httpx.Client(timeout=settings.timeout_s, follow_redirects=True)
-    columns = (
-        rp.BarColumn(),
-        rp.DownloadColumn(),
-        rp.TransferSpeedColumn(),
-        rp.TimeRemainingColumn(),
-    )
-    progress = rp.Progress(
-        rp.TextColumn("{task.description}"), *columns,
-        console=Console(stderr=True), disable=not show_progress,
-    )  # fmt: skip
     paths = []
     try:
-        with progress:
-            for _, file in plan:
-                task = progress.add_task(file.name, total=None)
-
-                def advance(n: int, task: rp.TaskID = task) -> None:
-                    progress.advance(task, n)
-
-                def set_total(size: int | None, task: rp.TaskID = task) -> None:
-                    progress.update(task, total=size)
-
-                paths.append(download_verified(http, file, cache_dir, settings, advance, set_total))
+        for _, file in plan:
+            callbacks = _reporter(file.name, progress)
+            paths.append(download_verified(http, file, cache_dir, settings, *callbacks))
     finally:
         if own_client:
             http.close()
@@ -319,3 +300,24 @@ def ingest_archive(
             if table.num_rows:
                 batch.put(venue, name, lake_kind, table, source=f"archive:{file.relpath}")
     return batch.written
+
+
+def _reporter(
+    name: str, progress: Callable[[str, int, int | None], None] | None
+) -> tuple[Callable[[int], None], Callable[[int | None], None]]:
+    """download_verified's (on_bytes, on_total) callbacks, reported as one file's progress."""
+    done, size = 0, None
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(name, done, size)
+
+    def on_total(total: int | None) -> None:
+        nonlocal size
+        size = total
+        if progress is not None:
+            progress(name, done, size)
+
+    return on_bytes, on_total

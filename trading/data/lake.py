@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from trading.atomic import temp_path
 from trading.data.schemas import KEYS, KINDS, SCHEMAS
 from trading.errors import DataFormatError, InputError
 
@@ -150,7 +150,7 @@ class LakeBatch:
             if merge and final.exists():
                 rows = conform(pa.concat_tables([pq.read_table(final), rows]), kind)
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.parent / f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+            tmp = temp_path(final)
             meta = {
                 **(metadata or {}),
                 b"hmmtrader.kind": kind.encode(),
@@ -175,7 +175,7 @@ class LakeBatch:
         metadata; the caller has already sorted it and limited it to that day."""
         final = self.lake.path(venue, symbol, kind, day)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp = temp_path(final)
         meta = {b"hmmtrader.kind": kind.encode(), **metadata}
         pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
         item = Written(venue, symbol, kind, day, table.num_rows)

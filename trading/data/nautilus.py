@@ -21,7 +21,9 @@ from nautilus_trader.model.objects import Money, Price, Quantity
 
 from trading.data.lake import Lake
 from trading.data.schemas import BUYER, SELLER
-from trading.settings import SymbolSpec
+from trading.data.window import Window, window_days
+from trading.errors import InputError
+from trading.settings import AppConfig, SymbolSpec
 
 
 def instrument_id(symbol: str, venue: str) -> InstrumentId:
@@ -144,3 +146,32 @@ def trade_ticks(
         ts,
         ts,
     )
+
+
+def load_ticks(
+    config: AppConfig, lake: Lake, symbols: list[str], start_ns: int, end_ns: int
+) -> tuple[list[CurrencyPair], list[QuoteTick | TradeTick], int]:
+    """Instruments and the quote + trade ticks of [start_ns, end_ns) (the backtest's and the
+    replay node's input), with a clear error for a window without quotes."""
+    venue = config.instruments.venue
+    first, last = window_days(start_ns, end_ns)
+    instruments: list[CurrencyPair] = []
+    data: list[QuoteTick | TradeTick] = []
+    for symbol in symbols:
+        spec = config.symbol(symbol)
+        if spec.quote not in ("USDT", "USDC", "USD", "FDUSD"):
+            raise InputError(
+                f"{symbol}: the backtest account is in USDT; {spec.quote} pairs are not supported"
+            )
+        instrument = make_instrument(symbol, spec, venue)
+        quotes = quote_ticks(lake, instrument, first, last, (start_ns, end_ns))
+        trades = trade_ticks(lake, instrument, first, last, (start_ns, end_ns))
+        if not quotes:  # the day files exist (require_ticks) but hold nothing in this window
+            raise InputError(
+                f"no {symbol} quotes in {Window(start_ns, end_ns)} although the lake has the "
+                "day: choose a window inside the recorded hours"
+            )
+        instruments.append(instrument)
+        data.extend(quotes)
+        data.extend(trades)
+    return instruments, data, len(data)

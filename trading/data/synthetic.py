@@ -93,7 +93,7 @@ import itertools
 import json
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -622,8 +622,8 @@ def generate(
 ) -> Iterator[SyntheticDay]:
     """Yield one SyntheticDay per day and symbol (day by day, symbols in the given order).
 
-    `seconds` (default: the whole day) truncates every day to its first `seconds` seconds
-    (for tests and quick looks); state still carries from the end of one truncated day to
+    `seconds` (default: `settings.day_seconds`, the whole day unless configured) truncates
+    every day to its first `seconds` seconds (for demos, tests and quick looks); state still carries from the end of one truncated day to
     the start of the next. `regimes` replaces `default_regimes(settings.n_regimes)`.
     `sign_order` (default: the order of `symbols`; it must contain every symbol) fixes
     which symbols get a negative price loading when `settings.correlation` < 0: those at
@@ -638,7 +638,7 @@ def generate(
         raise InputError(f"days must be at least 1, got {days}")
     if seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed}")
-    n_seconds = _check_seconds(seconds)
+    n_seconds = _check_seconds(settings.day_seconds if seconds is None else seconds)
     params = list(regimes) if regimes is not None else default_regimes(settings.n_regimes)
     market = _Market.build(params, settings.mean_dwell_s)
     order = list(symbols) if sign_order is None else sign_order
@@ -839,7 +839,7 @@ def ingest_synthetic(
     start: dt.date,
     days: int,
     seed: int,
-    show_progress: bool = False,
+    progress: Callable[[str, int, int | None], None] | None = None,
     seconds: int | None = None,
 ) -> list[Written]:
     """Generate `days` days from `start` for `symbols` and write quotes, trades, bars and
@@ -848,7 +848,8 @@ def ingest_synthetic(
     Each regimes file carries its symbol's end-of-day SyntheticState (schema metadata
     `STATE_METADATA_KEY`), from which `ingest_synthetic_day` resumes. Negative loadings
     follow the configured symbols' order, so a symbol's days do not depend on which other
-    symbols are ingested with it. `seconds` truncates every day (for tests)."""
+    symbols are ingested with it. `seconds` (default: synthetic.day_seconds) truncates
+    every day."""
     if not 1 <= days <= MAX_DAYS:
         raise InputError(f"--days {days}: must be between 1 and {MAX_DAYS}")
     try:
@@ -858,13 +859,11 @@ def ingest_synthetic(
     names = parse_symbols(config, symbols)
     specs = {name: config.symbol(name) for name in names}
     sign_order = list(config.instruments.symbols)
-    # `seconds` is left out when None, so that generate's own default applies
-    truncate: dict[str, Any] = {} if seconds is None else {"seconds": seconds}
     days_iter = generate(
-        specs, start, days, seed, config.settings.synthetic, sign_order=sign_order, **truncate
+        specs, start, days, seed, config.settings.synthetic, seconds, sign_order=sign_order
     )
     return _write_days(
-        lake, config.instruments.venue, _source(seed), days_iter, days * len(names), show_progress
+        lake, config.instruments.venue, _source(seed), days_iter, days * len(names), progress
     )
 
 
@@ -875,7 +874,7 @@ def ingest_synthetic_day(
     day: dt.date,
     seed: int,
     origin: dt.date,
-    show_progress: bool = False,
+    progress: Callable[[str, int, int | None], None] | None = None,
     seconds: int | None = None,
 ) -> list[Written]:
     """Write one symbol's synthetic `day` of the market that starts at `origin` (the
@@ -902,10 +901,10 @@ def ingest_synthetic_day(
         raise InputError(f"day {day} is before the synthetic market's origin {origin}")
     if seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed}")
-    n_seconds = _check_seconds(seconds)
+    settings = config.settings.synthetic
+    n_seconds = _check_seconds(settings.day_seconds if seconds is None else seconds)
     (name,) = parse_symbols(config, [symbol])
     spec = config.symbol(name)
-    settings = config.settings.synthetic
     venue = config.instruments.venue
     source = _source(seed)
     sign_order = list(config.instruments.symbols)
@@ -954,7 +953,7 @@ def ingest_synthetic_day(
         sign_order=sign_order,
         resume=resume,
     )
-    return _write_days(lake, venue, source, days_iter, n_days, show_progress)
+    return _write_days(lake, venue, source, days_iter, n_days, progress)
 
 
 def read_synthetic_state(
@@ -989,24 +988,12 @@ def _write_days(
     source: str,
     days_iter: Iterator[SyntheticDay],
     total: int,
-    show_progress: bool,
+    progress: Callable[[str, int, int | None], None] | None,
 ) -> list[Written]:
-    """Write every kind of every day in one lake batch; the regimes carry the state."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not show_progress,
-    )
-    with progress, lake.batch() as batch:
-        task = progress.add_task("synthetic market", total=total)
-        for item in days_iter:
-            progress.update(task, description=f"synthetic {item.symbol} {item.day}")
+    """Write every kind of every day in one lake batch; the regimes carry the state.
+    `progress(symbol and day, days done, total)` after each symbol-day."""
+    with lake.batch() as batch:
+        for done, item in enumerate(days_iter, start=1):
             for kind, table in (
                 ("quotes", item.quotes),
                 ("trades", item.trades),
@@ -1015,5 +1002,6 @@ def _write_days(
                 batch.put(venue, item.symbol, kind, table, source=source)
             state = {STATE_METADATA_KEY: item.state.to_json().encode()}
             batch.put(venue, item.symbol, "regimes", item.regimes, source=source, metadata=state)
-            progress.advance(task)
+            if progress is not None:
+                progress(f"synthetic {item.symbol} {item.day}", done, total)
     return batch.written

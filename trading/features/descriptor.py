@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from trading.errors import HmmTraderError
+from trading.frozen import Frozen
 
 FEATURES_V1 = "FEATURES_V1"
 BARS_V1 = "BARS_V1"
@@ -25,10 +26,8 @@ class FeatureVersionError(HmmTraderError):
     """Features of one set were handed to code that expects another."""
 
 
-class FeatureParams(BaseModel):
+class FeatureParams(Frozen):
     """Parameters of FEATURES_V1 (all durations in seconds). Part of the descriptor hash."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     grid_s: float = Field(default=1.0, gt=0, le=60)
     vol_window_s: float = Field(default=60.0, gt=0)  # realized volatility window
@@ -67,10 +66,8 @@ class FeatureParams(BaseModel):
         return max(1, round(seconds / self.grid_s))
 
 
-class BarParams(BaseModel):
+class BarParams(Frozen):
     """Parameters of BARS_V1 (1-minute klines; windows in bars)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     bar_s: float = Field(default=60.0, gt=0)
     vol_window: int = Field(default=30, ge=2)  # Parkinson volatility window

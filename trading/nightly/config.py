@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from trading.frozen import Frozen
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SymbolSet(_Frozen):
+class SymbolSet(Frozen):
     """Symbols trained together into one registered model."""
 
     symbols: list[str] = Field(min_length=1)
@@ -28,7 +26,7 @@ class SymbolSet(_Frozen):
         return names
 
 
-class FlowSettings(_Frozen):
+class FlowSettings(Frozen):
     """What one night of `nightly-retrain` does.
 
     Night D: the canary holds out the last `canary.holdout_days` days up to D; training
@@ -42,7 +40,6 @@ class FlowSettings(_Frozen):
     source: Literal["synthetic", "archive", "lake"] = "synthetic"
     synthetic_origin: dt.date = dt.date(2024, 1, 1)  # first day of the synthetic market
     synthetic_seed: int = Field(default=7, ge=0)
-    synthetic_seconds: int | None = Field(default=None, ge=3600, le=86_400)  # None: whole days
     train_days: int = Field(default=1, ge=1, le=90)
     symbol_sets: list[SymbolSet] = Field(
         default_factory=lambda: [SymbolSet(symbols=["BTCUSDT", "ETHUSDT"])], min_length=1

@@ -10,17 +10,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trading.data.inputs import day_range
-from trading.data.lake import Lake, Written
+from trading.data.lake import Lake, Written, day_start_ns
+from trading.data.window import Window
 from trading.errors import HmmTraderError, InputError
 from trading.nightly.config import SymbolSet
 from trading.paths import StatePaths
 from trading.settings import AppConfig
-
-if TYPE_CHECKING:
-    from trading.backtest.engine import Window  # imports Nautilus: only when used
 
 ONE_DAY = dt.timedelta(days=1)
 Log = Callable[[str], None]
@@ -163,7 +161,6 @@ def ingest_symbol(config: AppConfig, symbol: str, plan: NightPlan) -> IngestOutc
                 day,
                 flows.synthetic_seed,
                 flows.synthetic_origin,
-                seconds=flows.synthetic_seconds,
             )
             if out:
                 written.extend(out)
@@ -355,9 +352,6 @@ class CanaryReport:
 
 def holdout(plan: NightPlan) -> Window:
     """The night's canary window: its holdout days, midnight to midnight (UTC)."""
-    from trading.backtest.engine import Window
-    from trading.data.lake import day_start_ns
-
     return Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
 
 

@@ -1,11 +1,11 @@
 """The node's inference: in process with hot reload, or remote through the serving client.
 
-`ReloadingInference` serves the registry's `production` version in this process. A
-background thread re-reads the alias every `model_poll_s`; a new version is loaded and
-checked there (off the event loop), then taken over at the next step with the streams'
-history (so it continues each symbol's filter as if it had seen the whole stream). A
-version that fails to load or its smoke test (trading.regime.smoke) is logged and never
-used.
+`ReloadingInference` serves the registry's `production` version in this process, on the
+model slots the inference server uses too (trading.regime.slots). A background thread
+re-reads the alias every `model_poll_s`; a new version is loaded and smoke-tested there
+(off the event loop), then swapped in at the next step with the streams' history (so it
+continues each symbol's filter as if it had seen the whole stream). A version that fails
+to load or its smoke test is logged and never used.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from trading.features.descriptor import FeatureSet
+from trading.regime.slots import LoadedModel, ModelSlots, load_version
 from trading.regime.streams import StreamHistory
-from trading.strategy.inference import InProcessInference, ModelMismatchError
+from trading.strategy.inference import ModelMismatchError, require_tick_features
 
 log = logging.getLogger(__name__)
 
@@ -34,37 +36,49 @@ class ReloadingInference:
         self.registry = registry
         self.alias = alias
         self.poll_s = poll_s
-        model, version = registry.load(alias)
-        self._active = InProcessInference(model, version, StreamHistory(history_rows))
-        self._next: InProcessInference | None = None
+        self.history = StreamHistory(history_rows)
+        self.slots = ModelSlots()
+        self.slots.swap(self._load(registry.resolve(alias)))
+        self._next: LoadedModel | None = None
         self.last_error: str | None = None
         self.swaps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _load(self, version: int) -> LoadedModel:
+        loaded = load_version(self.registry, version, self.history)
+        require_tick_features(loaded.model.feature_set, str(version))
+        return loaded
+
+    @property
+    def _active(self) -> LoadedModel:
+        assert self.slots.active is not None  # set in __init__
+        return self.slots.active
+
     # the Inference protocol reads these from the active version
     @property
     def version(self) -> str:
-        return self._active.version
+        return str(self._active.version)
 
     @property
-    def feature_set(self) -> Any:
-        return self._active.feature_set
+    def feature_set(self) -> FeatureSet:
+        return self._active.model.feature_set
 
     @property
     def n_states(self) -> int:
-        return self._active.n_states
+        return self._active.model.n_states
 
     @property
     def horizon_s(self) -> float:
-        return self._active.horizon_s
+        return float(self._active.model.policy_settings.horizon_s)
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
         if self._next is not None:  # swap on the caller's thread, between two steps
-            self._active, self._next = self._next, None
+            self.slots.swap(self._next)
+            self._next = None
             self.swaps += 1
             log.warning("now trading model version %s (alias %s)", self.version, self.alias)
-        return self._active.step(symbol, row, ts_ns)
+        return self._active.streams.step(symbol, row, ts_ns)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
@@ -78,7 +92,7 @@ class ReloadingInference:
     def check_now(self) -> None:
         """One poll of the alias (the watcher's loop body)."""
         try:
-            version = str(self.registry.resolve(self.alias))
+            version = self.registry.resolve(self.alias)
         except Exception as exc:  # registry unreachable: keep trading the active version
             self.last_error = f"cannot read alias {self.alias}: {exc}"
             return
@@ -86,13 +100,10 @@ class ReloadingInference:
         if version == pending:
             return
         try:
-            from trading.regime.smoke import load_checked
-
-            model, loaded = load_checked(self.registry, version)
-            candidate = InProcessInference(model, loaded, self._active.history)
-            if candidate.feature_set.raw_columns != self._active.feature_set.raw_columns:
+            candidate = self._load(version)
+            if candidate.model.feature_set.raw_columns != self.feature_set.raw_columns:
                 raise ModelMismatchError(
-                    f"version {loaded} reads other raw columns than version {self.version}"
+                    f"version {version} reads other raw columns than version {self.version}"
                 )
         except Exception as exc:
             msg = f"version {version} of alias {self.alias} was not taken: {exc}"

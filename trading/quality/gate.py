@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trading.atomic import atomic_copy, atomic_write_text
 from trading.data.inputs import day_range, parse_symbols
 from trading.data.lake import Lake, day_start_ns
 from trading.errors import InputError
@@ -24,7 +23,6 @@ from trading.quality.checks import CHECK_NAMES
 from trading.quality.issues import (
     ISSUES_FILE,
     Issue,
-    copy_atomic,
     describe_rows,
     table_value,
     write_issues_csv,
@@ -310,8 +308,8 @@ class _Gate:
             run_dir=run_dir,
         )
         summary = _write_json(run_dir / SUMMARY_FILE, _summary(result, self.started))
-        copy_atomic(issues_csv, latest_dir / ISSUES_FILE)
-        copy_atomic(summary, latest_dir / SUMMARY_FILE)
+        atomic_copy(issues_csv, latest_dir / ISSUES_FILE)
+        atomic_copy(summary, latest_dir / SUMMARY_FILE)
         return result
 
 
@@ -329,11 +327,4 @@ def _summary(result: GateResult, started: dt.datetime) -> dict[str, Any]:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-import os
-import shutil
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from trading.atomic import atomic_path
 
 ISSUES_FILE = "data_quality_issues.csv"
 # The first five are the contract; kind, day and row (position in the file) help find it.
@@ -110,29 +109,12 @@ def table_value(check: str, kwargs: dict[str, Any], observed: Any, error: str | 
 
 def write_issues_csv(path: Path, issues: Iterable[Issue]) -> Path:
     """Write atomically: a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(ISSUE_COLUMNS)
-            for issue in issues:
-                writer.writerow(issue.csv_row())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ISSUE_COLUMNS)
+        for issue in issues:
+            writer.writerow(issue.csv_row())
     return path
-
-
-def copy_atomic(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
 
 
 def read_issues_csv(path: Path) -> list[dict[str, str]]:

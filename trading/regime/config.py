@@ -5,17 +5,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trading.features.descriptor import BARS_V1, FEATURES_V1
+from trading.frozen import Frozen
 
 _INPUT = re.compile(r"^(?:(log)\((\w+)\)|(\w+))$")
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
 Calibration = Literal["temperature", "sigmoid", "isotonic"]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def parse_input(text: str) -> tuple[str, bool]:
@@ -28,7 +25,7 @@ def parse_input(text: str) -> tuple[str, bool]:
     return match.group(3), False
 
 
-class RegimeSettings(_Frozen):
+class RegimeSettings(Frozen):
     """HMM regime detector: inputs, model search and splits."""
 
     feature_set: Literal["features_v1", "bars_v1"] = "features_v1"
@@ -82,7 +79,7 @@ class RegimeSettings(_Frozen):
         return [parse_input(item) for item in items]
 
 
-class PolicySettings(_Frozen):
+class PolicySettings(Frozen):
     """Policy head: direction of the forward return net of costs -> BUY / SELL / HOLD."""
 
     horizon_s: float = Field(default=60.0, gt=0)  # forward-return horizon
@@ -100,7 +97,7 @@ class PolicySettings(_Frozen):
     calibration_fraction: float = Field(default=0.5, gt=0, lt=1)  # of the validation window
 
 
-class DriftSettings(_Frozen):
+class DriftSettings(Frozen):
     """Feature drift: KL divergence of a recent window against the training reference."""
 
     bins: int = Field(default=10, ge=3, le=100)  # quantile bins of the reference
@@ -110,7 +107,7 @@ class DriftSettings(_Frozen):
     confidence_scale: float = Field(default=0.5, ge=0, le=1)
 
 
-class RegistrySettings(_Frozen):
+class RegistrySettings(Frozen):
     """MLflow tracking and model registry."""
 
     tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow/mlflow.db

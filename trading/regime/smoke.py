@@ -1,5 +1,5 @@
-"""The check a registry version must pass before anything trades or serves it (the
-inference server's slots and the node's in-process hot reload)."""
+"""The check a registry version must pass before anything trades or serves it (see
+trading.regime.slots)."""
 
 from __future__ import annotations
 
@@ -44,14 +44,3 @@ def smoke_test(model: RegimeModel, example: pd.DataFrame | None) -> None:
             raise ValueError(f"online and batch inference disagree at example row {i}")
     if not np.isfinite(batch[:, kernel.OUT_POSTERIOR :]).all():
         raise ValueError("non-finite posteriors")
-
-
-def load_checked(registry: object, version: int | str) -> tuple[RegimeModel, int]:
-    """Load a version through its pyfunc and smoke-test it on its logged input example."""
-    pyfunc, loaded = registry.load_pyfunc(version)  # type: ignore[attr-defined]
-    model = pyfunc.unwrap_python_model().model
-    if not isinstance(model, RegimeModel):
-        raise TypeError(f"the pyfunc wraps a {type(model).__name__}, not a RegimeModel")
-    example = pyfunc.input_example
-    smoke_test(model, example if isinstance(example, pd.DataFrame) else None)
-    return model, int(loaded)

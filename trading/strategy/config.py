@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from trading.frozen import Frozen
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SymbolRisk(_Frozen):
+class SymbolRisk(Frozen):
     """Per-symbol sizing and caps (the operator handbook's per-symbol block)."""
 
     min_notional_usd: float = Field(default=10.0, ge=0)  # ours; the exchange's applies too
@@ -24,7 +22,7 @@ class SymbolRisk(_Frozen):
     cooldown_s: float = Field(default=5.0, ge=0)  # between two entries of this symbol
 
 
-class GuardrailSettings(_Frozen):
+class GuardrailSettings(Frozen):
     """Hard limits checked before every entry order; each has a reason code."""
 
     min_conf: float = Field(default=0.4, ge=0, le=1)  # MIN_CONF
@@ -40,7 +38,7 @@ class GuardrailSettings(_Frozen):
     flatten_on_kill: bool = True  # KILL: close open positions when the switch engages
 
 
-class ExecutionSettings(_Frozen):
+class ExecutionSettings(Frozen):
     # enter only when the microprice is on the good side of VWAP (buy below, sell above).
     # Off by default: on the synthetic momentum market it removes the trades with edge.
     vwap_anchor: bool = False
@@ -50,7 +48,7 @@ class ExecutionSettings(_Frozen):
     allow_short: bool = True  # margin account; False: SELL signals only close longs
 
 
-class StrategySettings(_Frozen):
+class StrategySettings(Frozen):
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"], min_length=1)
     model: str = "production"  # registry reference the strategy trades
     guardrails: GuardrailSettings = GuardrailSettings()
@@ -73,7 +71,7 @@ class StrategySettings(_Frozen):
         return self
 
 
-class BacktestSettings(_Frozen):
+class BacktestSettings(Frozen):
     starting_balance_usd: float = Field(default=10_000.0, gt=0)
     slippage_bp: float = Field(default=1.0, ge=0)  # every fill, beyond the touch
     latency_ms: float = Field(default=50.0, ge=0)  # order to venue
@@ -83,7 +81,7 @@ class BacktestSettings(_Frozen):
     progress_every_s: float = Field(default=900.0, gt=0)  # simulated time between updates
 
 
-class CanaryFloors(_Frozen):
+class CanaryFloors(Frozen):
     min_net_pnl_usd: float = 0.0  # net of fees and slippage
     min_state_entropy: float = Field(default=0.05, ge=0)  # nats, over the holdout timeline
     max_nan: int = Field(default=0, ge=0)
@@ -93,7 +91,7 @@ class CanaryFloors(_Frozen):
     min_trades: int = Field(default=1, ge=0)
 
 
-class CanaryTolerances(_Frozen):
+class CanaryTolerances(Frozen):
     """How much worse than production a candidate may be."""
 
     pnl_usd: float = Field(default=5.0, ge=0)  # candidate >= production - this
@@ -101,7 +99,7 @@ class CanaryTolerances(_Frozen):
     drawdown_usd: float = Field(default=10.0, ge=0)  # candidate <= production + this
 
 
-class CanarySettings(_Frozen):
+class CanarySettings(Frozen):
     holdout_days: int = Field(default=1, ge=1, le=31)  # most recent days after training
     # candidate and production backtests at once, in separate processes (1: one after the
     # other in this process)

@@ -70,6 +70,17 @@ class _Symbol:
 _SIDE = {AggressorSide.BUYER: BUYER, AggressorSide.SELLER: SELLER}
 
 
+@dataclass(frozen=True)
+class StrategySnapshot:
+    """What the node's status and metrics read of a running strategy."""
+
+    last_tick_ns: dict[str, int]  # per symbol: the last quote or trade seen (0: none yet)
+    mids: dict[str, float]  # per symbol with a quote: the last mid
+    blocks: dict[str, int]  # guardrail blocks by reason
+    inference_error: str | None  # the last inference failure, while it lasts
+    inference_failures: int
+
+
 class RegimeStrategy(Strategy):
     def __init__(
         self,
@@ -96,6 +107,15 @@ class RegimeStrategy(Strategy):
         self.inference_failures = 0
         self.inference_error: str | None = None
         self._inference_retry_at = 0.0
+
+    def snapshot(self) -> StrategySnapshot:
+        return StrategySnapshot(
+            last_tick_ns={slot.name: slot.book.last_ts_ns for slot in self._symbols.values()},
+            mids=dict(self._mids),
+            blocks=dict(self.decider.blocks) if self.decider is not None else {},
+            inference_error=self.inference_error,
+            inference_failures=self.inference_failures,
+        )
 
     # ---- lifecycle ----
     def on_start(self) -> None:

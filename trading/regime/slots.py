@@ -1,9 +1,12 @@
-"""Blue/green model slots: the active model answers, a standby slot takes the next version.
+"""Blue/green model slots: the active version answers, the standby slot holds the one
+swapped out (or loaded ahead). The inference server and the node's hot reload share them.
 
 A version is loaded from the registry (`models:/<name>/<version>`), smoke-tested on the
 input example it was logged with (the batch pyfunc and the online filter must agree and
-give sane numbers), and only then swapped in. The swap is one reference assignment on the
-event loop: a request that picked up the old model finishes on it.
+give sane numbers), and only then swapped in. The swap is one reference assignment: a
+request (or step) that picked up the old model finishes on it. Every model's streams
+share one `StreamHistory`, so the version swapped in continues each stream as if it had
+seen it from the start of that history.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class LoadedModel:
 
 
 def load_version(registry: Registry, version: int, history: StreamHistory) -> LoadedModel:
-    """Load and smoke-test one version (blocking: call it in a worker thread)."""
+    """Load and smoke-test one version (blocking: call it off an event loop)."""
     try:
         pyfunc, version = registry.load_pyfunc(version)
         model = pyfunc.unwrap_python_model().model
@@ -78,3 +81,30 @@ def load_version(registry: Registry, version: int, history: StreamHistory) -> Lo
     except Exception as exc:
         raise ModelLoadError(version, "pass its smoke test", str(exc)) from exc
     return LoadedModel(registry.name, version, model, ModelStreams(model, history))
+
+
+class ModelSlots:
+    """The active and the standby version; `swap` is the only way a version goes live."""
+
+    def __init__(self) -> None:
+        self.active: LoadedModel | None = None
+        self.standby: LoadedModel | None = None
+
+    def find(self, version: int) -> LoadedModel | None:
+        """The loaded version, if either slot holds it."""
+        for loaded in (self.active, self.standby):
+            if loaded is not None and loaded.version == version:
+                return loaded
+        return None
+
+    def swap(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Make `loaded` active (its streams rebuilt from the shared history); the version
+        it replaces becomes the standby. Returns that version."""
+        loaded.streams.clear()
+        old = self.active
+        self.active = loaded
+        if old is not None and old is not loaded:
+            self.standby = old
+        elif self.standby is loaded:
+            self.standby = None
+        return old

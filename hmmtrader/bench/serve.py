@@ -1,6 +1,6 @@
 """`hmmtrader bench serve`: this inference server vs `mlflow models serve` on the same
 registered version, rows, client and load. Throughput and p50/p99 latency of both; the
-goal is >= 3x MLflow's throughput and <= 1/3 of its p99. Shared JSON result (trading.bench).
+goal is >= 3x MLflow's throughput and <= 1/3 of its p99. Shared JSON result (hmmtrader.bench).
 
 Everything runs in a throw-away state root (synthetic lake, SQLite registry) with both
 servers on free loopback ports; nothing contacts another host.
@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +24,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from trading.bench import BenchResult
+from hmmtrader.bench import BenchResult
 from trading.errors import HmmTraderError
+from trading.process import LOOPBACK, ProcessError, ServerProcess, child_env, free_port, venv_exe
 
 if TYPE_CHECKING:
     from trading.settings import AppConfig
@@ -111,113 +109,6 @@ def goals_text(ours: ServerStats, mlflow: ServerStats) -> tuple[str, bool]:
         f"{'met' if p99_ok else 'not met'})"
     )
     return text, throughput_ok and p99_ok
-
-
-# ---- server processes -----------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """A server subprocess in its own process group (stopped as a group: uvicorn and
-    anything it forks go with it), logging to a file."""
-
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    cwd: Path
-    log_path: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-    launched: float = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def launch(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-        self.launched = time.monotonic()
-
-    def wait_healthy(
-        self, path: str, healthy: Callable[[httpx.Response], bool], timeout_s: float
-    ) -> float:
-        """Poll GET `path` until `healthy(response)`; seconds since launch."""
-        assert self.proc is not None, "launch() first"
-        deadline = self.launched + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchServeError(
-                    f"{self.name} server exited with code {self.proc.returncode} before it "
-                    f"was healthy; the end of its log:\n{self.log_tail()}"
-                )
-            try:
-                resp = httpx.get(self.url + path, timeout=2.0)
-                if healthy(resp):
-                    return time.monotonic() - self.launched
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.25)
-        raise BenchServeError(
-            f"{self.name} server not healthy in {timeout_s:.0f} s (GET {path}: {last}); "
-            f"the end of its log:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The bench's environment for a server: no telemetry, loopback without a proxy, the
-    venv's bin first on PATH (mlflow models serve runs `uvicorn` from there)."""
-    env = dict(os.environ)
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "HMMTRADER_HOME"):
-        env.pop(key, None)
-    venv_bin = str(Path(sys.executable).parent)
-    env.update(
-        {
-            "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
-            "DO_NOT_TRACK": "true",  # MLflow only honours the literal "true"
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra or {})
-    return env
 
 
 # ---- model and payloads ---------------------------------------------------------------
@@ -411,22 +302,32 @@ def _start_servers(
     from trading.regime.registry import default_tracking_uri
 
     config, version = prepared.config, prepared.version
-    bin_dir = Path(sys.executable).parent
     ours_port, mlflow_port = free_port(), free_port()
+
+    def ours_ready(resp: httpx.Response) -> bool:
+        if resp.status_code != 200:
+            return False
+        body = resp.json()
+        return bool(body.get("ready")) and body.get("version") == version
+
+    env = child_env(drop_prefixes=("HMMTRADER_HOME",))
     ours = ServerProcess(
-        "our",
-        [str(bin_dir / "hmmtrader"), "--config-dir", str(config.config_dir.resolve()),
+        "our server",
+        [venv_exe("hmmtrader"), "--config-dir", str(config.config_dir.resolve()),
          "--home", str(home), "serve", "--port", str(ours_port), "--log-level", "warning"],
-        child_env(), Path.cwd(), home / "ours.log", ours_port,  # cwd: the .env this process read
+        home / "ours.log", env=env, cwd=Path.cwd(),  # cwd: the .env this process read
+        url=f"http://{LOOPBACK}:{ours_port}", health_path="/ready", healthy=ours_ready,
+        timeout_s=HEALTH_TIMEOUT_S,
     )  # fmt: skip
     uri = default_tracking_uri(home)
     mlflow = ServerProcess(
-        "MLflow",
-        [str(bin_dir / "mlflow"), "models", "serve",
+        "MLflow server",
+        [venv_exe("mlflow"), "models", "serve",
          "-m", f"models:/{prepared.model_name}/{version}", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(mlflow_port), "-w", "1"],
-        child_env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}),
-        home, home / "mlflow.log", mlflow_port,
+         "-h", LOOPBACK, "-p", str(mlflow_port), "-w", "1"],
+        home / "mlflow.log", env={**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri},
+        cwd=home, url=f"http://{LOOPBACK}:{mlflow_port}", health_path="/ping",
+        timeout_s=HEALTH_TIMEOUT_S,
     )  # fmt: skip
     console.print(
         f"[3/5] starting both servers on version {version}: ours at {ours.url}, "
@@ -435,15 +336,11 @@ def _start_servers(
     return ours, mlflow
 
 
-def _wait_both(ours: ServerProcess, mlflow: ServerProcess, version: int, console: Console) -> None:
-    def ours_ready(resp: httpx.Response) -> bool:
-        if resp.status_code != 200:
-            return False
-        body = resp.json()
-        return bool(body.get("ready")) and body.get("version") == version
-
-    ours_s = ours.wait_healthy("/ready", ours_ready, HEALTH_TIMEOUT_S)
-    mlflow_s = mlflow.wait_healthy("/ping", lambda r: r.status_code == 200, HEALTH_TIMEOUT_S)
+def _wait_both(ours: ServerProcess, mlflow: ServerProcess, console: Console) -> None:
+    try:
+        ours_s, mlflow_s = ours.wait_healthy(), mlflow.wait_healthy()
+    except ProcessError as exc:
+        raise BenchServeError(str(exc)) from None
     console.print(f"      ours ready after {ours_s:.1f} s, MLflow's after {mlflow_s:.1f} s")
 
 
@@ -461,7 +358,7 @@ def _verify(
         resp = httpx.post(server.url + path, content=body, headers=JSON_HEADERS, timeout=60)
         if resp.status_code != 200:
             raise BenchServeError(
-                f"{server.name} server answered POST {path} with HTTP {resp.status_code}: "
+                f"{server.name} answered POST {path} with HTTP {resp.status_code}: "
                 f"{resp.text[:500]}"
             )
         answers.append(resp.json())
@@ -575,7 +472,7 @@ def bench_serve(
             ours.launch()
             try:
                 mlflow.launch()
-                _wait_both(ours, mlflow, prepared.version, console)
+                _wait_both(ours, mlflow, console)
                 payloads = _verify(prepared, ours, mlflow, rows, console)
                 ours_stats, mlflow_stats = _measure(
                     ours, mlflow, payloads, seconds, concurrency, console

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from trading.cli import EndDay, StartDay, Symbols, _config, app, bench_app, console
+from hmmtrader.cli.common import EndDay, StartDay, Symbols, console, load_config, open_registry
 from trading.errors import InputError
 
-if TYPE_CHECKING:
-    from trading.regime.registry import Registry
-    from trading.settings import AppConfig
-
-
-def _registry(config: AppConfig) -> Registry:
-    from trading.regime.registry import Registry
-
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    return Registry(config.settings.registry, config.home)
+app = typer.Typer()  # top-level commands: train, models, promote, rollback
 
 
 @app.command("train")
@@ -43,11 +32,11 @@ def train_cmd(
     from trading.data.inputs import check_range, parse_day, parse_symbols
     from trading.regime.pipeline import train_and_register
 
-    config = _config()
+    config = load_config()
     names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     check_range(first, last)
-    registry = _registry(config)
+    registry = open_registry(config)
     began = time.perf_counter()
     with console.status("loading features") as status:
         outcome = train_and_register(
@@ -134,8 +123,8 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 @app.command("models")
 def models_cmd() -> None:
     """Registered versions: aliases, data range, key metrics, canary verdict."""
-    config = _config()
-    registry = _registry(config)
+    config = load_config()
+    registry = open_registry(config)
     versions = registry.versions()
     if not versions:
         console.print(f"No versions of {registry.name} yet: run hmmtrader train.")
@@ -164,7 +153,7 @@ def promote_cmd(
     """Point `production` at a version (the old production becomes `previous`)."""
     if reason and not force:
         raise InputError("--reason is only used with --force")
-    registry = _registry(_config())
+    registry = open_registry(load_config())
     before, after = registry.promote(version, force=force, reason=reason)
     if before == after:
         console.print(f"Version {after} already is production: nothing changed.")
@@ -176,29 +165,9 @@ def promote_cmd(
 @app.command("rollback")
 def rollback_cmd() -> None:
     """production <- previous, in one step."""
-    registry = _registry(_config())
+    registry = open_registry(load_config())
     was, now = registry.rollback()
     aliases = registry.aliases()
     console.print(
         f"production -> version {now} (was {was}); previous -> {aliases.get('previous', 'none')}"
     )
-
-
-@bench_app.command("inference")
-def bench_inference_cmd(
-    steps: Annotated[int, typer.Option(help="Online steps timed (1 s grid rows).")] = 20_000,
-) -> None:
-    """Online step (filter + policy) vs hmmlearn predict_proba over a 300-step window."""
-    from trading.regime.bench import bench_inference
-
-    if not 1_000 <= steps <= 86_000:
-        raise InputError(f"--steps must be between 1000 and 86000, got {steps}")
-    print(bench_inference(_config(), steps, console).to_json())
-
-
-@bench_app.command("train")
-def bench_train_cmd() -> None:
-    """Full training on one symbol-day (86,400 rows) vs the same search on hmmlearn defaults."""
-    from trading.regime.bench import bench_train
-
-    print(bench_train(_config(), console).to_json())

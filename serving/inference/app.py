@@ -2,7 +2,7 @@
 
 GET /health, /ready, /models, /metrics; POST /infer; admin (bearer token): POST /load,
 /promote, /rollback, /reload. A watcher polls the alias and hot-swaps (blue/green, see
-serving.slots). Per-symbol filter state is kept on the server (stream mode, one stream
+trading.regime.slots). Per-symbol filter state is kept on the server (stream mode, one stream
 per session and symbol) or the client sends a self-contained window (window mode).
 """
 
@@ -25,11 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import ApiError, check_bearer, install_error_handlers
-from serving.metrics import ServingMetrics
-from serving.slots import LoadedModel, ModelLoadError, load_version, now_iso
+from serving.inference.metrics import ServingMetrics
 from trading.errors import HmmTraderError, InputError
 from trading.regime.model import FeatureInputError
 from trading.regime.registry import PRODUCTION, PromotionRefusedError, Registry
+from trading.regime.slots import LoadedModel, ModelLoadError, ModelSlots, load_version, now_iso
 from trading.regime.streams import StreamHistory
 from trading.settings import AppConfig
 from trading.strategy.remote import (
@@ -54,8 +54,7 @@ class ModelServer:
         self.alias = s.serving.alias
         self.metrics = ServingMetrics()
         self.history = StreamHistory(s.serving.history_rows, s.serving.max_streams)
-        self.active: LoadedModel | None = None
-        self.standby: LoadedModel | None = None
+        self.slots = ModelSlots()
         self.reason = "starting: the model is being loaded"
         self.last_error: dict[str, Any] | None = None
         self.last_poll: str | None = None
@@ -75,14 +74,16 @@ class ModelServer:
         return self.registry().aliases().get(self.alias)
 
     # ---- slots --------------------------------------------------------------------------
+    @property
+    def active(self) -> LoadedModel | None:
+        return self.slots.active
+
+    @property
+    def standby(self) -> LoadedModel | None:
+        return self.slots.standby
+
     def _set_active(self, loaded: LoadedModel) -> None:
-        loaded.streams.clear()  # streams are rebuilt from the shared history
-        old = self.active
-        self.active = loaded  # the swap: one reference assignment on the event loop
-        if old is not None and old is not loaded:
-            self.standby = old
-        elif self.standby is loaded:
-            self.standby = None
+        old = self.slots.swap(loaded)
         self.reason = ""
         self.metrics.model_ready.set(1)
         self.metrics.model_version.info(
@@ -118,10 +119,7 @@ class ModelServer:
         """Load (or take from standby) `version`, smoke-test it and swap it in."""
         if self.active is not None and self.active.version == version:
             return self.active
-        if self.standby is not None and self.standby.version == version:
-            loaded = self.standby
-        else:
-            loaded = await self._load(version)
+        loaded = self.slots.find(version) or await self._load(version)
         self._set_active(loaded)
         self._failed = None
         return loaded
@@ -488,7 +486,8 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
                 if server.active is not None and server.active.version == version:
                     return {"standby": None, "detail": f"version {version} is already active"}
                 if server.standby is None or server.standby.version != version:
-                    server.standby = await server._load(version)
+                    server.slots.standby = await server._load(version)
+                assert server.standby is not None
                 return {"standby": server.standby.info()}
 
         result: dict[str, Any] = await _registry_call(go)

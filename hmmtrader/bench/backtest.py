@@ -1,6 +1,6 @@
 """`hmmtrader bench backtest`: events per second of the full RegimeStrategy (features,
 inference, guardrails, orders) vs the same engine, venue and ticks with a strategy that
-subscribes to the same data and does nothing. Shared JSON result format (trading.bench)."""
+subscribes to the same data and does nothing. Shared JSON result format (hmmtrader.bench)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from nautilus_trader.trading.strategy import Strategy
 from rich.console import Console
 from rich.table import Table
 
-from trading.bench import BenchResult
+from hmmtrader.bench import BenchResult
 
 if TYPE_CHECKING:
     from trading.settings import AppConfig
@@ -74,8 +74,10 @@ def _prepare(config: AppConfig, home: Path, console: Console) -> tuple[AppConfig
 def bench_backtest(
     config: AppConfig, hours: float, console: Console, repeats: int = 2
 ) -> BenchResult:
-    from trading.backtest.engine import Window, build_engine, load_ticks
+    from trading.backtest.engine import build_engine
     from trading.data.lake import Lake, day_start_ns
+    from trading.data.nautilus import load_ticks
+    from trading.data.window import Window
     from trading.strategy.config import limits_of
     from trading.strategy.inference import InProcessInference
     from trading.strategy.recorder import Recorder

@@ -1,4 +1,4 @@
-"""`hmmtrader backtest | canary | bench backtest`: evaluate model versions in Nautilus."""
+"""`hmmtrader backtest | canary`: evaluate model versions in NautilusTrader."""
 
 from __future__ import annotations
 
@@ -8,28 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trading.cli import _config, app, bench_app, console
-from trading.cli_models import _registry
+from hmmtrader.cli.common import console, fraction_bar, load_config, open_registry
 from trading.errors import InputError
 
 if TYPE_CHECKING:
     from trading.backtest.canary import CanaryResult
 
+app = typer.Typer()  # top-level commands: backtest, canary
+
 When = Annotated[str, typer.Option(help="UTC day YYYY-MM-DD (whole day) or YYYY-MM-DDTHH:MM.")]
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _symbols(config: Any, text: str | None) -> list[str]:
@@ -62,16 +51,17 @@ def backtest_cmd(
     ] = False,
 ) -> None:
     """Backtest a registered model version on lake data in NautilusTrader; write a run directory."""
-    from trading.backtest.engine import run_backtest, window_of
+    from trading.backtest.engine import run_backtest
+    from trading.data.window import window_of
     from trading.paths import StatePaths
     from trading.strategy.config import limits_of
     from trading.strategy.inference import InProcessInference
 
-    config = _config()
+    config = load_config()
     names = _symbols(config, symbols)
     limits_of(config.settings.strategy, names)  # missing per-symbol limits: fail before loading
     window = window_of(start, end)
-    registry = _registry(config)
+    registry = open_registry(config)
     version = registry.resolve(model)
     with console.status(f"loading {registry.name} version {version}"):
         loaded, _ = registry.load(version)
@@ -79,7 +69,7 @@ def backtest_cmd(
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out or StatePaths(config.home).runs / f"backtest-v{version}-{stamp}"
     began = time.perf_counter()
-    with _progress() as bar:
+    with fraction_bar() as bar:
         task = bar.add_task(f"backtest v{version} {window}", total=1.0)
         run = run_backtest(
             config,
@@ -89,7 +79,7 @@ def backtest_cmd(
             run_dir,
             progress=lambda f: bar.update(task, completed=f),
         )
-    _print_summary(run.summary, f"backtest of version {version}, {window}")
+    print_summary(run.summary, f"backtest of version {version}, {window}")
     if log_mlflow:
         metrics = {f"backtest_{k}": float(v) for k, v in run.summary.items() if k in _LOGGED}
         run_id = registry.log_results(version, metrics, run_dir, f"backtests/{run_dir.name}")
@@ -116,7 +106,7 @@ _LOGGED = (
 )
 
 
-def _print_summary(s: dict[str, Any], title: str) -> None:
+def print_summary(s: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("KPI")
     table.add_column("value", justify="right")
@@ -164,15 +154,15 @@ def canary_cmd(
 
     Exit 0 when the candidate passes, 1 when it fails. Production is never moved."""
     from trading.backtest.canary import run_canary
-    from trading.backtest.engine import window_of
+    from trading.data.window import window_of
 
-    config = _config()
+    config = load_config()
     if (start is None) != (end is None):
         raise InputError("give both --start and --end, or neither (the default holdout)")
     window = window_of(start, end) if start and end else None
     names = _symbols(config, symbols) if symbols else None
-    registry = _registry(config)
-    with _progress() as bar:
+    registry = open_registry(config)
+    with fraction_bar() as bar:
         tasks: dict[str, Any] = {}
 
         def progress(label: str, fraction: float) -> None:
@@ -219,20 +209,3 @@ def _print_verdict(result: CanaryResult) -> None:
     console.print(f"Run directory: {result.run_dir} (verdict.json, canary.log)", highlight=False)
     if result.passed:
         console.print(f"Next: hmmtrader promote {result.version}", highlight=False)
-
-
-@bench_app.command("backtest")
-def bench_backtest_cmd(
-    hours: Annotated[
-        float, typer.Option(help="Hours of two-symbol synthetic data backtested.")
-    ] = 2.0,
-    repeats: Annotated[int, typer.Option(help="Timed runs of each strategy (best kept).")] = 2,
-) -> None:
-    """Events/s of the full strategy vs a do-nothing strategy on the same engine and ticks."""
-    from trading.backtest.bench import bench_backtest
-
-    if not 0.25 <= hours <= 24:
-        raise InputError(f"--hours must be between 0.25 and 24, got {hours}")
-    if not 1 <= repeats <= 5:
-        raise InputError(f"--repeats must be between 1 and 5, got {repeats}")
-    print(bench_backtest(_config(), hours, console, repeats).to_json())

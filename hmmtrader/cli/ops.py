@@ -1,6 +1,6 @@
-"""`hmmtrader ops ...`: serve the ops API, and its client (status, kill, enable, retrain).
-The client talks to ops.url with ops.token; `--local` acts on the node's state file
-directly (when the API is down). Registers on trading.cli's app (see hmmtrader/cli.py)."""
+"""`hmmtrader ops ...` and `hmmtrader dashboard`: serve the ops API (serving.ops), and its
+client (status, kill, enable, retrain). The client talks to ops.url with ops.token;
+`--local` acts on the node's state file directly (when the API is down)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,26 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from trading.cli import _config, app, console
+from hmmtrader.cli.common import (
+    AccessLog,
+    LogLevel,
+    check_log_level,
+    check_port,
+    configure_logging,
+    console,
+    load_config,
+    run_uvicorn,
+)
 from trading.errors import ConfigError, InputError, SourceError
 
 if TYPE_CHECKING:
     from trading.settings import AppConfig
 
+app = typer.Typer()  # top-level command: dashboard
 ops_app = typer.Typer(
     help="The trading node's ops API: status, kill switch, retrain (and its server).",
     no_args_is_help=True,
 )
-app.add_typer(ops_app, name="ops")
 
 ReasonOption = Annotated[
     str, typer.Option("--reason", help="Why (1-500 characters; kept in the audit trail).")
@@ -39,49 +48,28 @@ UrlOption = Annotated[
 
 
 # ---- the servers --------------------------------------------------------------------------
-def _check_log_level(level: str) -> None:
-    if level.lower() not in ("debug", "info", "warning", "error"):
-        raise InputError(f"--log-level must be debug, info, warning or error, got {level!r}")
-
-
-def _run_uvicorn(application: Any, host: str, port: int, log_level: str, access_log: bool) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        access_log=access_log,
-        timeout_graceful_shutdown=5,
-        server_header=False,
-        ws="websockets-sansio",  # the dashboard's /ws
-    )
-
-
 @ops_app.command("serve")
 def serve_cmd(
     host: Annotated[str | None, typer.Option(help="Interface (default ops.host).")] = None,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port (default ops.port, 8060).")
     ] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    access_log: AccessLog = False,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve the ops API (FastAPI + uvicorn): GET /status, /metrics; POST /kill, /enable,
     /retrain with the bearer token HMMTRADER_OPS__TOKEN. Stop with Ctrl-C (or SIGTERM)."""
-    from serving.cli import _check_port, configure_logging
-    from serving.ops import create_ops_app, prefect_api_url
+    from serving.ops.app import create_ops_app, prefect_api_url
     from trading.node.state import state_path
     from trading.settings import OpsSettings
 
-    _check_log_level(log_level)
-    config = _config()
+    check_log_level(log_level)
+    config = load_config()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     ops = OpsSettings.model_validate({**config.settings.ops.model_dump(), **overrides})
     settings = config.settings.model_copy(update={"ops": ops})
     config = config.model_copy(update={"settings": settings})
-    _check_port(ops.host, ops.port)
+    check_port(ops.host, ops.port)
     configure_logging(log_level)
     application = create_ops_app(config)  # opens (creates) the state file: errors stop here
     token = "set" if ops.token is not None else "NOT set: POST endpoints disabled"
@@ -92,7 +80,8 @@ def serve_cmd(
         highlight=False,
         soft_wrap=True,
     )
-    _run_uvicorn(application, ops.host, ops.port, log_level, access_log)
+    run_uvicorn(application, ops.host, ops.port, log_level, access_log, graceful_s=5,
+                ws="websockets-sansio")  # fmt: skip
 
 
 @app.command("dashboard")
@@ -102,26 +91,25 @@ def dashboard_cmd(
         int | None,
         typer.Option(min=1, max=65535, help="Port (default dashboard.port, 8050)."),
     ] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn).")] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    access_log: AccessLog = False,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve the live dashboard: equity and PnL, each symbol's regime state and posterior,
     guardrail counts, model version, kill switch (button: ops token); past runs under
     HMMTRADER_HOME/runs. Also serves the ops API (/status, /kill, /enable, /metrics)."""
-    from serving.cli import _check_port, configure_logging
-    from serving.dashboard import create_dashboard_app
+    from serving.ops.dashboard import create_dashboard_app
     from trading.node.state import state_path
     from trading.settings import DashboardSettings
 
-    _check_log_level(log_level)
-    config = _config()
+    check_log_level(log_level)
+    config = load_config()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     board = DashboardSettings.model_validate(
         {**config.settings.dashboard.model_dump(), **overrides}
     )
     settings = config.settings.model_copy(update={"dashboard": board})
     config = config.model_copy(update={"settings": settings})
-    _check_port(board.host, board.port)
+    check_port(board.host, board.port)
     configure_logging(log_level)
     application = create_dashboard_app(config)
     token = "set" if config.settings.ops.token is not None else "NOT set: the kill button is off"
@@ -131,7 +119,15 @@ def dashboard_cmd(
         highlight=False,
         soft_wrap=True,
     )
-    _run_uvicorn(application, board.host, board.port, log_level, access_log)
+    run_uvicorn(
+        application,
+        board.host,
+        board.port,
+        log_level,
+        access_log,
+        graceful_s=5,
+        ws="websockets-sansio",
+    )  # the dashboard's /ws
 
 
 # ---- the client ---------------------------------------------------------------------------
@@ -274,9 +270,9 @@ def status_cmd(
 ) -> None:
     """Trading enabled or not (and why), node running or not, mode, model version,
     positions and PnL."""
-    config = _config()
+    config = load_config()
     if local:
-        from serving.ops import build_status
+        from serving.ops.app import build_status
         from trading.node.state import open_state
 
         status = build_status(open_state(config), config.settings.ops).model_dump(mode="json")
@@ -316,7 +312,7 @@ def kill_cmd(
     """Engage the kill switch: the node cancels open orders, flattens positions (unless
     --no-flatten) and stops trading until `hmmtrader ops enable`."""
     text = _check_reason(reason)
-    config = _config()
+    config = load_config()
     if local:
         from trading.node.state import open_state
 
@@ -334,7 +330,7 @@ def kill_cmd(
 def enable_cmd(reason: ReasonOption, local: LocalOption = False, url: UrlOption = None) -> None:
     """Release the kill switch: the node may trade again."""
     text = _check_reason(reason)
-    config = _config()
+    config = load_config()
     if local:
         from trading.node.state import open_state
 
@@ -352,7 +348,7 @@ def enable_cmd(reason: ReasonOption, local: LocalOption = False, url: UrlOption 
 def retrain_cmd(url: UrlOption = None) -> None:
     """Start a run of the nightly-retrain Prefect deployment (ops.deployment) through the
     ops API; a Prefect worker executes it. Prints the flow run id."""
-    run = _call(_config(), "POST", "/retrain", url)
+    run = _call(load_config(), "POST", "/retrain", url)
     console.print(
         f"flow run {run['flow_run_name']} ({run['state']}) of {run['deployment']} on "
         f"{run['prefect_api_url']}",

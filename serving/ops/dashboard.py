@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from serving.ops import StatusResponse, build_status, create_ops_app
+from serving.ops.app import StatusResponse, build_status, create_ops_app
 from trading.node.state import NodeState
 from trading.settings import AppConfig
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from trading.bench import BenchResult
+from hmmtrader.bench import BenchResult
 from trading.settings import AppConfig
 
 
@@ -21,7 +21,7 @@ def _bench_env(home: Path, seconds: int) -> dict[str, str]:
     return {
         "HMMTRADER_HOME": str(home),
         "HMMTRADER_FLOWS__SOURCE": "synthetic",
-        "HMMTRADER_FLOWS__SYNTHETIC_SECONDS": str(seconds),
+        "HMMTRADER_SYNTHETIC__DAY_SECONDS": str(seconds),
         "HMMTRADER_FLOWS__TRAIN_DAYS": "1",
         "HMMTRADER_CANARY__HOLDOUT_DAYS": "1",
         "HMMTRADER_BACKTEST__WARMUP_S": str(min(4500, seconds // 4)),

@@ -1,4 +1,4 @@
-"""`hmmtrader quickcheck`: the operator handbook's full-stack check, one line per check.
+"""The operator handbook's full-stack check (`hmmtrader quickcheck`), one line per check.
 
 inference  the inference server answers /ready with a model version (serving.url)
 backtest   a backtest of the production version writes its run directory's CSVs
@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from trading.errors import HmmTraderError
+from trading.data.window import Window, last_hours
+from trading.errors import HmmTraderError, InputError
 from trading.settings import AppConfig
 
 CHECKS = ("inference", "backtest", "dashboard", "ops", "canary")
@@ -88,33 +88,14 @@ def check_inference(config: AppConfig, opts: QuickcheckOptions) -> str:
     return f"{url} ready, {ready.get('model')} version {ready.get('version')}"
 
 
-def _last_window(config: AppConfig, symbols: list[str], hours: float) -> Any:
-    """The last `hours` (to the minute) before the newest tick of the newest lake day that
-    every symbol has."""
-    import pyarrow.compute as pc
-
-    from trading.backtest.engine import Window
+def _last_window(config: AppConfig, symbols: list[str], hours: float) -> Window:
+    """The last `hours` of the newest lake day that every symbol has."""
     from trading.data.lake import Lake
 
-    lake = Lake(config.home / "lake")
-    venue = config.instruments.venue
-    days = None
-    for symbol in symbols:
-        have = set(lake.days(venue, symbol, "quotes")) & set(lake.days(venue, symbol, "trades"))
-        days = have if days is None else days & have
-    if not days:
-        raise CheckFailedError(
-            f"the lake under {config.home / 'lake'} has no day with quotes and trades of "
-            f"{', '.join(symbols)}: ingest data first (hmmtrader ingest ...)"
-        )
-    day = max(days)
-    last_ns = min(
-        int(pc.max(lake.read(venue, s, "quotes", day, day, columns=["ts_ns"])["ts_ns"]).as_py())
-        for s in symbols
-    )
-    minute_ns = 60 * 1_000_000_000
-    end_ns = last_ns // minute_ns * minute_ns
-    return Window(end_ns - int(hours * 3600) * 1_000_000_000, end_ns)
+    try:
+        return last_hours(Lake(config.home / "lake"), config.instruments.venue, symbols, hours)
+    except InputError as exc:
+        raise CheckFailedError(str(exc)) from None
 
 
 def check_backtest(config: AppConfig, opts: QuickcheckOptions) -> str:

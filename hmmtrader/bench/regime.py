@@ -1,4 +1,4 @@
-"""Benchmarks of the regime model (shared JSON result format of trading.bench).
+"""Benchmarks of the regime model (shared JSON result format of hmmtrader.bench).
 
 - inference: one online step (forward filter + policy head + drift) vs hmmlearn's
   predict_proba over a 300-step window of the same model, per grid step.
@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from trading.bench import BenchResult
+from hmmtrader.bench import BenchResult
 
 if TYPE_CHECKING:
     from trading.regime.dataset import Dataset

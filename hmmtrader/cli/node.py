@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from trading.cli import _config, app, console
-from trading.cli_backtest import _print_summary
-from trading.errors import InputError
+from hmmtrader.cli.common import console, load_config
+from hmmtrader.cli.evaluate import print_summary
+
+app = typer.Typer()  # top-level command: node
 
 
 @app.command("node")
@@ -53,9 +54,9 @@ def node_cmd(
 ) -> None:
     """Run the NautilusTrader trading node with the regime strategy. Stop with Ctrl-C or
     SIGTERM (a clean stop); after a crash it starts with trading disabled."""
-    from trading.node.runner import NodeOptions, run_node
+    from trading.node.session import NodeOptions, run_node
 
-    config = _config()
+    config = load_config()
     node = config.settings.node
     opts = NodeOptions(
         mode=mode or node.mode,
@@ -71,7 +72,7 @@ def node_cmd(
     )
     result = run_node(config, opts, echo=lambda text: console.print(text, highlight=False))
     if result.summary.get("net_pnl_usd") is not None:
-        _print_summary(result.summary, f"node {result.mode}")
+        print_summary(result.summary, f"node {result.mode}")
     status = result.summary.get("status", {})
     console.print(
         f"node {result.mode} stopped cleanly after {result.elapsed_s:.1f} s: "
@@ -81,60 +82,3 @@ def node_cmd(
         + (f"; run directory {result.run_dir}" if result.run_dir else ""),
         highlight=False,
     )
-
-
-@app.command("quickcheck")
-def quickcheck_cmd(
-    check: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--check",
-            help="Run only these (repeatable): inference, backtest, dashboard, ops, canary.",
-        ),
-    ] = None,
-    hours: Annotated[
-        float,
-        typer.Option(min=0.25, max=24, help="Backtest and canary window: the lake's last hours."),
-    ] = 1.0,
-    candidate: Annotated[
-        str | None, typer.Option(help="Canary candidate version (default: the newest).")
-    ] = None,
-    promote: Annotated[
-        bool,
-        typer.Option(
-            "--promote", help="Promote the candidate when its canary passes (default: dry run)."
-        ),
-    ] = False,
-) -> None:
-    """The full-stack check, one line each: inference server healthy, a backtest writes its
-    CSVs, dashboard /metrics reachable, ops API answers, canary + promote cycle. Exit 1 when
-    any check fails."""
-    from trading.quickcheck import CHECKS, TITLES, CheckResult, QuickcheckOptions, run_checks
-
-    chosen = tuple(check) if check else CHECKS
-    unknown = [c for c in chosen if c not in CHECKS]
-    if unknown:
-        raise InputError(f"unknown check {unknown[0]!r}: use {', '.join(CHECKS)}")
-    config = _config()
-    opts = QuickcheckOptions(
-        checks=chosen, hours=hours, candidate=candidate, promote=promote,
-        timeout_s=config.settings.ops.timeout_s,
-    )  # fmt: skip
-
-    def show(result: CheckResult) -> None:
-        mark = "[green]✔ PASS[/]" if result.ok else "[red]✘ FAIL[/]"
-        console.print(
-            f"{mark} {TITLES[result.name]} ({result.seconds:.1f} s): {result.detail}",
-            highlight=False,
-            soft_wrap=True,
-        )
-
-    results = run_checks(config, opts, show)
-    failed = [r.name for r in results if not r.ok]
-    console.print(
-        f"quickcheck: {len(results) - len(failed)} passed, {len(failed)} failed"
-        + (f" ({', '.join(failed)})" if failed else ""),
-        highlight=False,
-    )
-    if failed:
-        raise typer.Exit(1)

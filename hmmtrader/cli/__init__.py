@@ -1,0 +1,97 @@
+"""The `hmmtrader` command line: one module per command group, assembled here. Heavy
+libraries are imported inside the commands, so `--help` stays quick."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hmmtrader.cli import (
+    bench,
+    data,
+    demo,
+    evaluate,
+    flows,
+    ingest,
+    models,
+    node,
+    ops,
+    quickcheck,
+    serve,
+)
+from hmmtrader.cli.common import State, console, err_console
+from trading.env import disable_telemetry
+from trading.errors import HmmTraderError
+
+__all__ = ["app", "main", "run"]
+
+app = typer.Typer(
+    help="hmm-trader: regime-adaptive crypto trading with a model lifecycle.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# groups
+app.add_typer(ingest.app, name="ingest")
+app.add_typer(data.data_app, name="data")
+app.add_typer(data.quality_app, name="quality")
+app.add_typer(flows.flow_app, name="flow")
+app.add_typer(ops.ops_app, name="ops")
+app.add_typer(bench.app, name="bench")
+# top-level commands, in the order of the README
+for module in (data, models, evaluate, demo, serve, node, ops, quickcheck):
+    app.add_typer(module.app)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    config_dir: Annotated[
+        Path | None, typer.Option(help="Directory with settings.yaml and symbols.yaml.")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="State root (overrides HMMTRADER_HOME, default ./var).")
+    ] = None,
+) -> None:
+    State.debug, State.config_dir, State.home = debug, config_dir, home
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; expected failures print one line and return 1."""
+    disable_telemetry()
+    try:
+        result = app(args=argv, prog_name="hmmtrader", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help())
+            return 2
+        where = ctx.command_path if ctx is not None else "hmmtrader"
+        err_console.print(
+            f"[bold red]error:[/] {exc.format_message()} (see: {where} --help)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except HmmTraderError as exc:
+        if State.debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing was written for the unfinished step")
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

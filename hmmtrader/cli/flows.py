@@ -1,0 +1,204 @@
+"""`hmmtrader flow nightly | backfill`: the Prefect flows (flows/) run in this process, on
+PREFECT_API_URL or on a local Prefect server started for the command."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from hmmtrader.cli.common import console, load_config
+from trading.errors import InputError
+
+if TYPE_CHECKING:
+    from trading.nightly.steps import NightReport
+    from trading.settings import AppConfig
+
+flow_app = typer.Typer(
+    help="Run the Prefect flows in this process (deployments: prefect deploy --all).",
+    no_args_is_help=True,
+)
+
+NightOption = Annotated[
+    str | None,
+    typer.Option(
+        "--night",
+        help="Night YYYY-MM-DD (default: yesterday UTC; synthetic source: the next night).",
+    ),
+]
+
+
+def _day(text: str | None, option: str) -> dt.date | None:
+    from trading.data.inputs import parse_day
+
+    return parse_day(text, option) if text else None
+
+
+def _with_runner(config: AppConfig, runner: str | None) -> AppConfig:
+    if runner is None:
+        return config
+    if runner not in ("threads", "dask"):
+        raise InputError(f"--task-runner must be threads or dask, got {runner!r}")
+    os.environ["HMMTRADER_FLOWS__TASK_RUNNER"] = runner  # the flows load their own config
+    return load_config()
+
+
+@contextmanager
+def prefect_api(config: AppConfig) -> Iterator[str]:
+    """PREFECT_API_URL when set; otherwise a local Prefect server (SQLite under
+    <home>/prefect) for the duration of the block, so the runs stay visible in its UI."""
+    from flows.runtime import prefect_env
+
+    os.environ["HMMTRADER_HOME"] = str(config.home)  # the flows load the same state root
+    prefect_env(config)
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        console.print(f"Prefect API: {url} (PREFECT_API_URL)", highlight=False)
+        yield url
+        return
+    from flows.server import LocalPrefectServer
+    from trading.paths import StatePaths
+
+    home = StatePaths(config.home).prefect.resolve()  # the server's database lives here
+    began = time.perf_counter()
+    with console.status("starting a local Prefect server (SQLite) ..."):
+        server = LocalPrefectServer(home).launch()
+        try:
+            _preload()  # meanwhile, on the other core
+            server.wait_healthy()
+        except BaseException:
+            server.stop()
+            raise
+    console.print(
+        f"Prefect server {server.ui_url} (PREFECT_HOME={home}) up in "
+        f"{time.perf_counter() - began:.1f} s",
+        highlight=False,
+    )
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+def _preload() -> None:
+    """Import what the flows need (Prefect, MLflow, Great Expectations, Nautilus: ~15 s
+    cold) while the server starts."""
+    import great_expectations  # noqa: F401
+    import mlflow  # noqa: F401
+    import nautilus_trader.backtest.engine  # noqa: F401
+
+    import flows.nightly  # noqa: F401
+
+
+def ui_commands(config: AppConfig) -> list[str]:
+    from trading.paths import StatePaths
+    from trading.regime.registry import default_tracking_uri
+
+    paths = StatePaths(config.home)
+    tracking = config.settings.registry.tracking_uri or default_tracking_uri(config.home)
+    return [
+        f"PREFECT_HOME={paths.prefect.resolve()} .venv/bin/prefect server start "
+        "--host 127.0.0.1 --port 4200",
+        f".venv/bin/mlflow ui --backend-store-uri {tracking} --host 127.0.0.1 --port 5000",
+    ]
+
+
+@flow_app.command("nightly")
+def flow_nightly_cmd(
+    night: NightOption = None,
+    runner: Annotated[
+        str | None, typer.Option("--task-runner", help="threads or dask (default: config).")
+    ] = None,
+) -> None:
+    """Run the nightly-retrain flow once, here (exit 1 when validate blocks)."""
+    config = _with_runner(load_config(), runner)
+    when = _day(night, "--night")
+    with prefect_api(config):
+        report = run_night(when)
+    print_night(report)
+    if report.stopped:
+        raise typer.Exit(1)
+
+
+@flow_app.command("backfill")
+def flow_backfill_cmd(
+    start: Annotated[str, typer.Option("--start", help="First night, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--end", help="Last night, YYYY-MM-DD.")],
+    retrain: Annotated[
+        bool, typer.Option(help="Run the whole nightly retrain for each night.")
+    ] = False,
+) -> None:
+    """Ingest, validate and compute features for every night of a range (--retrain: the
+    whole nightly retrain per night, in order)."""
+    from trading.data.inputs import check_range
+
+    config = load_config()
+    first, last = _day(start, "--start"), _day(end, "--end")
+    assert first is not None and last is not None
+    check_range(first, last, 366)
+    with prefect_api(config):
+        from flows.nightly import backfill
+
+        done = backfill(first, last, retrain)
+    console.print(f"backfilled nights: {', '.join(done)}")
+
+
+def run_night(night: dt.date | None) -> NightReport:
+    from flows.nightly import nightly_retrain
+    from trading.nightly.steps import NightReport, QualityBlockedError, plan_night
+
+    plan = plan_night(load_config(), night)  # before ingest moves the synthetic default on
+    try:
+        return nightly_retrain(plan.night)
+    except QualityBlockedError as exc:
+        report = NightReport(plan)
+        report.stopped = str(exc)
+        return report
+
+
+def print_night(report: NightReport) -> None:
+    plan = report.plan
+    console.print(
+        f"night {plan.night}: trained on {plan.train_start}..{plan.train_end}, "
+        f"canary holdout {plan.holdout_start}..{plan.holdout_end}",
+        highlight=False,
+    )
+    if report.stopped:
+        console.print(f"[bold red]stopped:[/] {report.stopped}", highlight=False)
+        return
+    table = Table(title=f"Night {plan.night}")
+    for column in ("model", "version", "trained", "canary", "failed rules", "net PnL", "trades",
+                   "decision", "production"):  # fmt: skip
+        table.add_column(column)
+    for t in report.trained:
+        c = next(c for c in report.canaries if c.model_name == t.model_name)
+        d = next(d for d in report.decisions if d.model_name == t.model_name)
+        verdict = c.skipped or ("[green]passed[/]" if c.passed else "[red]failed[/]")
+        table.add_row(
+            t.model_name,
+            str(t.version),
+            "reused" if t.reused else "new",
+            verdict + (" (reused)" if c.reused else ""),
+            ", ".join(c.failed_rules) or "-",
+            f"{c.candidate['net_pnl_usd']:+.2f}" if c.candidate else "-",
+            str(c.candidate.get("trades", "-")) if c.candidate else "-",
+            d.decision,
+            str(d.production_after),
+        )
+    console.print(table)
+    for d in report.decisions:
+        console.print(f"  {d.model_name} v{d.version}: {d.decision}: {d.reason}", highlight=False)

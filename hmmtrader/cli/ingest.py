@@ -1,0 +1,131 @@
+"""`hmmtrader ingest archive|rest|files|synthetic`: market data into the lake."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from hmmtrader.cli.common import (
+    EndDay,
+    StartDay,
+    Symbols,
+    console,
+    lake_of,
+    load_config,
+    progress_callback,
+)
+
+if TYPE_CHECKING:
+    from trading.data.lake import Written
+
+app = typer.Typer(help="Bring market data into the lake.", no_args_is_help=True)
+
+
+def report_written(written: list[Written], elapsed_s: float) -> None:
+    table = Table(title=f"Written to the lake in {elapsed_s:.1f} s")
+    for column in ("symbol", "kind", "date", "rows"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for item in written:
+        table.add_row(item.symbol, item.kind, item.day.isoformat(), f"{item.rows:,}")
+    console.print(table)
+    total = sum(item.rows for item in written)
+    console.print(f"{len(written)} file(s), {total:,} rows")
+
+
+@app.command("archive")
+def ingest_archive_cmd(
+    symbols: Symbols,
+    start: StartDay,
+    end: EndDay,
+    kind: Annotated[
+        str, typer.Option(help="aggTrades, bookTicker, klines (1m) or fundingRate (um, monthly).")
+    ] = "aggTrades",
+    market: Annotated[str, typer.Option(help="spot or um (USD-M futures).")] = "spot",
+    period: Annotated[str, typer.Option(help="daily or monthly archives.")] = "daily",
+    base_url: Annotated[
+        str | None, typer.Option(help="Archive site (default from settings).")
+    ] = None,
+) -> None:
+    """Download data.binance.vision archives, verify their SHA-256 and load them."""
+    from trading.data.archive import ingest_archive
+    from trading.data.inputs import parse_day
+
+    config = load_config()
+    first, last = parse_day(start, "--start"), parse_day(end, "--end")
+    began = time.perf_counter()
+    with progress_callback("bytes") as progress:
+        written = ingest_archive(
+            config,
+            lake_of(config),
+            symbols.split(","),
+            first,
+            last,
+            kind,
+            market=market,
+            period=period,
+            base_url=base_url,
+            progress=progress,
+        )
+    report_written(written, time.perf_counter() - began)
+
+
+@app.command("rest")
+def ingest_rest_cmd(
+    symbols: Symbols,
+    minutes: Annotated[int, typer.Option(help="How many recent minutes (1-1440).")] = 60,
+    base_url: Annotated[str | None, typer.Option(help="REST API (default from settings).")] = None,
+) -> None:
+    """Recent aggTrades, 1m klines and a book-ticker snapshot from Binance's REST API."""
+    from trading.data.rest import ingest_rest
+
+    config = load_config()
+    began = time.perf_counter()
+    written = ingest_rest(config, lake_of(config), symbols.split(","), minutes, base_url=base_url)
+    report_written(written, time.perf_counter() - began)
+
+
+@app.command("files")
+def ingest_files_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="CSV, zip or Parquet files.")],
+    symbol: Annotated[str, typer.Option(help="The symbol the files hold, e.g. BTCUSDT.")],
+) -> None:
+    """Load local files (Binance archive CSV/zip, quote/trade Parquet, Tardis snapshots)."""
+    from trading.data.files import ingest_files
+
+    config = load_config()
+    began = time.perf_counter()
+    written = ingest_files(config, lake_of(config), paths, symbol)
+    report_written(written, time.perf_counter() - began)
+
+
+@app.command("synthetic")
+def ingest_synthetic_cmd(
+    symbols: Symbols = "BTCUSDT,ETHUSDT",
+    start: StartDay = "2024-01-01",
+    days: Annotated[int, typer.Option(help="Number of UTC days (1-366).")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same market.")] = 7,
+    day_seconds: Annotated[
+        int | None,
+        typer.Option(
+            min=3600,
+            max=86_400,
+            help="Length of each day from midnight (default synthetic.day_seconds: 86400).",
+        ),
+    ] = None,
+) -> None:
+    """Generate a regime-switching market (quotes, trades, 1m bars, true regimes)."""
+    from trading.data.inputs import parse_day
+    from trading.data.synthetic import ingest_synthetic
+
+    config = load_config()
+    first = parse_day(start, "--start")
+    began = time.perf_counter()
+    with progress_callback("items") as progress:
+        written = ingest_synthetic(
+            config, lake_of(config), symbols.split(","), first, days, seed, progress, day_seconds
+        )
+    report_written(written, time.perf_counter() - began)

@@ -1,0 +1,301 @@
+"""`hmmtrader node`: one session of the trading node, start to clean stop.
+
+Modes: replay (lake ticks through the live runtime, sandbox fills: offline), paper (live
+Binance market data, sandbox fills), testnet (Binance spot testnet, keys), live (Binance,
+both opt-ins). Every start is a session in the node's state file (`trading.node.state`):
+after an unclean end the kill switch comes back engaged. A replay that crashed is
+recovered when started again with the same window: its ticks are replayed from the start
+at full speed up to where it stopped, re-deriving the same orders (the journal counts them
+once) so the simulated venue's positions and PnL are what they were, then it goes on with
+trading disabled until a person enables it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trading.data.lake import Lake
+from trading.data.window import NS, Window, require_ticks, window_of
+from trading.errors import InputError
+from trading.node.build import BuiltNode, NodeOptions, NodeSession, Replay, build_node
+from trading.node.state import open_state
+from trading.node.venues import (
+    binance_configs,
+    check_mode,
+    endpoints,
+    load_secrets,
+    require_live_opt_in,
+)
+from trading.settings import AppConfig
+
+__all__ = ["NodeOptions", "NodeResult", "run_node"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeResult:
+    mode: str
+    run_dir: Path | None
+    session_id: int
+    unclean_start: bool
+    trading_enabled_at_start: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+    ticks: int = 0
+    new_orders: int = 0
+    recovered_orders: int = 0
+    recovered_until_ns: int = 0
+    finished: bool = False  # replay reached its end
+    elapsed_s: float = 0.0
+    run_s: float = 0.0  # the node's run (wall)
+
+
+def _replay_window(config: AppConfig, opts: NodeOptions, symbols: list[str]) -> Window:
+    node = config.settings.node
+    start, end = opts.start or node.start, opts.end or node.end
+    if start is None or end is None:
+        lake = Lake(config.home / "lake")
+        days = lake.days(config.instruments.venue, symbols[0], "quotes")
+        if not days:
+            raise InputError(
+                f"the lake under {config.home / 'lake'} has no {symbols[0]} quotes to replay: "
+                "ingest some (hmmtrader ingest synthetic|archive|files) or run the demo first"
+            )
+        start = start or days[-1].isoformat()
+        end = end or start
+    return window_of(start, end)
+
+
+def _load_replay(
+    config: AppConfig, opts: NodeOptions, symbols: list[str], echo: Callable[[str], None]
+) -> Replay:
+    """The replay's window checked against the lake (and its data-quality gate), and its
+    ticks from the warm-up on."""
+    from trading.backtest.engine import quality_gate
+    from trading.data.nautilus import load_ticks
+
+    window = _replay_window(config, opts, symbols)
+    lake = Lake(config.home / "lake")
+    require_ticks(lake, config.instruments.venue, symbols, window)
+    if opts.run_dir is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        opts.run_dir = config.home / "runs" / f"node-replay-{stamp}"
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    if opts.gate:
+        echo(f"data-quality gate on {window} ...")
+        quality_gate(config, lake, symbols, window, opts.run_dir)
+    warm_start = window.start_ns - int(config.settings.backtest.warmup_s * NS)
+    instruments, ticks, _ = load_ticks(config, lake, symbols, warm_start, window.end_ns)
+    return Replay(window, instruments, ticks)
+
+
+def _inference(config: AppConfig, kind: str) -> Any:
+    if kind == "remote":
+        from trading.strategy.remote import RemoteInference, ServingClient, ServingError
+
+        s = config.settings
+        token = s.serving.token.get_secret_value() if s.serving.token is not None else None
+        # an answer slower than the latency budget is useless: time out there
+        timeout = s.strategy.guardrails.max_inference_ms / 1000.0
+        client = ServingClient(s.serving.url, token=token, timeout_s=timeout, connect_retries=0)
+        try:
+            return RemoteInference(client, session=f"node-{uuid.uuid4().hex[:8]}")
+        except ServingError as exc:
+            raise InputError(
+                f"{exc}; start it (hmmtrader serve) or use node.inference: in_process"
+            ) from None
+    from trading.node.inference import registry_inference
+
+    return registry_inference(config)
+
+
+def _open_session(
+    config: AppConfig, opts: NodeOptions, echo: Callable[[str], None]
+) -> tuple[NodeSession, str]:
+    """Check the options, load a replay's data, start the session in the state file (a
+    crashed replay of the same window is recovered). Returns the session and the
+    inference kind."""
+    s = config.settings
+    mode = check_mode(opts.mode)
+    secrets = load_secrets()
+    require_live_opt_in(mode, opts.live, secrets)
+    symbols = [x.strip().upper().removesuffix(".BINANCE") for x in opts.symbols]
+    for symbol in symbols:
+        config.symbol(symbol)  # a clear error for an unknown symbol
+    from trading.strategy.config import limits_of
+
+    limits = limits_of(s.strategy, symbols)
+    inference_kind = opts.inference or s.node.inference
+    if inference_kind not in ("in_process", "remote"):
+        raise InputError(f"unknown inference {inference_kind!r}: use in_process or remote")
+
+    state = open_state(config)
+    replay, venue_configs = None, None
+    if mode == "replay":
+        replay = _load_replay(config, opts, symbols, echo)
+        prefix = f"replay:{','.join(symbols)}:{replay.window.start_ns}:{replay.window.end_ns}"
+    else:
+        venue_configs = binance_configs(mode, symbols, secrets)
+        prefix = f"{mode}:{','.join(symbols)}"
+    previous = state.last_session()
+    recover = (
+        mode == "replay"
+        and previous is not None
+        and not previous.clean
+        and previous.run_key.startswith(prefix + "#")
+    )
+    run_key = previous.run_key if recover and previous else f"{prefix}#{uuid.uuid4().hex[:8]}"
+    recover_until = state.last_cursor(run_key) if recover else 0
+    started = state.start_session(mode, run_key)
+    session = NodeSession(
+        config, opts, mode, symbols, limits, state, started, run_key, recover_until, replay,
+        venue_configs, echo,
+    )  # fmt: skip
+    return session, inference_kind
+
+
+def run_node(
+    config: AppConfig,
+    opts: NodeOptions,
+    echo: Callable[[str], None] = print,
+) -> NodeResult:
+    t_start = time.monotonic()
+    session, inference_kind = _open_session(config, opts, echo)
+    started = session.started
+    if started.unclean:
+        echo(
+            f"kill switch ENGAGED: {started.switch.reason}. Enable trading with "
+            "`hmmtrader ops enable --reason ...` once you have checked the positions."
+        )
+    clean = False
+    inference = None
+    try:
+        inference = _inference(config, inference_kind)
+        trading = (
+            "DISABLED (" + started.switch.reason + ")" if started.switch.engaged else "enabled"
+        )
+        echo(
+            f"node {session.mode}: {', '.join(session.symbols)}; model version "
+            f"{inference.version} ({inference_kind.replace('_', ' ')}); trading {trading}"
+        )
+        if session.venue_configs is not None:
+            hosts = endpoints(session.venue_configs)
+            echo(f"market data: {hosts['data_ws']}; execution: {hosts['execution_http']}")
+        result = _run(session, build_node(session, inference), inference)
+        clean = True
+    finally:
+        if inference is not None and hasattr(inference, "stop"):
+            inference.stop()
+        if clean:
+            session.state.end_session(session.session_id)
+    result.elapsed_s = round(time.monotonic() - t_start, 1)
+    return result
+
+
+def _run(session: NodeSession, built: BuiltNode, inference: Any) -> NodeResult:
+    """Run the built node until its replay ends, max_seconds pass, or a signal stops it."""
+    from trading.node.replay import forget_client
+
+    node_s = session.config.settings.node
+    opts, node = session.opts, built.node
+    started = session.started
+    result = NodeResult(
+        session.mode, None, session.session_id, started.unclean, not started.switch.engaged
+    )
+    result.recovered_until_ns = session.recover_until_ns
+    if session.recover_until_ns:
+        session.echo(
+            "recovering the interrupted replay: replaying up to "
+            f"{dt.datetime.fromtimestamp(session.recover_until_ns / NS, dt.UTC):%Y-%m-%d %H:%M:%S}"
+            " UTC at full speed to rebuild positions and PnL"
+        )
+    if opts.build_only:
+        result.summary["clients"] = {
+            "data": type(built.data_config).__name__,
+            "execution": type(built.exec_config).__name__,
+            "environment": str(getattr(built.data_config, "environment", None)),
+        }
+        node.dispose()
+        forget_client(built.replay_key)
+        return result
+    metrics_server = None
+    if node_s.metrics_port:
+        try:
+            metrics_server = built.metrics.serve(node_s.metrics_host, node_s.metrics_port)
+        except OSError as exc:
+            node.dispose()
+            forget_client(built.replay_key)
+            raise InputError(
+                f"cannot serve the node's metrics on {node_s.metrics_host}:"
+                f"{node_s.metrics_port}: {exc.strerror or exc}; set node.metrics_port "
+                "(HMMTRADER_NODE__METRICS_PORT) to a free port, or 0 to turn them off"
+            ) from None
+        session.echo(f"metrics on http://{node_s.metrics_host}:{node_s.metrics_port}/metrics")
+    if opts.max_seconds is not None:
+        node.kernel.loop.call_later(opts.max_seconds, node.stop)
+    if hasattr(inference, "start"):
+        inference.start()
+    try:
+        t_run = time.perf_counter()
+        node.run()
+        result.run_s = time.perf_counter() - t_run
+        result.finished = built.replay_done
+        if session.replay is not None:
+            result.ticks = built.replay_client.played
+            result.run_dir = _write_replay_reports(session, built, result)
+        result.new_orders = built.recorder.new_orders
+        result.recovered_orders = built.recorder.recovered_orders
+        result.summary.setdefault("status", built.status())
+    finally:
+        node.dispose()
+        forget_client(built.replay_key)
+        if metrics_server is not None:
+            metrics_server[0].shutdown()
+    return result
+
+
+class _NodeView:
+    """What the report writer reads of a backtest engine, from a trading node."""
+
+    def __init__(self, node: Any) -> None:
+        self.trader = node.trader
+        self.portfolio = node.portfolio
+        self.cache = node.cache
+
+
+def _write_replay_reports(session: NodeSession, built: BuiltNode, result: NodeResult) -> Path:
+    from trading.backtest.report import write_reports
+
+    s = session.config.settings
+    run_dir = session.opts.run_dir
+    assert run_dir is not None and session.replay is not None
+    strategy = built.strategy
+    result.summary = write_reports(
+        _NodeView(built.node),
+        strategy,
+        built.recorder,
+        session.replay.instruments,
+        session.replay.window,
+        run_dir,
+        starting_balance_usd=s.node.starting_balance_usd,
+        extra={
+            "mode": "replay",
+            "model_version": strategy.inference.version if strategy.inference else None,
+            "symbols": session.symbols,
+            "events": result.ticks,
+            "run_s": round(result.run_s, 3),
+            "events_per_s": round(result.ticks / result.run_s, 1) if result.run_s > 0 else None,
+            "finished": result.finished,
+            "session": result.session_id,
+            "recovered_until_ns": result.recovered_until_ns,
+            "settings": {"backtest": s.backtest.model_dump(), "strategy": s.strategy.model_dump()},
+        },
+    )
+    return run_dir
