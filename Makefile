@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up .venv first.
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -13,6 +13,10 @@ demo: setup
 
 test: setup
 	.venv/bin/pytest
+
+# everyday work: the unit tests and the light integration tests (not marked slow)
+test-fast: setup
+	.venv/bin/pytest -m "not slow"
 
 lint: setup
 	.venv/bin/ruff check trading serving flows hmmtrader tests

@@ -73,7 +73,7 @@ def canary_set(
     symbol_set: SymbolSet,
     version: int,
     plan: steps.NightPlan | None,
-    validated: bool,
+    validated: str | None,
 ) -> steps.CanaryReport:
     logger = get_run_logger()
     shown: dict[str, int] = {}
@@ -176,13 +176,13 @@ def canary(
     model_name: str | None = None,
     night: dt.date | None = None,
     promote_on_pass: bool = False,
-    data_validated: bool = False,
+    data_validated: str | None = None,
 ) -> steps.CanaryReport:
     """Candidate vs production on a holdout (the night's, or with no night the most recent
     lake days after the version's training range); records the verdict on the version.
-    With promote_on_pass, a passed verdict promotes it. data_validated: the holdout's
-    files passed the data-quality gate in this run already (the nightly flow's validate
-    step), so the backtests skip theirs."""
+    With promote_on_pass, a passed verdict promotes it. data_validated: the issue CSV of
+    the data-quality gate that passed the holdout's files in this run already (the
+    nightly flow's validate step), so the backtests skip theirs."""
     config = flow_config()
     symbol_set = steps.symbol_set_of(config, model_name)
     plan = steps.plan_night(config, night) if night is not None else None
@@ -247,7 +247,8 @@ def nightly_retrain(night: dt.date | None = None) -> steps.NightReport:
                         version=str(result.version),
                         model_name=result.model_name,
                         night=plan.night,
-                        data_validated=True,  # validate just passed on these files
+                        # validate (quotes, trades) just passed on these files
+                        data_validated=report.quality[0].issues_csv,
                     )
                 )
                 report.decisions.append(promote(str(result.version), result.model_name))

@@ -38,4 +38,7 @@ if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version 2>/dev/null | cut -d' 
 fi
 
 export UV_PROJECT_ENVIRONMENT=.venv
-.tools/bin/uv sync --frozen --python "$PY" --quiet
+.tools/bin/uv sync --frozen --python "$PY" --quiet --compile-bytecode
+# Bytecode for the project's own modules too: where PYTHONDONTWRITEBYTECODE is set, every
+# process would compile them again (the venv's packages: --compile-bytecode above).
+.venv/bin/python -m compileall -q trading serving flows hmmtrader tests >/dev/null

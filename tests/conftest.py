@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared import SHARED_ENV
 from trading.data.lake import Lake
 from trading.env import disable_telemetry
 from trading.settings import AppConfig, load_settings
@@ -23,6 +24,14 @@ disable_telemetry()
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hmmtrader-test-prefect-")
 atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_worlds(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> None:
+    """Where tests.shared builds the run's worlds: the base temp every xdist worker of this
+    run shares (the parent of each worker's own)."""
+    base = tmp_path_factory.getbasetemp()
+    os.environ[SHARED_ENV] = str(base if worker_id == "master" else base.parent)
 
 
 @pytest.fixture
@@ -47,3 +56,27 @@ def lake(home: Path) -> Lake:
 def lake_files(root: Path) -> list[Path]:
     """Every file under a lake root, temp files included."""
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# The heaviest modules first (their measured share of a run), so that the two xdist
+# workers (whole files each, in this order) finish close together; the rest keep their
+# collection order.
+HEAVY_FIRST = (
+    "test_flows_nights.py",
+    "test_node.py",
+    "test_backtest.py",
+    "test_demo.py",
+    "test_registry.py",
+    "test_dashboard.py",
+    "test_flows_deploy.py",
+    "test_serving.py",
+    "test_quickcheck.py",
+    "test_serving_fuzz.py",
+    "test_ops.py",
+    "test_node_build.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

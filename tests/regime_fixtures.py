@@ -2,9 +2,9 @@
 turned into a FEATURES_V1 `Dataset` with the true regime of every row, small but sane
 training settings, and a cached fitted model.
 
-Expensive results are cached per process (`functools.lru_cache`); every public helper
-hands out fresh copies, so callers may modify what they get without affecting other
-tests.
+Expensive results are computed once per test run (tests.shared: across xdist workers)
+and cached per process; every public helper hands out fresh copies, so callers may modify
+what they get without affecting other tests.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from tests.shared import shared_value
 from trading.data.synthetic import SyntheticDay, generate
 from trading.features.descriptor import FeatureSet, features_v1
 from trading.features.v1 import compute_batch, rows_to_table, step_ns
@@ -81,7 +83,13 @@ def features_of_days(
 
 @functools.lru_cache(maxsize=1)
 def _app_config() -> AppConfig:
-    return load_settings()
+    """The repository's configs/ without the HMMTRADER_* overrides of the environment: a
+    cached dataset must not depend on which test asked for it first."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("HMMTRADER_")}
+    try:
+        return load_settings()
+    finally:
+        os.environ.update(saved)
 
 
 def _build(
@@ -110,7 +118,8 @@ def _build(
 def _cached(
     symbols: tuple[str, ...], days: int, seed: int, seconds: int | None, start: dt.date
 ) -> tuple[Dataset, dict[str, np.ndarray]]:
-    return _build(symbols, days, seed, seconds, _app_config(), start)
+    key = f"dataset:{symbols}:{days}:{seed}:{seconds}:{start}"
+    return shared_value(key, lambda: _build(symbols, days, seed, seconds, _app_config(), start))
 
 
 def copy_dataset(data: Dataset) -> Dataset:
@@ -154,11 +163,14 @@ def _cached_fit(
     start: dt.date,
     key: tuple[str, str, str],
 ) -> tuple[RegimeModel, TrainReport]:
-    data, _ = _cached(symbols, days, seed, seconds, start)
-    regime = RegimeSettings.model_validate_json(key[0])
-    policy = PolicySettings.model_validate_json(key[1])
-    drift = DriftSettings.model_validate_json(key[2])
-    return fit_regime_model(data, regime, policy, drift)
+    def fit() -> tuple[RegimeModel, TrainReport]:
+        data, _ = _cached(symbols, days, seed, seconds, start)
+        regime = RegimeSettings.model_validate_json(key[0])
+        policy = PolicySettings.model_validate_json(key[1])
+        drift = DriftSettings.model_validate_json(key[2])
+        return fit_regime_model(data, regime, policy, drift)
+
+    return shared_value(f"fit:{symbols}:{days}:{seed}:{seconds}:{start}:{key}", fit)
 
 
 def fitted_model(

@@ -1,6 +1,6 @@
-"""Integration-test helpers: run the CLI on a state root, build the config it builds, and
-isolate the environment (test settings, no inherited HMMTRADER_* sections, the MLflow URIs
-that Registry writes into os.environ restored afterwards)."""
+"""Integration-test helpers: run the CLI in this process on a state root, build the config
+it builds, and isolate the environment (the test profile, no inherited HMMTRADER_*
+sections, the MLflow URIs that Registry writes into os.environ restored afterwards)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hmmtrader.cli import run
+from tests.profile import PROFILE
 from trading.settings import AppConfig, load_settings
 
 _INHERITED = re.compile(
@@ -22,12 +23,13 @@ _INHERITED = re.compile(
 
 @contextmanager
 def isolated_env(overrides: dict[str, str]) -> Iterator[None]:
+    """The test profile plus `overrides`, for the block (and nothing inherited)."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     with pytest.MonkeyPatch.context() as mp:
         for key in list(os.environ):
             if key == "HMMTRADER_HOME" or _INHERITED.match(key):
                 mp.delenv(key)
-        for key, value in overrides.items():
+        for key, value in {**PROFILE, **overrides}.items():
             mp.setenv(key, value)
         mp.setenv("NO_PROXY", "127.0.0.1,localhost")
         yield

@@ -1,12 +1,11 @@
 """Prefect integration-test helpers: a real `prefect server` (SQLite or PostgreSQL), its
-REST API, a process worker, and the fast settings of the flow tests."""
+REST API, the `prefect` CLI and a process worker."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,32 +15,11 @@ from typing import Any
 import httpx
 
 from flows.server import LocalPrefectServer
+from tests.integration.processes import profile_env
+from trading.process import ServerProcess
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-# 8-hour synthetic days, a small HMM search with few EM / boosting iterations, a short
-# warm-up, and the canary's candidate and production backtests one after the other in the
-# flow's process (two spawned processes importing everything cost twice as much on two
-# cores; tests/integration/test_backtest.py covers the parallel canary): a night in about
-# half a minute.
-FAST: dict[str, str] = {
-    "HMMTRADER_FLOWS__SYNTHETIC_SECONDS": "28800",
-    "HMMTRADER_BACKTEST__WARMUP_S": "1800",
-    "HMMTRADER_REGIME__K_MAX": "3",
-    "HMMTRADER_REGIME__RESTARTS": "1",
-    "HMMTRADER_REGIME__MAX_ITER": "25",
-    "HMMTRADER_POLICY__MAX_ITER": "20",
-    "HMMTRADER_CANARY__WORKERS": "1",
-}
-# floors every candidate meets (the first night promotes on floors)
-LENIENT: dict[str, str] = {
-    "HMMTRADER_CANARY__FLOORS__MIN_NET_PNL_USD": "-100000",
-    "HMMTRADER_STRATEGY__GUARDRAILS__STATE_DRAWDOWN_USD": "100000",
-    "HMMTRADER_STRATEGY__GUARDRAILS__DAILY_LOSS_USD": "100000",
-}
-# a floor no candidate meets
-IMPOSSIBLE: dict[str, str] = {"HMMTRADER_CANARY__FLOORS__MIN_TRADES": "100000000"}
 
 
 def server_extra_env() -> dict[str, str]:
@@ -97,14 +75,10 @@ class Api:
             body["flow_runs"] = {"id": {"any_": list(flow_run_ids)}}
         return list(self.post("/artifacts/filter", body))
 
-    def wait_run(
-        self, run_id: str, timeout_s: float, stop: threading.Event | None = None
-    ) -> dict[str, Any]:
-        """The run once it is final; AssertionError after timeout_s, RuntimeError on stop."""
+    def wait_run(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+        """The run once it is final; AssertionError after timeout_s."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
-                raise RuntimeError(f"stopped waiting for flow run {run_id}")
             run = self.get(f"/flow_runs/{run_id}")
             if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
                                                          "CANCELLED"):  # fmt: skip
@@ -113,25 +87,20 @@ class Api:
         raise AssertionError(f"flow run {run_id} did not finish in {timeout_s:.0f} s")
 
 
-def cli_env(
-    api_url: str, prefect_home: Path, extra: dict[str, str], base: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The environment of `prefect` CLI and worker processes: `base` (default os.environ)
-    without HMMTRADER_*, PREFECT_* and the MLflow URIs an in-process Registry leaves."""
-    dropped = ("HMMTRADER_", "PREFECT_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith(dropped)}  # fmt: skip
-    env.update(
-        PREFECT_API_URL=api_url,
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        NO_PROXY="127.0.0.1,localhost",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_CLI_COLORS="false",
+def cli_env(api_url: str, prefect_home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of `prefect` CLI and worker processes: the test profile and `extra`,
+    on the server at `api_url` (nothing inherited of HMMTRADER_* or PREFECT_*)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return profile_env(
+        {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(prefect_home),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_CLI_COLORS": "false",
+            **extra,
+        },
+        base=base,
     )
-    env.update(extra)
-    return env
 
 
 def prefect_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
@@ -144,22 +113,12 @@ def prefect_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
 
 
 @contextmanager
-def worker(env: dict[str, str], log: Path, pool: str = "hmmtrader") -> Iterator[None]:
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield
-    finally:
-        import signal
-
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+def worker(env: dict[str, str], log: Path, pool: str = "hmmtrader") -> Iterator[ServerProcess]:
+    """`prefect worker start` on `pool` for the block (its process group stopped after)."""
+    process = ServerProcess(
+        "prefect worker",
+        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+        log, env=env, cwd=PROJECT,
+    )  # fmt: skip
+    with process.launch():
+        yield process

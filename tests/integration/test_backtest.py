@@ -1,12 +1,11 @@
-"""The backtest harness and the canary gate, end to end through the CLI, on a synthetic
-two-day market: train on day 1, backtest and canary on day 2 in the real Nautilus engine
-against a real (SQLite) MLflow registry."""
+"""The backtest harness and the canary gate, end to end through the CLI, on the shared
+two-day synthetic market (6-hour days): version 1 trained on day 1, backtests and canaries
+on day 2 in the real Nautilus engine against a real (SQLite) MLflow registry."""
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.cli_env import cli, config_for, isolated_env
+from tests.integration.worlds import trained_home
+from tests.profile import DAY1, DAY2, DAY_SECONDS
+from trading.backtest.canary import kpi_fingerprint
 from trading.backtest.engine import run_backtest
 from trading.data.lake import Lake
 from trading.data.window import window_of
@@ -26,13 +28,8 @@ from trading.strategy.inference import InProcessInference
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SYMBOLS = "BTCUSDT,ETHUSDT"
-TRAIN_DAY, TEST_DAY = "2025-01-01", "2025-01-02"
-FAST_ENV = {
-    "HMMTRADER_REGIME__RESTARTS": "1",
-    "HMMTRADER_REGIME__K_MIN": "3",
-    "HMMTRADER_REGIME__K_MAX": "4",
-    "HMMTRADER_REGIME__MAX_ITER": "40",
-}
+TRAIN_DAY, TEST_DAY = DAY1, DAY2
+TEST_END = f"{TEST_DAY}T{DAY_SECONDS // 3600:02d}:00"  # the end of the day's data
 RUN_FILES = {
     "trades.csv",
     "guardrails.csv",
@@ -45,37 +42,28 @@ RUN_FILES = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_env() -> Iterator[None]:
-    with isolated_env(FAST_ENV):
+def profile_env() -> Iterator[None]:
+    with isolated_env({}):
         yield
 
 
 @pytest.fixture(scope="module")
-def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two synthetic days for both symbols; version 1 trained on day 1 (candidate)."""
-    home = tmp_path_factory.mktemp("backtest") / "home"
-    assert cli(home, "ingest", "synthetic", "--symbols", SYMBOLS, "--start", TRAIN_DAY,
-               "--days", "2", "--seed", "7") == 0  # fmt: skip
-    assert (
-        cli(home, "features", "--symbols", SYMBOLS, "--start", TRAIN_DAY, "--end", TRAIN_DAY) == 0
-    )
-    assert cli(home, "train", "--symbols", SYMBOLS, "--start", TRAIN_DAY, "--end", TRAIN_DAY) == 0
-    return home
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's copy of the shared world: version 1 (candidate) trained on day 1."""
+    return trained_home(tmp_path_factory.mktemp("backtest") / "home")
 
 
-def private_home(root: Path, trained_home: Path) -> Path:
-    """A copy of the trained state root (lake + registry) a test may change."""
-    home = root / "home"
-    shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("runs"))
-    return home
+def private_home(root: Path) -> Path:
+    """A copy of the shared world (lake + registry) a test may change."""
+    return trained_home(root / "home")
 
 
 def test_backtest_day_writes_consistent_reports(
-    trained_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    code = cli(trained_home, "backtest", "--model", "candidate", "--symbols", SYMBOLS,
-               "--start", TEST_DAY, "--end", TEST_DAY, "--out", str(out))  # fmt: skip
+    code = cli(home, "backtest", "--model", "candidate", "--symbols", SYMBOLS,
+               "--start", TEST_DAY, "--end", TEST_END, "--out", str(out))  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert {p.name for p in out.iterdir()} >= RUN_FILES
@@ -112,10 +100,15 @@ def test_backtest_day_writes_consistent_reports(
     # guardrail counts in the summary are the CSV's
     assert summary["guardrail_blocks"] == guard["reason"].value_counts().to_dict()
     assert summary["guardrail_blocks_total"] == len(guard)
-    # the timeline covers the day for both symbols, on the 1 s grid, without warm-up rows
+    # the timeline covers the window for both symbols without warm-up rows: one step a
+    # second from the features' warm-up after the overnight gap (<= 20 min) to the end
     assert set(timeline["symbol"]) == {"BTCUSDT", "ETHUSDT"}
-    assert timeline["ts_ns"].min() >= pd.Timestamp(TEST_DAY, tz="UTC").value
-    assert summary["steps"] == len(timeline) > 150_000
+    day_ns, end_ns = pd.Timestamp(TEST_DAY, tz="UTC").value, pd.Timestamp(TEST_END, tz="UTC").value
+    for symbol, rows in timeline.groupby("symbol"):
+        ts = rows["ts_ns"].to_numpy()
+        assert (np.diff(ts) == 10**9).all() and ts[-1] == end_ns - 10**9, symbol
+        assert day_ns < ts[0] <= day_ns + 20 * 60 * 10**9, symbol
+    assert summary["steps"] == len(timeline) > 2 * (DAY_SECONDS - 20 * 60)
     assert summary["nan_count"] == 0 and summary["state_entropy"] > 0.5
     # trades respect the caps and the notional floor
     notional = trades["qty"] * trades["entry_price"]
@@ -143,10 +136,8 @@ def _shift_prices_after(lake: Lake, symbol: str, day: str, t_ns: int, factor: fl
         pq.write_table(table, path)
 
 
-def test_changing_data_after_t_changes_no_decision_at_or_before_t(
-    trained_home: Path, tmp_path: Path
-) -> None:
-    home = private_home(tmp_path, trained_home)
+def test_changing_data_after_t_changes_no_decision_at_or_before_t(tmp_path: Path) -> None:
+    home = private_home(tmp_path)
     config = config_for(home)
     model, version = Registry(RegistrySettings(), home).load("candidate")
     window = window_of(f"{TEST_DAY}T00:00", f"{TEST_DAY}T02:00")
@@ -161,10 +152,14 @@ def test_changing_data_after_t_changes_no_decision_at_or_before_t(
         }
 
     before = backtest("original")
+    registry = Registry(RegistrySettings(), home)
+    recorded = kpi_fingerprint(config, registry, version, symbols, window)
     lake = Lake(home / "lake")
     for symbol in symbols:
         _shift_prices_after(lake, symbol, TEST_DAY, t, 1.02)  # +2 % after t
     after = backtest("perturbed")
+    # a canary would not reuse KPIs recorded on the data before the change
+    assert kpi_fingerprint(config, registry, version, symbols, window) != recorded
 
     def upto(frame: pd.DataFrame, column: str, limit: int) -> pd.DataFrame:
         return frame[frame[column] <= limit].reset_index(drop=True)
@@ -195,14 +190,13 @@ def test_changing_data_after_t_changes_no_decision_at_or_before_t(
 
 
 def test_bad_input_gives_clear_errors(
-    trained_home: Path,
-    tmp_path: Path,
+    home: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def error_of(*args: str) -> str:
         capsys.readouterr()
-        assert cli(trained_home, *args) == 1
+        assert cli(home, *args) == 1
         captured = capsys.readouterr()
         return " ".join((captured.err + captured.out).split())
 
@@ -228,27 +222,24 @@ def test_bad_input_gives_clear_errors(
     assert "no per_symbol risk limits for SOLUSDT" in message
     monkeypatch.delenv("HMMTRADER_STRATEGY__SYMBOLS")
     # nothing was written for the failed runs
-    assert not (trained_home / "runs").exists() or not any((trained_home / "runs").iterdir())
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
 
-# whole-day canaries (three backtests of a day each): 353 s alone on this 2-core machine,
-# 734 s beside the other xdist worker's servers; the default 600 s would cut it off
-@pytest.mark.timeout(1500)
 def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
-    trained_home: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    home = private_home(tmp_path, trained_home)
+    home = private_home(tmp_path)
     registry = Registry(RegistrySettings(), home)
     capsys.readouterr()
 
-    # no production yet: only the floors apply; the default holdout is the day after training
+    # no production yet: only the floors apply; the default holdout is the day after
+    # training, up to the end of its data
     assert cli(home, "canary", "1") == 0, capsys.readouterr().err
     out = " ".join(capsys.readouterr().out.split())
     assert "Verdict: PASSED" in out and "no production version yet: only the floors apply" in out
-    assert "2025-01-02 00:00 .. 2025-01-03 00:00 UTC" in out
+    assert f"{TEST_DAY} 00:00 .. {TEST_END.replace('T', ' ')} UTC" in out
     v1 = registry.info(1)
     assert v1.tags["canary_verdict"] == "passed" and v1.tags["canary_failed_rules"] == "none"
     run_dir = Path(v1.tags["canary_run_dir"])
@@ -297,7 +288,12 @@ def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
     verdict = json.loads((Path(v2.tags["canary_run_dir"]) / "verdict.json").read_text())
     assert verdict["production_version"] == 1
     by_name = {r["name"]: r for r in verdict["rules"]}
-    assert by_name["pnl_vs_production"]["production"] == pytest.approx(good["net_pnl_usd"])
+    # production (version 1) was backtested on this window by the first canary: its
+    # recorded KPIs are reused, not recomputed
+    assert by_name["pnl_vs_production"]["production"] == good["net_pnl_usd"]
+    reused = [n for n in verdict["notes"] if "KPIs on this window were reused" in n]
+    assert reused and str(run_dir / "candidate") in reused[0], verdict["notes"]
+    assert not (Path(v2.tags["canary_run_dir"]) / "production").exists()
     bad = json.loads((Path(v2.tags["canary_run_dir"]) / "candidate" / "summary.json").read_text())
     assert bad["trades"] > good["trades"] and bad["net_pnl_usd"] < 0
     # production untouched; promote refuses the failed candidate

@@ -17,19 +17,12 @@ from typing import Any
 import pytest
 
 from tests.integration.cli_env import isolated_env
-from tests.integration.mlflow_server import free_port
-from tests.integration.node_env import (
-    DAY,
-    ENV,
-    SYMBOLS,
-    NodeProcess,
-    build_home,
-    node_env,
-    state_of,
-    status_body,
-    wait_for,
-)
-from tests.integration.serving_env import TOKEN, ServerProcess
+from tests.integration.node_env import DAY, node_env, state_of, status_body, wait_for
+from tests.integration.processes import NodeProcess, hmmtrader_server, node_process
+from tests.integration.serving_env import TOKEN
+from tests.integration.worlds import thin_home
+from tests.profile import SYMBOLS, THIN
+from trading.process import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,10 +31,6 @@ SCREENSHOT_COPY = Path("/tmp/hmmtrader-dashboard.png")
 RUN_NAME = "replay-test"
 WAIT_MS = 90_000  # the page's conditions, on a loaded 2-core machine
 TOKEN_KEY = "hmmtrader.ops-token"  # app.js keeps the token there (sessionStorage)
-
-
-# a thinner synthetic market (2 quotes/s instead of 10): the page, not the market, is tested
-THIN = {**ENV, "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,9 +51,9 @@ def chromium_path() -> Path:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("dashboard") / "home"
-    build_home(home)
-    return home
+    """The shared thin world (a thinner market: the page, not the market, is tested), with
+    version 1 in production."""
+    return thin_home(tmp_path_factory.mktemp("dashboard") / "home")
 
 
 def _points(page: Any, canvas_id: str) -> int:
@@ -228,12 +217,10 @@ def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path)
 
     db, out = tmp_path / "node.db", home / "runs" / RUN_NAME
     env = node_env({**THIN, "HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db)})
-    node = NodeProcess(home, ["--speed", "100", "--no-gate", "--start", f"{DAY}T00:30",
-                              "--end", f"{DAY}T01:30", "--out", str(out)],
-                       tmp_path / "node.log", env)  # fmt: skip
-    board = ServerProcess(
-        home, free_port(), tmp_path / "dashboard.log", env, command=("dashboard",)
-    )
+    node = node_process(home, ["--speed", "100", "--no-gate", "--start", f"{DAY}T00:30",
+                               "--end", f"{DAY}T01:30", "--out", str(out)],
+                        tmp_path / "node.log", env)  # fmt: skip
+    board = hmmtrader_server(home, ("dashboard",), tmp_path / "dashboard.log", env)
     errors: list[str] = []
     try:
         node.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,21 +16,20 @@ import pandas as pd
 import pytest
 
 from tests.integration.cli_env import cli, isolated_env
-from tests.integration.mlflow_server import free_port
 from tests.integration.node_env import (
     DAY,
-    ENV,
-    SYMBOLS,
-    NodeProcess,
-    build_home,
     node_env,
     ops_server,
     state_of,
     status_body,
     wait_for,
 )
-from tests.integration.serving_env import server
+from tests.integration.processes import node_process
+from tests.integration.serving_env import TOKEN, server
+from tests.integration.worlds import thin_home
+from tests.profile import DAY_SECONDS, SYMBOLS
 from trading.data.lake import Lake
+from trading.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,15 +44,15 @@ RUN_FILES = {"trades.csv", "guardrails.csv", "state_timeline.csv", "equity.csv",
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_env() -> Iterator[None]:
-    with isolated_env({**ENV, **HOLD}):
+    with isolated_env(HOLD):
         yield
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("node") / "home"
-    build_home(home)
-    return home
+    """The shared thin world: version 1 (trained on DAY) in production (a thinner market:
+    the node, not the market, is tested)."""
+    return thin_home(tmp_path_factory.mktemp("node") / "home")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,7 @@ def test_replay_matches_backtest_and_records_ticks(
     out, recorded = tmp_path / "replay", tmp_path / "recorded"
     env = node_env({**HOLD, "HMMTRADER_NODE__RECORD_LAKE": str(recorded),
                     "HMMTRADER_NODE__KILL_DB": str(tmp_path / "node.db")})  # fmt: skip
-    node = NodeProcess(home, ["--start", START, "--end", END, "--out", str(out)],
+    node = node_process(home, ["--start", START, "--end", END, "--out", str(out)],
                        tmp_path / "node.log", env).start()  # fmt: skip
     assert node.wait() == 0, node.log()[-3000:]
     assert "stopped cleanly" in node.log()
@@ -130,8 +128,8 @@ def test_remote_inference_outage_takes_no_risk_and_recovers(home: Path, tmp_path
                     "HMMTRADER_NODE__METRICS_PORT": str(metrics_port)})  # fmt: skip
     # a long window: the server's restart takes a while on a loaded machine; the test stops
     # the node once trading has resumed
-    node = NodeProcess(home, ["--inference", "remote", "--speed", "150", "--no-gate",
-                              "--start", START, "--end", f"{DAY}T08:00", "--out", str(out)],
+    node = node_process(home, ["--inference", "remote", "--speed", "150", "--no-gate",
+                              "--start", START, "--end", f"{DAY}T{DAY_SECONDS // 3600:02d}:00", "--out", str(out)],
                        tmp_path / "node.log", env)  # fmt: skip
     state = state_of(db)
 
@@ -153,8 +151,8 @@ def test_remote_inference_outage_takes_no_risk_and_recovers(home: Path, tmp_path
         wait_for("recovery", lambda: status_body(db)["model"]["healthy"] is True, node)
         up_at = _market_ns(db)
         wait_for("an entry after the recovery", lambda: entries_after(up_at), node)
-        assert node.proc is not None
-        os.killpg(node.proc.pid, signal.SIGTERM)
+        wait_for("two market minutes more", lambda: _market_ns(db) > up_at + 120 * NS, node)
+        node.signal(signal.SIGTERM)
         assert node.wait() == 0, node.log()[-3000:]
     finally:
         node.kill()
@@ -213,14 +211,13 @@ def test_sigkill_restart_disabled_until_enabled(
     """Acceptance 3: SIGKILL the replay node mid-run and restart it: trading is disabled,
     no order is duplicated, positions and PnL are what they were; POST /enable (ops API)
     resumes; POST /kill flattens."""
-    from tests.integration.serving_env import TOKEN
 
     db = tmp_path / "node.db"
     env = node_env({**HOLD, "HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db)})
-    ops = ops_server(home, tmp_path / "ops.log", env)
+    ops = ops_server(home, tmp_path / "ops.log", env).launch()  # up while the nodes run
     out = tmp_path / "replay"
     args = ["--speed", "200", "--no-gate", "--start", START, "--end", END, "--out", str(out)]
-    first = NodeProcess(home, args, tmp_path / "node1.log", env).start()
+    first = node_process(home, args, tmp_path / "node1.log", env).start()
     state = state_of(db)
 
     def run_orders() -> list[dict[str, Any]]:
@@ -235,9 +232,9 @@ def test_sigkill_restart_disabled_until_enabled(
         cut = state.last_cursor(state.last_session().run_key)
         assert state.last_session().clean is False
 
-        second = NodeProcess(home, args, tmp_path / "node2.log", env).start()
+        second = node_process(home, args, tmp_path / "node2.log", env).start()
         wait_for("recovery past the cut", lambda: _market_ns(db) > cut + 120 * NS, second)
-        ops.start()
+        ops.wait_healthy()
         status = httpx.get(ops.url + "/status", timeout=5).json()
         assert status["trading_enabled"] is False
         assert "unclean shutdown" in status["kill_switch"]["reason"]

@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.cli_env import cli, config_for, isolated_env
 from tests.integration.serving_env import model_and_rows, register, registry_at
+from tests.integration.worlds import served_home
 from trading.errors import InputError
 from trading.node.session import NodeOptions, run_node
 from trading.node.venues import (
@@ -40,12 +41,9 @@ TESTNET_KEYS = {"BINANCE_TESTNET_API_KEY": "tn-key", "BINANCE_TESTNET_API_SECRET
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("node-build") / "home"
+    """The shared served world: version 1 (k=4) in production, version 2 (k=3)."""
     with isolated_env({}):
-        model, ts, X = model_and_rows(4)
-        registry = registry_at(home)
-        registry.promote(register(registry, model, ts, X, "build"), force=True, reason="test")
-    return home
+        return served_home(tmp_path_factory.mktemp("node-build") / "home")
 
 
 @pytest.fixture
@@ -180,7 +178,8 @@ def test_in_process_inference_follows_the_production_alias(home: Path) -> None:
         inference = ReloadingInference(registry, "production", poll_s=3600, history_rows=500)
         v1 = inference.version
         model3, ts, X = model_and_rows(3)
-        v2 = register(registry, model3, ts, X, "reload-3")
+        v2 = 2  # the served world's K=3 version
+        assert registry.load(v2)[0].n_states == model3.n_states == 3
         for i in range(200):
             inference.step("BTCUSDT", X[i], int(ts[i]))
         inference.check_now()

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,16 +20,16 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.server import LocalPrefectServer, free_port
+from flows.server import LocalPrefectServer
 from serving.ops.app import create_ops_app
 from tests.integration.prefect_env import new_server
-from tests.integration.serving_env import ServerProcess
+from tests.integration.processes import HMMTRADER, hmmtrader_server, profile_env
 from trading.node.state import NodeState, state_path
+from trading.process import free_port
 from trading.settings import AppConfig, load_settings
 
 pytestmark = [pytest.mark.integration]
 
-HMMTRADER = str(Path(sys.executable).parent / "hmmtrader")
 TOKEN = "ops-test-token-5d1c9e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEPLOYMENT = "nightly-retrain/nightly-retrain"
@@ -54,15 +53,15 @@ BODY: dict[str, Any] = {
 @dataclass
 class Ops:
     home: Path
-    port: int
+    url: str
     env: dict[str, str]
     log_path: Path
     prefect: LocalPrefectServer
     proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def db(self) -> Path:
@@ -103,18 +102,16 @@ class Ops:
 
 
 def _env(home: Path, prefect: LocalPrefectServer, root: Path) -> dict[str, str]:
-    dropped = ("HMMTRADER_", "PREFECT_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-    env.update(
-        HMMTRADER_HOME=str(home),
-        HMMTRADER_OPS__TOKEN=TOKEN,
-        PREFECT_API_URL=prefect.api_url,
-        PREFECT_HOME=str(root / "prefect-client"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        NO_PROXY="127.0.0.1,localhost",
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return profile_env(
+        {
+            "HMMTRADER_HOME": str(home),
+            "HMMTRADER_OPS__TOKEN": TOKEN,
+            "PREFECT_API_URL": prefect.api_url,
+            "PREFECT_HOME": str(root / "prefect-client"),
+        },
+        base=base,
     )
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +128,9 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefectSe
 def ops(tmp_path_factory: pytest.TempPathFactory, prefect: LocalPrefectServer) -> Iterator[Ops]:
     root = tmp_path_factory.mktemp("ops")
     home = root / "home"
-    o = Ops(home, free_port(), _env(home, prefect, root), root / "ops.log", prefect)
-    server = ServerProcess(home, o.port, o.log_path, o.env, command=("ops", "serve"))
+    env = _env(home, prefect, root)
+    server = hmmtrader_server(home, ("ops", "serve"), root / "ops.log", env)
+    o = Ops(home, server.url, env, server.log_path, prefect)
     server.start()
     o.proc = server.proc
     try:

@@ -12,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_env import cli, isolated_env
-from tests.integration.mlflow_server import free_port
-from tests.integration.node_env import ENV, SYMBOLS, node_env
-from tests.integration.serving_env import HMMTRADER, TOKEN, ServerProcess, registry_at
+from tests.integration.cli_env import isolated_env
+from tests.integration.node_env import node_env
+from tests.integration.processes import HMMTRADER, hmmtrader_server
+from tests.integration.serving_env import TOKEN, InferenceServer, registry_at
+from tests.integration.worlds import thin_home
+from tests.profile import THIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-DAY1, DAY2 = "2025-01-01", "2025-01-02"
-
-
-# a thinner synthetic market (2 quotes/s instead of 10): the checks, not the market, are tested
-THIN = {**ENV, "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,18 +30,10 @@ def fast_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two synthetic days; version 1 (trained on day 1) in production, version 2 (a few EM
-    steps more on day 1) the newest: the canary's candidate, on day 2."""
-    home = tmp_path_factory.mktemp("quickcheck") / "home"
-    symbols = ",".join(SYMBOLS)
-    assert cli(home, "ingest", "synthetic", "--symbols", symbols, "--start", DAY1,
-               "--days", "2", "--seed", "7") == 0  # fmt: skip
-    assert cli(home, "features", "--symbols", symbols, "--start", DAY1, "--end", DAY2) == 0
-    assert cli(home, "train", "--symbols", symbols, "--start", DAY1, "--end", DAY1) == 0
-    assert cli(home, "promote", "1", "--force", "--reason", "quickcheck test") == 0
-    assert cli(home, "train", "--symbols", symbols, "--start", DAY1, "--end", DAY1,
-               "--update", "production") == 0  # fmt: skip
-    return home
+    """The shared thin world: two synthetic days; version 1 (trained on day 1) in
+    production, version 2 (a few EM steps more on day 1) the newest: the canary's
+    candidate, on day 2."""
+    return thin_home(tmp_path_factory.mktemp("quickcheck") / "home")
 
 
 def _quickcheck(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,25 +50,23 @@ def _line(out: str, title: str) -> str:
 def test_quickcheck_passes_on_a_running_stack_and_names_what_is_down(
     home: Path, tmp_path: Path
 ) -> None:
-    ports = {"serve": free_port(), "dashboard": free_port(), "ops": free_port()}
-    env = node_env({
-        **THIN,
-        "HMMTRADER_SERVING__URL": f"http://127.0.0.1:{ports['serve']}",
-        "HMMTRADER_DASHBOARD__URL": f"http://127.0.0.1:{ports['dashboard']}",
-        "HMMTRADER_OPS__URL": f"http://127.0.0.1:{ports['ops']}",
-        "HMMTRADER_OPS__TOKEN": TOKEN,
-        "HMMTRADER_BACKTEST__WARMUP_S": "1800",
-    })  # fmt: skip
-    servers = [
-        ServerProcess(home, ports["serve"], tmp_path / "serve.log", env),
-        ServerProcess(home, ports["dashboard"], tmp_path / "dash.log", env,
-                      command=("dashboard",)),
-        ServerProcess(home, ports["ops"], tmp_path / "ops.log", env, command=("ops", "serve")),
-    ]  # fmt: skip
+    env = node_env({**THIN, "HMMTRADER_OPS__TOKEN": TOKEN})
+    serve = hmmtrader_server(home, ("serve",), tmp_path / "serve.log", env, cls=InferenceServer)
+    board = hmmtrader_server(home, ("dashboard",), tmp_path / "dash.log", env)
+    ops = hmmtrader_server(home, ("ops", "serve"), tmp_path / "ops.log", env)
+    servers = [serve, board, ops]
+    env |= {
+        "HMMTRADER_SERVING__URL": serve.url,
+        "HMMTRADER_DASHBOARD__URL": board.url,
+        "HMMTRADER_OPS__URL": ops.url,
+    }
     try:
+        for server in servers:  # all three start at once
+            server.launch()
         for server in servers:
-            server.start()
-        servers[0].wait_ready(1)
+            server.wait_healthy()
+        assert isinstance(serve, InferenceServer)
+        serve.wait_ready(1)
         done = _quickcheck(home, env, "--promote", "--hours", "0.25")
         out = done.stdout
         print(out)
@@ -110,7 +96,7 @@ def test_quickcheck_passes_on_a_running_stack_and_names_what_is_down(
         assert (
             line.startswith("✘ FAIL")
             and (
-                f"inference server not reachable at http://127.0.0.1:{ports['serve']} "
+                f"inference server not reachable at {serve.url} "
                 "(connection refused): start it with `hmmtrader serve`"
             )
             in line

@@ -2,9 +2,9 @@
 rollback` on the default SQLite store, a fresh-process load by alias, bad input that must
 leave the registry untouched, and real `mlflow server`s (PostgreSQL and SQLite backends).
 
-One synthetic day of BTCUSDT is ingested and turned into FEATURES_V1 once per module
-(through the CLI); every test copies its feature files into its own home. Training runs
-with small search settings (FAST_ENV) to keep the module quick; it is still a real fit.
+Every test copies the shared world's BTCUSDT feature file (one 6-hour synthetic day, made
+through the CLI) into its own home. Training runs on the test profile's small search
+(tests/profile.py); it is still a real fit.
 The tracking servers are started when the module starts (if a server test is selected),
 so their ~15-30 s start-up overlaps with the other tests.
 """
@@ -32,14 +32,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.cli_env import cli, config_for, isolated_env
-from tests.integration.mlflow_server import (
-    MlflowServer,
+from tests.integration.mlflow_server import MlflowServer
+from tests.integration.postgres import (
     database_exists,
     pg_query,
     postgres_database,
     postgres_problem,
     sqlalchemy_uri,
 )
+from tests.integration.worlds import trained_world
+from tests.profile import DAY1, DAY_SECONDS, FAST_TRAINING
 from trading.data.lake import Lake
 from trading.features.descriptor import features_v1
 from trading.features.store import METADATA_KEY, descriptor_of
@@ -52,17 +54,10 @@ from trading.settings import load_settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SYMBOL = "BTCUSDT"
-DAY = dt.date(2024, 1, 1)
+DAY = dt.date.fromisoformat(DAY1)
 DAY_S = DAY.isoformat()
 MODEL = "hmm-regime"
 FEATURES_KIND = "features_v1"
-FAST_ENV = {
-    "HMMTRADER_REGIME__RESTARTS": "1",
-    "HMMTRADER_REGIME__K_MIN": "3",
-    "HMMTRADER_REGIME__K_MAX": "4",
-    "HMMTRADER_REGIME__MAX_ITER": "25",
-    "HMMTRADER_POLICY__MAX_ITER": "20",
-}
 TRAIN_ARGS = ("train", "--symbols", SYMBOL, "--start", DAY_S, "--end", DAY_S)
 RUN_FILES = {
     "bic_vs_k.png",
@@ -100,7 +95,7 @@ print(json.dumps({"run_id": model.metadata.run_id, "refused": refused}))
 # ---- environment and shared data ----------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def fast_env() -> Iterator[None]:
-    with isolated_env(FAST_ENV):
+    with isolated_env({}):
         yield
 
 
@@ -118,13 +113,11 @@ def _start_servers_early(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def lake_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One synthetic day of BTCUSDT, ingested and featurized through the CLI."""
-    home = tmp_path_factory.mktemp("registry-lake") / "home"
-    assert cli(home, "ingest", "synthetic", "--symbols", SYMBOL, "--start", DAY_S,
-               "--days", "1", "--seed", "7") == 0  # fmt: skip
-    assert cli(home, "features", "--symbols", SYMBOL, "--start", DAY_S, "--end", DAY_S) == 0
-    assert Lake(home / "lake").days("BINANCE", SYMBOL, FEATURES_KIND) == [DAY]
+def lake_home() -> Path:
+    """The shared world: one synthetic day of BTCUSDT (and ETHUSDT) featurized through the
+    CLI. Read only: tests copy its BTCUSDT feature file."""
+    home = trained_world()
+    assert DAY in Lake(home / "lake").days("BINANCE", SYMBOL, FEATURES_KIND)
     return home
 
 
@@ -217,13 +210,16 @@ def test_cli_lifecycle_on_default_sqlite_store(
     # the run: params, metrics, files
     run_data = registry.client.get_run(v1.run_id).data
     params, metrics = run_data.params, run_data.metrics
-    assert params["regime.k_min"] == "3" and params["regime.k_max"] == "4"
-    assert params["regime.restarts"] == "1" and params["regime.max_iter"] == "25"
-    assert params["policy.max_iter"] == "20"
+    assert params["regime.k_min"] == FAST_TRAINING["HMMTRADER_REGIME__K_MIN"] == "3"
+    assert params["regime.k_max"] == FAST_TRAINING["HMMTRADER_REGIME__K_MAX"] == "4"
+    assert params["regime.restarts"] == "1"
+    assert params["regime.max_iter"] == FAST_TRAINING["HMMTRADER_REGIME__MAX_ITER"]
+    assert params["policy.max_iter"] == FAST_TRAINING["HMMTRADER_POLICY__MAX_ITER"]
     assert params["symbols"] == SYMBOL and params["data_start"] == params["data_end"] == DAY_S
     assert params["feature_version"] == fs.version
     file_rows = pq.read_metadata(feature_path(home)).num_rows
-    assert metrics["rows"] == file_rows == int(tags["rows"]) > 50_000
+    # the day's seconds, less the features' warm-up (10 minutes plus the rolling windows)
+    assert metrics["rows"] == file_rows == int(tags["rows"]) > DAY_SECONDS - 20 * 60
     assert tags["val_bic"] == f"{metrics['val_bic']:.6g}"
     assert tags["state_entropy"] == f"{metrics['state_entropy']:.6g}"
     assert metrics["n_states"] == n_states
@@ -439,9 +435,9 @@ def test_bad_input_changes_nothing(
     table = pq.read_table(path)
     assert METADATA_KEY in table.schema.metadata
     rv = table.column("raw_rv_bp").to_numpy().copy()
-    rv[[10, 20_000, 40_000]] = np.nan
+    rv[[10, rows // 2, rows - 10]] = np.nan
     spread = table.column("raw_spread_bp").to_numpy().copy()
-    spread[30_000] = np.inf
+    spread[rows * 3 // 4] = np.inf
     table = table.set_column(table.schema.get_field_index("raw_rv_bp"), "raw_rv_bp", [rv])
     table = table.set_column(
         table.schema.get_field_index("raw_spread_bp"), "raw_spread_bp", [spread]
@@ -484,19 +480,19 @@ def mlflow_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
             database = stack.enter_context(postgres_database())
             server = MlflowServer(sqlalchemy_uri(database), root / "pg-artifacts", root / "pg.log")
             stack.callback(server.stop)
-            backends["postgresql"] = Backend(server.start(), None, database=database)
+            backends["postgresql"] = Backend(server.launch(), None, database=database)
         else:
             backends["postgresql"] = Backend(None, problem)
         db = root / "server.db"
         server = MlflowServer(f"sqlite:///{db}", root / "sqlite-artifacts", root / "sqlite.log")
         stack.callback(server.stop)
-        backends["sqlite"] = Backend(server.start(), None, sqlite_path=db)
+        backends["sqlite"] = Backend(server.launch(), None, sqlite_path=db)
         yield backends
     pg = backends["postgresql"]
     if pg.database is not None:
         assert not database_exists(pg.database)
     for backend in backends.values():
-        assert backend.server is None or backend.server.process is None
+        assert backend.server is None or not backend.server.running()
 
 
 def backend_rows(backend: Backend, sql: str) -> list[tuple[Any, ...]]:

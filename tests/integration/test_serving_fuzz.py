@@ -20,7 +20,6 @@ import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,12 +47,12 @@ from schemathesis.specs.openapi.checks import (
 from tests.integration.cli_env import isolated_env
 from tests.integration.serving_env import (
     TOKEN,
-    ServerProcess,
+    InferenceServer,
     model_and_rows,
-    register,
     registry_at,
     server,
 )
+from tests.integration.worlds import served_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -100,7 +99,7 @@ def _hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
 @dataclass
 class Served:
-    proc: ServerProcess
+    proc: InferenceServer
     columns: list[str]
     feature_version: str
     step_ns: int
@@ -109,31 +108,23 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """Two real versions (k=4 promoted, k=3), a real server serving version 1. The server
-    starts (imports, MLflow) while the models are fitted; its watcher then finds the
-    promoted version."""
+    """The shared served world: two real versions (k=4 promoted, k=3); a real server
+    serving version 1."""
     root = tmp_path_factory.mktemp("serving-fuzz")
-    home = root / "home"
     t0 = time.monotonic()
-    with isolated_env({}), ThreadPoolExecutor(1) as pool:
-        registry = registry_at(home)
-        assert registry.versions() == []  # the store exists before the server opens it
-        proc = server(home, root / "server.log")
-        starting = pool.submit(proc.start, 120.0)
+    with isolated_env({}):
+        home = served_home(root / "home")
+        proc = server(home, root / "server.log").start()
         try:
-            m4, ts4, X4 = model_and_rows(4)
-            m3, ts3, X3 = model_and_rows(3)
+            m4, _, X4 = model_and_rows(4)
+            m3, _, _ = model_and_rows(3)
             assert m4.feature_set.version == m3.feature_set.version
             assert m4.columns == m3.columns
-            assert register(registry, m4, ts4, X4, "k4") == 1
-            assert register(registry, m3, ts3, X3, "k3") == 2
-            registry.promote(1, force=True, reason="test")
-            starting.result()
+            assert [v.version for v in registry_at(home).versions()] == [1, 2]
             proc.wait_ready(1)
-            print(f"\nsetup (fit, register, server start): {time.monotonic() - t0:.1f} s")
+            print(f"\nsetup (shared world, server start): {time.monotonic() - t0:.1f} s")
             yield Served(proc, list(m4.columns), m4.feature_set.version, int(m4.step_ns), X4)
         finally:
-            wait([starting])  # never stop a server that is still being spawned
             proc.stop()
 
 

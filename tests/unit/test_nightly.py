@@ -18,9 +18,17 @@ D = dt.date
 
 
 def with_flows(config: AppConfig, **flows: object) -> AppConfig:
-    settings = config.settings.model_copy(
-        update={"flows": config.settings.flows.model_copy(update=flows)}
+    """The config with these flows settings (validated: a misspelled one is an error)."""
+    section = type(config.settings.flows).model_validate(
+        {**config.settings.flows.model_dump(), **flows}
     )
+    settings = config.settings.model_copy(update={"flows": section})
+    return config.model_copy(update={"settings": settings})
+
+
+def with_day_seconds(config: AppConfig, seconds: int) -> AppConfig:
+    synthetic = config.settings.synthetic.model_copy(update={"day_seconds": seconds})
+    settings = config.settings.model_copy(update={"synthetic": synthetic})
     return config.model_copy(update={"settings": settings})
 
 
@@ -65,7 +73,7 @@ def test_only_days_every_symbol_has_count(config: AppConfig, lake: Lake) -> None
 
 
 def test_ingest_keeps_days_already_in_the_lake(config: AppConfig, lake: Lake) -> None:
-    short = with_flows(config, synthetic_seconds=3600)
+    short = with_day_seconds(config, 3600)
     plan = steps.plan_night(short, D(2024, 1, 2))
     first = steps.ingest_symbol(short, "BTCUSDT", plan)
     assert {w.day for w in first.written} == {D(2024, 1, 1), D(2024, 1, 2)}

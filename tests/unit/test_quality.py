@@ -155,6 +155,41 @@ def test_faults_in_a_copy_of_real_data(config: AppConfig, lake: Lake, tmp_path: 
     assert failed == QUOTE_FAULT_COUNTS | TRADE_FAULT_COUNTS
 
 
+def test_unchanged_files_are_not_validated_again(
+    config: AppConfig, lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trading.quality.runner import SuiteRunner
+
+    ingest_real(config, lake)
+    faulty = copy_lake(lake, tmp_path / "faulty-lake")
+    rewrite(faulty, "quotes", REAL_DAY, quote_faults)
+    first = run_gate(config, faulty, ["BTCUSDT"], REAL_DAY, REAL_DAY, out_dir=tmp_path / "a")
+    assert not first.passed
+
+    calls: list[str] = []
+    real_validate = SuiteRunner.validate
+
+    def counted(self: SuiteRunner, kind: str, *args: object) -> object:
+        calls.append(kind)
+        return real_validate(self, kind, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SuiteRunner, "validate", counted)
+    again = run_gate(config, faulty, ["BTCUSDT"], REAL_DAY, REAL_DAY, out_dir=tmp_path / "b")
+    assert calls == []  # both files unchanged: their recorded results
+    assert again.issues == first.issues and again.batches == first.batches
+    assert again.blocking == first.blocking and again.passed is False
+    assert again.issues_csv.read_text() == first.issues_csv.read_text()
+
+    rewrite(faulty, "trades", REAL_DAY, trade_faults)  # a changed file is validated again
+    third = run_gate(config, faulty, ["BTCUSDT"], REAL_DAY, REAL_DAY, out_dir=tmp_path / "c")
+    assert calls == ["trades"]
+    assert issue_counts(third) == QUOTE_FAULT_COUNTS | TRADE_FAULT_COUNTS
+    # other quality settings: validated again
+    stricter = with_quality(config, strict_quote_timestamps=True)
+    run_gate(stricter, faulty, ["BTCUSDT"], REAL_DAY, REAL_DAY, out_dir=tmp_path / "d")
+    assert calls == ["trades", "quotes", "trades"]
+
+
 # --- synthetic data -------------------------------------------------------------------------
 
 

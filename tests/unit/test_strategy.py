@@ -67,8 +67,8 @@ def test_times_and_windows() -> None:
         window_of("2025-01-02T07:00", "2025-01-02T06:00")
 
 
-def _quotes_day(lake: Lake, symbol: str, day: dt.date) -> None:
-    ts = day_start_ns(day) + np.arange(3, dtype=np.int64) * NS
+def _quotes_day(lake: Lake, symbol: str, day: dt.date, last_s: int = 86_390) -> None:
+    ts = day_start_ns(day) + np.array([0, 1, last_s], dtype=np.int64) * NS
     table = pa.table(
         {
             "ts_ns": ts,
@@ -86,9 +86,16 @@ def test_holdout_is_the_latest_days_after_training(config: AppConfig, lake: Lake
         _quotes_day(lake, "BTCUSDT", dt.date(2025, 1, day))
     _quotes_day(lake, "ETHUSDT", dt.date(2025, 1, 3))  # ETH only on the 3rd
     window = holdout_window(config, ["BTCUSDT"], dt.date(2025, 1, 1), 2)
-    assert (window.start.date(), window.end.date()) == (dt.date(2025, 1, 3), dt.date(2025, 1, 5))
+    assert (window.start, window.end) == (
+        dt.datetime(2025, 1, 3, tzinfo=dt.UTC),
+        dt.datetime(2025, 1, 5, tzinfo=dt.UTC),
+    )
     both = holdout_window(config, ["BTCUSDT", "ETHUSDT"], dt.date(2025, 1, 1), 1)
     assert both.start.date() == dt.date(2025, 1, 3)  # days every symbol has
+    # a partly recorded last day: the window ends at the minute after its last quote
+    _quotes_day(lake, "BTCUSDT", dt.date(2025, 1, 4), last_s=6 * 3600 - 1)
+    short = holdout_window(config, ["BTCUSDT"], dt.date(2025, 1, 1), 2)
+    assert str(short) == "2025-01-03 00:00 .. 2025-01-04 06:00 UTC"
     with pytest.raises(
         InputError, match=r"no holdout data.*ends 2025-01-04.*latest lake day 2025-01-04"
     ):

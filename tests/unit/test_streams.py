@@ -118,3 +118,25 @@ def test_wire_step_round_trips_exactly(
         wire = json.loads(json.dumps(step_out(out[i], int(ts[i]))))
         assert wire["ts_ns"] == int(ts[i])
         assert np.array_equal(kernel_row(wire), out[i])
+
+
+def test_model_slots_swap_keeps_the_replaced_version_as_standby(
+    models: tuple[RegimeModel, RegimeModel, np.ndarray, np.ndarray],
+) -> None:
+    from trading.regime.slots import LoadedModel, ModelSlots
+
+    a, b, ts, x = models
+    history = StreamHistory(capacity=1_000)
+    one = LoadedModel("m", 1, a, ModelStreams(a, history))
+    two = LoadedModel("m", 2, b, ModelStreams(b, history))
+    slots = ModelSlots()
+    assert slots.swap(one) is None and (slots.active, slots.standby) == (one, None)
+    run(one.streams, "s", ts[:300], x[:300])
+    assert slots.swap(two) is one and (slots.active, slots.standby) == (two, one)
+    assert slots.find(1) is one and slots.find(2) is two and slots.find(3) is None
+    # back to version 1 from the standby: its streams are rebuilt from the shared history,
+    # so it answers as a fresh model that saw the stream from the start
+    assert slots.swap(one) is two and (slots.active, slots.standby) == (one, two)
+    fresh = ModelStreams(a, StreamHistory(0))
+    expected = run(fresh, "s", ts[:301], x[:301])[-1]
+    assert np.array_equal(one.streams.step("s", x[300], int(ts[300])), expected)

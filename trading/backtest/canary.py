@@ -25,10 +25,10 @@ from typing import Any
 from trading.atomic import atomic_write_text
 from trading.backtest.engine import BacktestRun, quality_gate, run_backtest
 from trading.data.lake import Lake, day_start_ns
-from trading.data.window import NS, Window
+from trading.data.window import NS, Window, clip_to_ticks, window_days
 from trading.errors import InputError
 from trading.paths import StatePaths
-from trading.regime.registry import TAG_CANARY, Registry
+from trading.regime.registry import TAG_CANARY, Registry, fingerprint
 from trading.settings import AppConfig
 from trading.strategy.config import CanarySettings, GuardrailSettings
 from trading.strategy.guardrails import Reason
@@ -134,7 +134,8 @@ def evaluate(
 def holdout_window(
     config: AppConfig, symbols: list[str], train_end: dt.date | None, days: int
 ) -> Window:
-    """The most recent `days` lake days (quotes of every symbol) after the training range."""
+    """The most recent `days` lake days (quotes of every symbol) after the training range,
+    up to the last quote they hold (see `clip_to_ticks`)."""
     lake = Lake(StatePaths(config.home).lake)
     venue = config.instruments.venue
     common: set[dt.date] | None = None
@@ -150,12 +151,65 @@ def holdout_window(
             "or pass --start/--end after the training range"
         )
     chosen = after[-days:]
-    return Window(day_start_ns(chosen[0]), day_start_ns(chosen[-1]) + 86_400 * NS)
+    whole = Window(day_start_ns(chosen[0]), day_start_ns(chosen[-1]) + 86_400 * NS)
+    return clip_to_ticks(lake, venue, symbols, whole)
 
 
 def _train_end(tags: dict[str, str]) -> dt.date | None:
     text = tags.get("data_end")
     return dt.date.fromisoformat(text) if text else None
+
+
+class KpiRecords:
+    """The KPIs of every canary backtest, by `kpi_fingerprint`: a later canary against the
+    same production version on the same window, data and settings reuses them instead of
+    backtesting production again (it halves a canary when production did not change)."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = StatePaths(home).cache / "backtest-kpis"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.root / f"{key}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # none, or unreadable: backtest again
+        return record if isinstance(record, dict) and "summary" in record else None
+
+    def put(self, key: str, run: BacktestRun) -> None:
+        record = {"summary": run.summary, "run_dir": str(run.run_dir)}
+        atomic_write_text(self.root / f"{key}.json", json.dumps(record, default=str))
+
+
+def kpi_fingerprint(
+    config: AppConfig, registry: Registry, version: int, symbols: list[str], window: Window
+) -> str:
+    """What a backtest's KPIs depend on: the version (and its MLflow run), the symbols and
+    window, the backtest and strategy settings, and the lake files read (size and
+    modification time of each quote and trade file from the warm-up on)."""
+    lake = Lake(StatePaths(config.home).lake)
+    s = config.settings
+    first, last = window_days(window.start_ns - int(s.backtest.warmup_s * NS), window.end_ns)
+    files = []
+    for symbol in symbols:
+        for kind in ("quotes", "trades"):
+            for i in range((last - first).days + 1):
+                path = lake.path(config.instruments.venue, symbol, kind, first + dt.timedelta(i))
+                if path.exists():
+                    stat = path.stat()
+                    files.append([str(path.relative_to(lake.root)), stat.st_size, stat.st_mtime_ns])
+    return fingerprint(
+        {
+            "model": registry.name,
+            "version": version,
+            "run_id": registry.info(version).run_id,
+            "symbols": symbols,
+            "window": [window.start_ns, window.end_ns],
+            "backtest": s.backtest.model_dump(mode="json"),
+            "strategy": s.strategy.model_dump(mode="json"),
+            "data": files,
+        }
+    )
 
 
 def run_canary(
@@ -168,11 +222,11 @@ def run_canary(
     run_dir: Path | None = None,
     progress: Callable[[str, float], None] | None = None,
     log_mlflow: bool = True,
-    validated: bool = False,
+    validated: Path | None = None,
 ) -> CanaryResult:
     """Backtest the version (and production) on the holdout and apply the gate rules.
-    `validated`: the caller ran the data-quality gate on these very files (the nightly
-    flow's validate step), so the backtests skip theirs."""
+    `validated`: the issue CSV of the data-quality gate the caller ran on these very
+    files (the nightly flow's validate step): the backtests skip theirs and copy it."""
     settings = config.settings.canary
     version = registry.resolve(ref)
     info = registry.info(version)
@@ -200,10 +254,21 @@ def run_canary(
     notes = []
     try:
         log.info("canary of %s version %s on %s, symbols %s", registry.name, version, window, names)
+        records = KpiRecords(config.home)
         jobs = [("candidate", version)]
+        reused: dict[str, Any] | None = None
         if production is not None and production != version:
             log.info("production is version %s: same window, same data, same seeds", production)
-            jobs.append(("production", production))
+            reused = records.get(kpi_fingerprint(config, registry, production, names, window))
+            if reused is None:
+                jobs.append(("production", production))
+            else:
+                note = (
+                    f"production version {production}'s KPIs on this window were reused from "
+                    f"{reused['run_dir']} (same version, data, strategy and backtest settings)"
+                )
+                notes.append(note)
+                log.info(note)
         else:
             note = (
                 "no production version yet: only the floors apply"
@@ -219,22 +284,22 @@ def run_canary(
                 "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
                 v, s["net_pnl_usd"], s["trades"], s["sharpe"], s["max_drawdown_usd"], run.run_dir,
             )  # fmt: skip
+            records.put(kpi_fingerprint(config, registry, v, names, window), run)
         candidate = runs[0]
-        reference: BacktestRun | None = runs[1] if len(runs) > 1 else None
+        reference: dict[str, Any] | None = runs[1].summary if len(runs) > 1 else None
+        if reused is not None:
+            reference = reused["summary"]
         rules = evaluate(
-            candidate.summary,
-            reference.summary if reference else None,
-            settings,
-            config.settings.strategy.guardrails,
+            candidate.summary, reference, settings, config.settings.strategy.guardrails
         )
         result = CanaryResult(
             version,
-            production if reference else None,
+            production if reference is not None else None,
             window,
             rules,
             run_dir,
             candidate.summary,
-            reference.summary if reference else None,
+            reference,
             notes,
         )
         for rule in rules:
@@ -263,15 +328,21 @@ def _backtests(
     window: Window,
     run_dir: Path,
     progress: Callable[[str, float], None] | None,
-    validated: bool = False,
+    validated: Path | None = None,
 ) -> list[BacktestRun]:
-    """Backtest each (side, version) on the same data, gated once; two at once in two
-    processes when canary.workers allows it (not from a daemonic process, such as a Dask
-    worker: those cannot have children)."""
+    """Backtest each (side, version) on the same data, gated once (not at all when the
+    caller validated these files: its issue CSV is copied); two at once in two processes
+    when canary.workers allows it (not from a daemonic process, such as a Dask worker:
+    those cannot have children)."""
     import shutil
 
-    lake = Lake(StatePaths(config.home).lake)
-    quality = quality_gate(config, lake, symbols, window, run_dir)
+    if validated is not None and validated.is_file():
+        shutil.copyfile(validated, run_dir / "data_quality_issues.csv")
+        quality: dict[str, Any] = {"passed": True, "validated_before": str(validated)}
+        log.info("data-quality gate: passed before the canary (%s)", validated)
+    else:
+        lake = Lake(StatePaths(config.home).lake)
+        quality = quality_gate(config, lake, symbols, window, run_dir)
     for side, _ in jobs:
         (run_dir / side).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "data_quality_issues.csv",

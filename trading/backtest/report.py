@@ -275,7 +275,7 @@ def write_reports(
     timeline = timeline_frame(recorder)
     timeline = timeline[timeline["ts_ns"] >= window.start_ns].reset_index(drop=True)  # no warm-up
     equity = equity_curve(trades, timeline, window.start_ns, window.end_ns, starting_balance_usd)
-    blocks = dict(strategy.decider.blocks) if strategy.decider else {}
+    blocks = strategy.snapshot().blocks
     summary = kpis(
         trades,
         equity,

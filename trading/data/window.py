@@ -112,6 +112,18 @@ def last_quote_ns(lake: Lake, venue: str, symbols: Sequence[str], day: dt.date) 
     )
 
 
+def clip_to_ticks(lake: Lake, venue: str, symbols: Sequence[str], window: Window) -> Window:
+    """The window ending at the minute after the last quote every symbol has on the
+    window's last day: a partly recorded day (a short synthetic day, today's recording)
+    ends where its data ends, so the strategy flattens before it and the KPIs' clock
+    stops there. Unchanged when a symbol has no quotes file for that day."""
+    _, last = window.days
+    if not all(lake.path(venue, s, "quotes", last).is_file() for s in symbols):
+        return window
+    end_ns = (last_quote_ns(lake, venue, symbols, last) // MINUTE_NS + 1) * MINUTE_NS
+    return Window(window.start_ns, end_ns) if window.start_ns < end_ns < window.end_ns else window
+
+
 def last_hours(lake: Lake, venue: str, symbols: Sequence[str], hours: float) -> Window:
     """The last `hours` (to the minute) before the newest quote of the newest lake day that
     every symbol has."""

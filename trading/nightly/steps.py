@@ -14,7 +14,7 @@ from typing import Any
 
 from trading.data.inputs import day_range
 from trading.data.lake import Lake, Written, day_start_ns
-from trading.data.window import Window
+from trading.data.window import Window, clip_to_ticks
 from trading.errors import HmmTraderError, InputError
 from trading.nightly.config import SymbolSet
 from trading.paths import StatePaths
@@ -350,9 +350,12 @@ class CanaryReport:
     seconds: float = 0.0
 
 
-def holdout(plan: NightPlan) -> Window:
-    """The night's canary window: its holdout days, midnight to midnight (UTC)."""
-    return Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
+def holdout(config: AppConfig, plan: NightPlan, symbols: Sequence[str]) -> Window:
+    """The night's canary window: its holdout days from midnight (UTC) to the end of the
+    symbols' data (midnight, for whole days)."""
+    whole = Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
+    lake = Lake(StatePaths(config.home).lake)
+    return clip_to_ticks(lake, config.instruments.venue, symbols, whole)
 
 
 def _window_text(window: Window) -> str:  # as the canary tags it
@@ -365,7 +368,7 @@ def canary_set(
     version: int,
     plan: NightPlan | None,
     progress: Callable[[str, float], None] | None = None,
-    validated: bool = False,
+    validated: str | None = None,
 ) -> CanaryReport:
     """Backtest the candidate (and production) on the night's holdout (no plan: the most
     recent days after the version's training range) and apply the gate. A version that is
@@ -379,7 +382,7 @@ def canary_set(
     registry = Registry(cfg.settings.registry, cfg.home)
     name = model_name(config, symbol_set)
     production = registry.aliases().get("production")
-    window = holdout(plan) if plan is not None else None
+    window = holdout(cfg, plan, symbol_set.symbols) if plan is not None else None
     window_text = _window_text(window) if window is not None else ""
     if production == version:
         return CanaryReport(
@@ -417,7 +420,7 @@ def canary_set(
         symbols=list(symbol_set.symbols),
         window=window,
         progress=progress,
-        validated=validated,
+        validated=Path(validated) if validated else None,
     )
     verdict = verdict_dict(result)
     return CanaryReport(
@@ -559,7 +562,9 @@ def run_night(config: AppConfig, night: dt.date | None = None, log: Log = _quiet
         trained = train_set(config, symbol_set, plan)
         report.trained.append(trained)
         log(f"train {trained.model_name}: version {trained.version}")
-        canary = canary_set(config, symbol_set, trained.version, plan, validated=True)
+        canary = canary_set(
+            config, symbol_set, trained.version, plan, validated=raw.issues_csv
+        )
         report.canaries.append(canary)
         report.decisions.append(promote_set(config, symbol_set, trained.version))
         log(f"{trained.model_name} v{trained.version}: {report.decisions[-1].decision}")

@@ -155,8 +155,13 @@ def _trading_node(session: NodeSession, data_config: Any, exec_config: Any) -> A
 
     sandbox = session.mode in ("replay", "paper")
     venue = session.config.instruments.venue
+    # a loop of its own: in a process that ran asyncio before (asyncio.run leaves no
+    # current loop), asking for the current one fails
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     return TradingNode(
-        TradingNodeConfig(
+        loop=loop,
+        config=TradingNodeConfig(
             trader_id=session.config.settings.node.trader_id,
             logging=LoggingConfig(log_level=os.environ.get("HMMTRADER_NODE_LOG_LEVEL", "WARNING")),
             data_clients={venue: data_config},
@@ -174,7 +179,7 @@ def _trading_node(session: NodeSession, data_config: Any, exec_config: Any) -> A
             timeout_connection=30.0,
             timeout_disconnection=10.0,
             timeout_post_stop=1.0 if sandbox else 5.0,
-        )
+        ),
     )
 
 

@@ -3,13 +3,19 @@
 `run_gate` is what `hmmtrader validate` and the training flow call. Each (symbol, kind, day)
 file is one batch; each failed expectation becomes issue rows in data_quality_issues.csv and
 a check result whose severity (block or warn) comes from `QualitySettings.checks`.
+
+A file's results are kept (`<home>/quality/cache/`) under a key of its lake path, size and
+modification time and of the quality settings, feature set and suite code: a file that did
+not change is not validated again (a backtest, canary or replay of days validated before
+costs no Great Expectations run, and no import of it when every file was seen).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +25,7 @@ from trading.data.inputs import day_range, parse_symbols
 from trading.data.lake import Lake, day_start_ns
 from trading.errors import InputError
 from trading.paths import StatePaths
+from trading.quality import data_docs_index
 from trading.quality.checks import CHECK_NAMES
 from trading.quality.issues import (
     ISSUES_FILE,
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 
     from trading.features.descriptor import FeatureSet
     from trading.quality.runner import ExpectationOutcome, SuiteRunner
+    from trading.settings import QualitySettings
 
 GATE_KINDS: tuple[str, ...] = ("quotes", "trades", "features")
 SUMMARY_FILE = "summary.json"
@@ -143,26 +151,69 @@ def run_gate(
     to `<home>/quality/latest/`; Data Docs go to `<home>/quality/gx/uncommitted/data_docs/`.
     """
     from trading.features.descriptor import features_v1
-    from trading.quality.runner import SuiteRunner
-    from trading.quality.suites import build_suites
 
     names = parse_symbols(config, list(symbols) if not isinstance(symbols, str) else symbols)
     days = day_range(start, end)
     kind_list = parse_kinds(kinds)
     quality = config.settings.quality
     feature_set = features_v1(config.settings.features)
-    suites = build_suites(quality, feature_set)
     paths = StatePaths(config.home)
-    runner = SuiteRunner(paths.quality, {k: suites[k] for k in kind_list})
+
+    def open_runner() -> SuiteRunner:  # imports Great Expectations: only when needed
+        from trading.quality.runner import SuiteRunner
+        from trading.quality.suites import build_suites
+
+        suites = build_suites(quality, feature_set)
+        return SuiteRunner(paths.quality, {k: suites[k] for k in kind_list})
+
     started = dt.datetime.now(dt.UTC)
-    gate = _Gate(config, lake, runner, feature_set, started, require_features)
+    cache = ResultCache(paths.quality / "cache", quality, feature_set)
+    gate = _Gate(config, lake, open_runner, cache, feature_set, started, require_features)
     for symbol in names:
         for kind in kind_list:
             for day in days:
                 gate.batch(symbol, kind, day)
-    runner.build_docs()
+    if gate.runner is not None or not data_docs_index(paths.quality).is_file():
+        (gate.runner or open_runner()).build_docs()
     run_dir = out_dir or paths.quality / "runs" / started.strftime("%Y%m%dT%H%M%S.%fZ")
-    return gate.finish(Path(run_dir), paths.quality / "latest", runner.data_docs)
+    return gate.finish(Path(run_dir), paths.quality / "latest", data_docs_index(paths.quality))
+
+
+def _suite_code() -> str:
+    """The code the suites and checks are made of (a new version validates again)."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("suites.py", "checks.py", "frames.py", "issues.py", "runner.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+class ResultCache:
+    """The results of validated files, by file and everything the result depends on."""
+
+    def __init__(self, root: Path, quality: QualitySettings, feature_set: FeatureSet) -> None:
+        self.root = root
+        base = {
+            "quality": quality.model_dump(mode="json"),
+            "feature_set": feature_set.version,
+            "code": _suite_code(),
+        }
+        self.base = json.dumps(base, sort_keys=True)
+
+    def key(self, lake: Lake, kind: str, path: Path) -> str:
+        stat = path.stat()
+        parts = [self.base, kind, str(path.relative_to(lake.root)), stat.st_size, stat.st_mtime_ns]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads((self.root / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        atomic_write_text(self.root / f"{key}.json", json.dumps(value))
 
 
 class _Gate:
@@ -172,7 +223,8 @@ class _Gate:
         self,
         config: AppConfig,
         lake: Lake,
-        runner: SuiteRunner,
+        open_runner: Callable[[], SuiteRunner],
+        cache: ResultCache,
         feature_set: FeatureSet,
         started: dt.datetime,
         require_features: bool,
@@ -180,7 +232,9 @@ class _Gate:
         self.venue = config.instruments.venue
         self.quality = config.settings.quality
         self.lake = lake
-        self.runner = runner
+        self.open_runner = open_runner
+        self.runner: SuiteRunner | None = None  # opened at the first file not in the cache
+        self.cache = cache
         self.feature_set = feature_set
         self.started = started
         self.require_features = require_features
@@ -208,6 +262,11 @@ class _Gate:
             hint = "compute them first (hmmtrader features)" if kind == "features" else None
             self._fail(symbol, kind, day, "data_present", f"missing: {path}", None, hint)
             return
+        key = self.cache.key(self.lake, kind, path)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self._cached(symbol, kind, day, path, cached)
+            return
         try:
             if kind == "features":
                 table = read_features_day(self.lake, self.venue, symbol, day, self.feature_set)
@@ -221,8 +280,29 @@ class _Gate:
             self._fail(symbol, kind, day, "data_present", f"empty file: {path}", path)
             return
         frame = validation_frame(table, kind, day)
+        if self.runner is None:
+            self.runner = self.open_runner()
         outcomes = self.runner.validate(kind, frame, f"{symbol} {kind} {day}", self.started)
-        self._record(symbol, kind, day, path, frame, outcomes)
+        found, failed = self._record(symbol, kind, day, path, frame, outcomes)
+        self.cache.put(
+            key,
+            {
+                "rows": len(frame),
+                "failed": failed,
+                "issues": [[i.ts_ns, i.check, i.value, i.row] for i in found],
+            },
+        )
+
+    def _cached(
+        self, symbol: str, kind: str, day: dt.date, path: Path, cached: dict[str, Any]
+    ) -> None:
+        """A file validated before, unchanged: its recorded result."""
+        found = [
+            Issue(ts_ns, symbol, check, value, self.quality.severity(check), kind, day, row)
+            for ts_ns, check, value, row in cached["issues"]
+        ]
+        self.issues.extend(found)
+        self._checks(symbol, kind, day, int(cached["rows"]), path, cached["failed"])
 
     def _fail(
         self,
@@ -254,7 +334,8 @@ class _Gate:
         path: Path,
         frame: pd.DataFrame,
         outcomes: list[ExpectationOutcome],
-    ) -> None:
+    ) -> tuple[list[Issue], dict[str, int]]:
+        """The batch's issues (capped per check) and failed rows per check, recorded."""
         cap = self.quality.max_issue_rows_per_check
         failed: dict[str, int] = {}
         written: dict[str, int] = {}
@@ -282,11 +363,17 @@ class _Gate:
         # file order; table-level issues (no row) first
         found.sort(key=lambda i: (-1 if i.row is None else i.row, CHECK_NAMES.index(i.check)))
         self.issues.extend(found)
+        self._checks(symbol, kind, day, len(frame), path, failed)
+        return found, failed
+
+    def _checks(
+        self, symbol: str, kind: str, day: dt.date, rows: int, path: Path, failed: dict[str, int]
+    ) -> None:
         checks = tuple(
             CheckResult(check, self.quality.severity(check), count, count == 0)
             for check, count in sorted(failed.items(), key=lambda kv: CHECK_NAMES.index(kv[0]))
         )
-        self.batches.append(BatchResult(symbol, kind, day, len(frame), path, checks))
+        self.batches.append(BatchResult(symbol, kind, day, rows, path, checks))
         for check in checks:
             if not check.passed:
                 self.messages[check.severity].append(

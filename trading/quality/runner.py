@@ -1,7 +1,9 @@
 """Run the suites through a Great Expectations file project under the state root.
 
-One checkpoint per gate kind (quotes, trades, features) with `UpdateDataDocsAction`; each
-symbol-day file is one checkpoint run, named "<SYMBOL> <kind> <day>" in Data Docs. The
+One checkpoint per gate kind (quotes, trades, features); each symbol-day file is one
+checkpoint run, named "<SYMBOL> <kind> <day>" in Data Docs. Data Docs are built once per
+gate run, for its validations (an update per checkpoint run re-renders the site's index
+every time: about a second per file, growing with the stored results). The
 checkpoint keeps SUMMARY results (exact counts, 20 sample rows): storing COMPLETE results
 grows with the failed rows (a trial with 400,000 NaN bids in an 870,000-row day: 20 s and
 38 MB of JSON). The failed expectations alone are then re-validated on the same batch with
@@ -21,9 +23,9 @@ from typing import Any
 import great_expectations as gx
 import numpy as np
 import pandas as pd
-from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.run_identifier import RunIdentifier
 
+from trading.quality import data_docs_index
 from trading.quality.suites import open_project
 
 DATASOURCE = "lake"
@@ -48,10 +50,6 @@ class ExpectationOutcome:
     error: str | None = None  # the expectation could not be evaluated
 
 
-def data_docs_index(project_root: Path) -> Path:
-    return project_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-
-
 class SuiteRunner:
     """The GX project at `<project_root>/gx` with the given suites, ready to validate."""
 
@@ -64,6 +62,7 @@ class SuiteRunner:
             datasource = self.context.data_sources.add_pandas(DATASOURCE)
         self._batch_definitions: dict[str, Any] = {}
         self._checkpoints: dict[str, gx.Checkpoint] = {}
+        self._validated: list[Any] = []  # this run's validation result identifiers
         for kind, suite in suites.items():
             stored = self.context.suites.add_or_update(suite)
             try:
@@ -81,7 +80,7 @@ class SuiteRunner:
                 gx.Checkpoint(
                     name=suite.name,
                     validation_definitions=[validation],
-                    actions=[UpdateDataDocsAction(name="update_data_docs")],
+                    actions=[],
                     result_format=_SUMMARY,
                 )
             )
@@ -99,7 +98,8 @@ class SuiteRunner:
             batch_parameters={"dataframe": frame},
             run_id=RunIdentifier(run_name=run_name, run_time=run_time),
         )
-        (suite_result,) = result.run_results.values()
+        ((result_id, suite_result),) = result.run_results.items()
+        self._validated.append(result_id)
         outcomes = [_outcome(item) for item in suite_result.results]
         failed: dict[int, Any] = {
             i: item.expectation_config
@@ -115,7 +115,11 @@ class SuiteRunner:
         return outcomes
 
     def build_docs(self) -> None:
-        if not self.data_docs.is_file():
+        """Data Docs of this run's validations (and the index); the whole site where none
+        exists yet."""
+        if self._validated and self.data_docs.is_file():
+            self.context.build_data_docs(resource_identifiers=self._validated)
+        else:
             self.context.build_data_docs()
 
 

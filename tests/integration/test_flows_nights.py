@@ -1,0 +1,168 @@
+"""The nightly-retrain flow in this process against a real `prefect server` on 127.0.0.1:
+nights that promote, reject, re-run and block, and the Dask task runner (deployments, a
+worker and cron: test_flows_deploy.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.server import LocalPrefectServer
+from tests.integration.cli_env import config_for, isolated_env
+from tests.integration.prefect_env import Api, prefect_server
+from tests.profile import IMPOSSIBLE, LENIENT, SHORT_NIGHTS
+from trading.data.lake import Lake
+from trading.regime.registry import Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NIGHT1, NIGHT2, NIGHT3 = dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefectServer]:
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as running:
+        yield running
+
+
+@contextmanager
+def flows_on(server: LocalPrefectServer, home: Path, **env: str) -> Iterator[None]:
+    """In-process flow runs reporting to `server`, state under `home`. No flow-run
+    heartbeats: Prefect's heartbeat thread sleeps in 1 s steps and each (sub)flow run
+    joins it on exit, up to 1 s per run (some 30 runs here); nothing here asserts on them."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    overrides = {**SHORT_NIGHTS, **env, "HMMTRADER_HOME": str(home),
+                 "PREFECT_API_URL": server.api_url}  # fmt: skip
+    settings = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with isolated_env(overrides), temporary_settings(settings):
+        try:
+            yield
+        finally:  # send the buffered logs while the API is still configured
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+
+
+def lake_state(home: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in (home / "lake").rglob("*") if p.is_file()}
+
+
+def registry_of(home: Path) -> Registry:
+    config = config_for(home)
+    return Registry(config.settings.registry, home)
+
+
+def run_named(api: Api, name: str) -> dict[str, Any]:
+    runs = api.flow_runs(name={"any_": [name]})
+    assert len(runs) >= 1, name
+    return max(runs, key=lambda r: str(r["created"]))
+
+
+def crossed_quotes(home: Path, symbol: str, day: dt.date, rows: int = 25) -> None:
+    """Corrupt a lake file in place: the first rows' ask below the bid (metadata kept, so
+    ingest sees the day as present and does not replace it)."""
+    path = Lake(home / "lake").path("BINANCE", symbol, "quotes", day)
+    table = pq.read_table(path)
+    bid = table.column("bid").to_numpy().copy()
+    ask = table.column("ask").to_numpy().copy()
+    ask[:rows] = bid[:rows] - 1.0
+    import pyarrow as pa
+
+    table = table.set_column(table.schema.get_field_index("ask"), "ask", pa.array(ask))
+    pq.write_table(table, path, compression="zstd")
+
+
+def test_nights_promote_reject_rerun_block_and_dask(
+    server: LocalPrefectServer, tmp_path: Path
+) -> None:
+    from flows.nightly import nightly_retrain
+    from trading.nightly import steps
+
+    api = Api(server.api_url)
+    home = tmp_path / "home"
+
+    # night 1: no production yet; the candidate meets the (lenient) floors and is promoted
+    with flows_on(server, home, **LENIENT):
+        report = nightly_retrain(NIGHT1)
+    assert [d.decision for d in report.decisions] == ["promoted"]
+    assert registry_of(home).aliases() == {"candidate": 1, "production": 1}
+    run = run_named(api, f"nightly-retrain-{NIGHT1}")
+    assert run["state"]["type"] == "COMPLETED"
+    keys = {a["key"] for a in api.artifacts()}
+    assert {"ingest", "data-quality-quotes-trades", "features", "data-quality-features",
+            "training-hmm-regime", "canary-hmm-regime", "promotion-hmm-regime",
+            "nightly-summary"} <= keys  # fmt: skip
+    promotion = api.latest_artifact("promotion-hmm-regime")["data"]
+    assert "PROMOTED" in promotion and "version 1" in promotion
+    assert report.trained[0].run_id in promotion and "models:/hmm-regime/1" in promotion
+    canary = api.latest_artifact("canary-hmm-regime")["data"]
+    assert "the floors only" in canary and "min_trades" in canary
+    training = api.latest_artifact("training-hmm-regime")["data"]
+    assert "val_bic" in training and report.trained[0].run_id in training
+
+    # the same night again: no lake file rewritten, no version, no MLflow run, no backtest
+    before_lake = lake_state(home)
+    registry = registry_of(home)
+    runs_before = len(registry.client.search_runs([registry._experiment_id()]))
+    canaries_before = sorted((home / "runs").iterdir())
+    with flows_on(server, home, **LENIENT):
+        again = nightly_retrain(NIGHT1)
+    assert lake_state(home) == before_lake
+    assert [i.version for i in registry.versions()] == [1]
+    assert len(registry.client.search_runs([registry._experiment_id()])) == runs_before
+    assert sorted((home / "runs").iterdir()) == canaries_before
+    assert again.trained[0].reused and again.decisions[0].decision == "unchanged"
+    assert all(not o.written for o in again.ingest)
+    assert all(f.days == 0 and f.present == 1 for f in again.features)
+
+    # night 2 on the Dask task runner (local cluster), with a floor no candidate meets:
+    # the canary fails, production stays version 1, the artifact lists the failing rule
+    with flows_on(server, home, HMMTRADER_FLOWS__TASK_RUNNER="dask", **IMPOSSIBLE):
+        rejected = nightly_retrain(NIGHT2)
+    assert run_named(api, f"nightly-retrain-{NIGHT2}")["state"]["type"] == "COMPLETED"
+    assert [d.decision for d in rejected.decisions] == ["rejected"]
+    assert rejected.canaries[0].production == 1
+    assert "min_trades" in rejected.canaries[0].failed_rules
+    assert registry_of(home).aliases()["production"] == 1
+    canary = api.latest_artifact("canary-hmm-regime")["data"]
+    assert "FAILED" in canary and "`min_trades`" in canary and "production version 1" in canary
+    assert re.search(r"\| min_trades \|.*\| FAIL \|", canary)
+    promotion = api.latest_artifact("promotion-hmm-regime")["data"]
+    assert "REJECTED" in promotion and "min_trades" in promotion
+    pids = set()
+    for sub in api.flow_runs(name={"any_": [f"ingest-{NIGHT2}", f"features-{NIGHT2}",
+                                            f"train-{NIGHT2}"]}):  # fmt: skip
+        logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [sub["id"]]}}})
+        pids |= {int(m) for log in logs for m in re.findall(r", pid (\d+)", log["message"])}
+    assert pids and os.getpid() not in pids  # the per-symbol tasks ran in Dask workers
+
+    # night 3 with a crossed book injected: stops at validate, nothing registered
+    with flows_on(server, home, **LENIENT):
+        config = config_for(home)
+        plan = steps.plan_night(config, NIGHT3)
+        for symbol in plan.symbols:
+            steps.ingest_symbol(config, symbol, plan)
+        crossed_quotes(home, "BTCUSDT", NIGHT3)
+        with pytest.raises(steps.QualityBlockedError, match="crossed_book"):
+            nightly_retrain(NIGHT3)
+    assert run_named(api, f"nightly-retrain-{NIGHT3}")["state"]["type"] == "FAILED"
+    assert [i.version for i in registry_of(home).versions()] == [1, 2]
+    assert registry_of(home).aliases()["production"] == 1
+    quality = api.latest_artifact("data-quality-quotes-trades")["data"]
+    assert "BLOCKED" in quality and "crossed_book" in quality and "BTCUSDT" in quality
+    summary = api.latest_artifact("nightly-summary")["data"]
+    assert "Stopped" in summary and "crossed_book" in summary
+    assert not api.flow_runs(name={"any_": [f"train-{NIGHT3}"]})
