@@ -562,9 +562,7 @@ def run_night(config: AppConfig, night: dt.date | None = None, log: Log = _quiet
         trained = train_set(config, symbol_set, plan)
         report.trained.append(trained)
         log(f"train {trained.model_name}: version {trained.version}")
-        canary = canary_set(
-            config, symbol_set, trained.version, plan, validated=raw.issues_csv
-        )
+        canary = canary_set(config, symbol_set, trained.version, plan, validated=raw.issues_csv)
         report.canaries.append(canary)
         report.decisions.append(promote_set(config, symbol_set, trained.version))
         log(f"{trained.model_name} v{trained.version}: {report.decisions[-1].decision}")
