@@ -26,15 +26,16 @@ SHORT_WARMUP = {"HMMTRADER_BACKTEST__WARMUP_S": "1800"}
 ONE_PROCESS = {"HMMTRADER_CANARY__WORKERS": "1", "HMMTRADER_FLOWS__DASK_WORKERS": "1"}
 SHORT_DAYS = {"HMMTRADER_SYNTHETIC__DAY_SECONDS": str(DAY_SECONDS)}
 PROFILE: dict[str, str] = {**FAST_TRAINING, **SHORT_WARMUP, **ONE_PROCESS, **SHORT_DAYS}
-# a thinner synthetic market (2 quotes/s instead of 10), where the page or the checks are
-# tested, not the market
-THIN = {"HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2"}
+# a thinner synthetic market (2 quotes/s instead of 10, a fifth of the trades), where the
+# node, the page or the checks are tested, not the market
+THIN = {"HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2", "HMMTRADER_SYNTHETIC__TRADE_RATE_SCALE": "0.2"}
 
 # the flow tests' nights run end to end on 3-hour days (each night trains, backtests and
 # validates its own days; what a night decides, not how much it reads, is tested there)
 SHORT_NIGHTS = {
     "HMMTRADER_SYNTHETIC__DAY_SECONDS": str(3 * 3600),
-    "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2",  # a thinner market (THIN below)
+    "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2",  # a thinner market (THIN above)
+    "HMMTRADER_SYNTHETIC__TRADE_RATE_SCALE": "0.2",
 }
 # canary floors every candidate meets (a first night promotes on floors) ...
 LENIENT: dict[str, str] = {

@@ -111,6 +111,8 @@ class RestSettings(Frozen):
 class SyntheticSettings(Frozen):
     n_regimes: int = Field(default=4, ge=3, le=5)
     quote_rate_hz: float = Field(default=10.0, gt=0, le=100)
+    # every regime's trade rate times this: below 1 a thinner tape (demos, tests)
+    trade_rate_scale: float = Field(default=1.0, ge=0.05, le=10)
     mean_dwell_s: float = Field(default=1200.0, gt=10)
     correlation: float = Field(default=0.8, ge=-1, le=1)
     # latent momentum: order-flow bursts that drift the price (see trading/data/synthetic.py)

@@ -57,10 +57,11 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
     assert str(home.resolve()) in prefect_cmd and str(home.resolve()) in mlflow_cmd
 
     # both UIs at once, each on a free port (the printed commands' only change);
-    # MLFLOW_WORKERS=1: `mlflow ui` starts one uvicorn worker instead of four
+    # MLFLOW_WORKERS=1: `mlflow ui` starts one uvicorn worker instead of four, and no job
+    # runner (MLflow's GenAI jobs, unused here)
     prefect_ui = _ui(prefect_cmd, free_port(), "/api/health", tmp_path / "prefect-ui.log", {})
     mlflow_ui = _ui(mlflow_cmd, free_port(), "/health", tmp_path / "mlflow-ui.log",
-                    {"MLFLOW_WORKERS": "1"})  # fmt: skip
+                    {"MLFLOW_WORKERS": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
     with prefect_ui.launch(), mlflow_ui.launch():
         prefect_ui.wait_healthy()
         api = f"{prefect_ui.url}/api"

@@ -29,9 +29,10 @@ a day, and the seconds of the momentum recursion, never over ticks):
   of about 150k USD (thinner in volatile regimes), on the lot grid and >= min_qty; the
   bid/ask size ratio leans with the regime's order flow (more bid depth when buyers
   dominate).
-* Trades. Poisson arrivals at the regime's rate (times a per-symbol factor). The aggressor
-  is a buyer (+1) with the regime's buyer probability, else a seller (-1); a buy prints at
-  the ask and a sell at the bid of the latest quote at or before the trade. Quantities are
+* Trades. Poisson arrivals at the regime's rate (times a per-symbol factor and
+  `trade_rate_scale`). The aggressor is a buyer (+1) with the regime's buyer probability,
+  else a seller (-1); a buy prints at the ask and a sell at the bid of the latest quote at
+  or before the trade. Quantities are
   log-normal (median about 400 USD), on the lot grid, within [min_qty, max_qty]. Trade ids
   count from 1 per symbol and continue across the days of a run.
 * Momentum (on unless `momentum_bp_per_s` is 0). Order-flow bursts, like a large order
@@ -559,7 +560,9 @@ def _symbol_day(
     ask_size = _on_lots(depth[q_regime] * np.exp(size_noise[1] - tilt), spec)
 
     # trades at the prevailing quote
-    trade_us = _arrivals(rng, market.rate[regime] * profile.trade_rate_mult)
+    trade_us = _arrivals(
+        rng, market.rate[regime] * (profile.trade_rate_mult * settings.trade_rate_scale)
+    )
     n_trades = len(trade_us)
     t_regime = regime[trade_us // _US_PER_S]
     buy_prob = market.buy[t_regime]
