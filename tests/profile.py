@@ -32,11 +32,7 @@ THIN = {"HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2", "HMMTRADER_SYNTHETIC__TRADE_R
 
 # the flow tests' nights run end to end on 3-hour days (each night trains, backtests and
 # validates its own days; what a night decides, not how much it reads, is tested there)
-SHORT_NIGHTS = {
-    "HMMTRADER_SYNTHETIC__DAY_SECONDS": str(3 * 3600),
-    "HMMTRADER_SYNTHETIC__QUOTE_RATE_HZ": "2",  # a thinner market (THIN above)
-    "HMMTRADER_SYNTHETIC__TRADE_RATE_SCALE": "0.2",
-}
+SHORT_NIGHTS = {"HMMTRADER_SYNTHETIC__DAY_SECONDS": str(3 * 3600), **THIN}  # thin, too
 # canary floors every candidate meets (a first night promotes on floors) ...
 LENIENT: dict[str, str] = {
     "HMMTRADER_CANARY__FLOORS__MIN_NET_PNL_USD": "-100000",

@@ -739,3 +739,12 @@ def test_ingest_day_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="seed"):
         ingest_synthetic_day(config, lake, "BTCUSDT", START, -1, START, seconds=60)
     assert not (tmp_path / "lake").exists()
+
+
+def test_trade_rate_scale_thins_the_tape_and_leaves_the_quotes() -> None:
+    full = {d.symbol: d for d in _run(1, 5, 3600)}
+    thin = {d.symbol: d for d in _run(1, 5, 3600, trade_rate_scale=0.2)}
+    for symbol, day in full.items():
+        assert thin[symbol].quotes.equals(day.quotes)  # trades are drawn after the quotes
+        ratio = thin[symbol].trades.num_rows / day.trades.num_rows
+        assert 0.15 < ratio < 0.25, (symbol, ratio)

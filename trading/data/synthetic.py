@@ -32,9 +32,9 @@ a day, and the seconds of the momentum recursion, never over ticks):
 * Trades. Poisson arrivals at the regime's rate (times a per-symbol factor and
   `trade_rate_scale`). The aggressor is a buyer (+1) with the regime's buyer probability,
   else a seller (-1); a buy prints at the ask and a sell at the bid of the latest quote at
-  or before the trade. Quantities are
-  log-normal (median about 400 USD), on the lot grid, within [min_qty, max_qty]. Trade ids
-  count from 1 per symbol and continue across the days of a run.
+  or before the trade. Quantities are log-normal (median about 400 USD), on the lot grid,
+  within [min_qty, max_qty]. Trade ids count from 1 per symbol and continue across the
+  days of a run.
 * Momentum (on unless `momentum_bp_per_s` is 0). Order-flow bursts, like a large order
   worked through the book or a liquidation cascade, give the price a short-lived trend
   that the order flow announces. A latent factor z (unit variance, one value per second)
