@@ -1,13 +1,14 @@
 """The live dashboard in a real headless Chromium (Debian's, driven by Playwright): a real
 replay node writes its status into the state file, a real `hmmtrader dashboard` process
 serves the page; charts fill from the WebSocket, the kill button goes through the ops
-token, and the finished run opens under past runs."""
+token, a SIGTERM stops the node cleanly, and its run opens under past runs."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import struct
 import time
 from collections.abc import Iterator
@@ -159,9 +160,16 @@ def _check_kill_switch(page: Any, db: Path, node: NodeProcess) -> None:
     assert state.switch().engaged is False
 
 
+def _market(db: Path) -> str:
+    return str(status_body(db).get("market_time") or "")
+
+
 def _check_past_run(page: Any, out: Path) -> None:
-    """The finished run is listed; choosing it draws its equity, timelines and KPIs."""
+    """The stopped run is listed; choosing it draws its equity, timelines and KPIs, which
+    end where the replay stopped."""
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] is False
+    assert f"{DAY}T00:35" <= summary["window_end"] < f"{DAY}T01:30"
     page.wait_for_function(
         "name => [...document.querySelectorAll('#run-select option')].some(o => o.value == name)",
         arg=RUN_NAME,
@@ -241,7 +249,12 @@ def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path)
             _check_live(page, db)
             _check_kill_switch(page, db, node)
             print(f"live view and kill switch checked in {time.monotonic() - started:.1f} s")
+            # five paced minutes into the window, systemd's stop (SIGTERM) rather than the
+            # rest of the hour: a clean stop writes the run directory of what was replayed
+            wait_for("5 minutes of the window", lambda: _market(db) >= f"{DAY}T00:35", node)
+            node.signal(signal.SIGTERM)
             assert node.wait() == 0, node.log()[-3000:]
+            assert "stopped cleanly" in node.log()
             _wait_text(page, "#node-state", "stopped cleanly")
             _check_reconnect(page, board, errors)
             _check_past_run(page, out)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trading.data.lake import Lake
-from trading.data.window import NS, Window, require_ticks, window_of
+from trading.data.window import MINUTE_NS, NS, Window, require_ticks, window_of
 from trading.errors import InputError
 from trading.node.build import BuiltNode, NodeOptions, NodeSession, Replay, build_node
 from trading.node.state import open_state
@@ -277,12 +277,18 @@ def _write_replay_reports(session: NodeSession, built: BuiltNode, result: NodeRe
     run_dir = session.opts.run_dir
     assert run_dir is not None and session.replay is not None
     strategy = built.strategy
+    window = session.replay.window
+    cursor_ns = int(built.replay_client.cursor_ns or 0)
+    if not result.finished and window.start_ns < cursor_ns < window.end_ns:
+        # a stopped replay reports what it replayed: its equity curve and time span end
+        # at the minute of its last tick, not at the window's end
+        window = Window(window.start_ns, (cursor_ns // MINUTE_NS + 1) * MINUTE_NS)
     result.summary = write_reports(
         _NodeView(built.node),
         strategy,
         built.recorder,
         session.replay.instruments,
-        session.replay.window,
+        window,
         run_dir,
         starting_balance_usd=s.node.starting_balance_usd,
         extra={
