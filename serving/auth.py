@@ -18,11 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 class ApiError(Exception):
     """An answer other than 200, with a message for the client."""
 
-    def __init__(self, status: int, message: str, loc: list[str | int] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        loc: list[str | int] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.loc = loc
+        self.headers = headers
 
 
 def loc_text(loc: list[Any] | tuple[Any, ...]) -> str:
@@ -47,7 +54,8 @@ def check_bearer(
 
 def install_error_handlers(app: FastAPI, log: logging.Logger) -> None:
     """Every error is JSON with a `detail` text; 422s name the field (`loc`); 401s carry
-    `WWW-Authenticate: Bearer`; anything unexpected is a logged 500 without internals."""
+    `WWW-Authenticate: Bearer`, 405s `Allow` (the router's headers are kept); anything
+    unexpected is a logged 500 without internals."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -55,8 +63,10 @@ def install_error_handlers(app: FastAPI, log: logging.Logger) -> None:
         if exc.loc:
             body["detail"] = f"{loc_text(exc.loc)}: {exc.message}"
             body["loc"] = exc.loc
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(body, status_code=exc.status, headers=headers)
+        headers = dict(exc.headers or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(body, status_code=exc.status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -69,7 +79,9 @@ def install_error_handlers(app: FastAPI, log: logging.Logger) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

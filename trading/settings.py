@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     SecretStr,
@@ -22,16 +21,24 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.exceptions import SettingsError
 
+from trading.config_sources import (
+    ENV_PREFIX,
+    check_variable_names,
+    describe_source_error,
+    describe_validation_error,
+    read_variables,
+    read_yaml_mapping,
+)
 from trading.errors import ConfigError
 from trading.features.descriptor import BarParams, FeatureParams
-from trading.frozen import Frozen
+from trading.frozen import DAY_S, Frozen
 from trading.nightly.config import FlowSettings
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
 from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings, RegistrySettings
 from trading.strategy.config import BacktestSettings, CanarySettings, StrategySettings
 
-ENV_PREFIX = "HMMTRADER_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
 
@@ -93,19 +100,19 @@ class SymbolsConfig(Frozen):
 
 class ArchiveSettings(Frozen):
     base_url: str = "https://data.binance.vision"
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_attempts: int = Field(default=5, ge=1, le=50)
-    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
 
 
 class RestSettings(Frozen):
     base_url: str = "https://api.binance.com"
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
     max_attempts: int = Field(default=5, ge=1, le=50)
-    backoff_s: float = Field(default=0.5, ge=0)  # first retry delay; doubles, at most 30 s
+    backoff_s: float = Field(default=0.5, ge=0, le=3600)  # first retry delay; doubles, at most 30 s
     weight_limit_1m: int = Field(default=6000, gt=0)
     weight_headroom: float = Field(default=0.8, gt=0, le=1)
-    max_retry_after_s: float = Field(default=120.0, gt=0)
+    max_retry_after_s: float = Field(default=120.0, gt=0, le=DAY_S)
 
 
 class SyntheticSettings(Frozen):
@@ -113,7 +120,7 @@ class SyntheticSettings(Frozen):
     quote_rate_hz: float = Field(default=10.0, gt=0, le=100)
     # every regime's trade rate times this: below 1 a thinner tape (demos, tests)
     trade_rate_scale: float = Field(default=1.0, ge=0.05, le=10)
-    mean_dwell_s: float = Field(default=1200.0, gt=10)
+    mean_dwell_s: float = Field(default=1200.0, gt=10, le=7 * DAY_S)
     correlation: float = Field(default=0.8, ge=-1, le=1)
     # latent momentum: order-flow bursts that drift the price (see trading/data/synthetic.py)
     momentum_bp_per_s: float = Field(default=0.28, ge=0, le=5)  # std of the drift; 0: off
@@ -138,13 +145,23 @@ class _KindLimits(Frozen):
         return self
 
 
-class QuoteLimits(_KindLimits):
+class _PriceKindLimits(_KindLimits):
+    # price_jump: a price further than max_jump_ratio x scale from the median of the 5
+    # prices before it, scale = max(jump_floor_bp, 1.4826 x the median |log return| of the
+    # jump_window_rows before it). Real Binance ticks stay below 1 (floor-bound); a real
+    # month of 1-minute closes below 60; a x1000 unit error is about 6,900.
+    max_jump_ratio: float = Field(default=100.0, gt=0, le=1_000_000)
+    jump_floor_bp: float = Field(default=10.0, gt=0, le=10_000)
+    jump_window_rows: int = Field(default=300, ge=2, le=1_000_000)
+
+
+class QuoteLimits(_PriceKindLimits):
     max_gap_s: float = Field(default=60.0, gt=0)
     # the lower end of the sane spread range is "bid < ask" (check crossed_book)
     max_spread_bp: float = Field(default=500.0, gt=0)
 
 
-class TradeLimits(_KindLimits):
+class TradeLimits(_PriceKindLimits):
     max_gap_s: float = Field(default=300.0, gt=0)
 
 
@@ -196,9 +213,16 @@ class ServingSettings(Frozen):
     # rows kept per stream so a newly swapped-in model takes over with the filter state it
     # would have had (the drift window is 3600 one-second rows by default)
     history_rows: int = Field(default=3600, ge=0, le=100_000)
+    # a row with a standardized value beyond +-max_abs_z is out of distribution (HOLD,
+    # confidence 0); None: the served model's feature-set z_clip (10 by default)
+    max_abs_z: float | None = Field(default=None, gt=0)
+    infer_threads: int = Field(default=1, ge=1, le=64)  # /infer computing at once (threads)
+    infer_queue: int = Field(default=32, ge=0, le=10_000)  # waiting beyond: 503 + Retry-After
+    body_timeout_s: float = Field(default=10.0, gt=0, le=600)  # body not in by then: 408
+    keep_alive_s: float = Field(default=5.0, gt=0, le=600)  # idle keep-alive connections close
     # client side (the node's remote inference)
     url: str = "http://127.0.0.1:8010"
-    timeout_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0, le=600)
     connect_retries: int = Field(default=2, ge=0, le=10)  # only where nothing was sent
 
     _token = field_validator("token", mode="before")(_blank_is_none)
@@ -219,7 +243,7 @@ class NodeSettings(Frozen):
     inference_retry_s: float = Field(default=1.0, ge=0, le=600)  # after a failure, wait
     # replay: the lake window and the speed (1: real time, 60: a minute per second, 0: as
     # fast as the node keeps up); start/end default to the lake's last day
-    speed: float = Field(default=0.0, ge=0)
+    speed: float = Field(default=0.0, ge=0, le=1_000_000)
     start: str | None = None
     end: str | None = None
     starting_balance_usd: float = Field(default=10_000.0, gt=0)  # sandbox account (replay, paper)
@@ -251,8 +275,8 @@ class OpsSettings(Frozen):
     token: SecretStr | None = None
     prefect_api_url: str | None = None  # None: PREFECT_API_URL
     deployment: str = "nightly-retrain/nightly-retrain"  # what POST /retrain runs
-    stale_after_s: float = Field(default=10.0, gt=0)  # node heartbeat older: "not running"
-    timeout_s: float = Field(default=5.0, gt=0)
+    stale_after_s: float = Field(default=10.0, gt=0, le=DAY_S)  # heartbeat older: not running
+    timeout_s: float = Field(default=5.0, gt=0, le=600)
 
     _token = field_validator("token", "prefect_api_url", mode="before")(_blank_is_none)
 
@@ -279,6 +303,7 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
     )
 
     home: Path = Path("var")
@@ -353,46 +378,22 @@ class AppConfig(Frozen):
         return spec
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _describe(exc: ValidationError, path: Path, env_override: bool = False) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
-        where = f"environment variable {env_name}" if env_name in os.environ else str(path)
-        value = (
-            f" (got {err['input']!r})"
-            if "input" in err and not isinstance(err["input"], dict)
-            else ""
-        )
-        parts.append(f"{where}: {key}: {err['msg']}{value}")
-    return "; ".join(parts)
-
-
 def load_settings(config_dir: Path | None = None) -> AppConfig:
-    """Load configs/settings.yaml and configs/symbols.yaml; raise ConfigError on bad values."""
+    """Load configs/settings.yaml and configs/symbols.yaml; raise ConfigError on bad values
+    (naming the file or the HMMTRADER_* variable they came from)."""
     config_dir = Path(config_dir or os.environ.get(ENV_PREFIX + "CONFIG_DIR") or DEFAULT_CONFIG_DIR)
     settings_path = config_dir / "settings.yaml"
     symbols_path = config_dir / "symbols.yaml"
+    variables = read_variables(Settings)
+    check_variable_names(variables, Settings)
     try:
-        settings = Settings(**_read_yaml(settings_path))
+        settings = Settings(**read_yaml_mapping(settings_path))
+    except SettingsError as exc:  # a variable's JSON (a section or a list) does not parse
+        raise ConfigError(describe_source_error(exc, variables)) from None
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, settings_path)) from None
+        raise ConfigError(describe_validation_error(exc, settings_path, variables)) from None
     try:
-        instruments = SymbolsConfig(**_read_yaml(symbols_path))
+        instruments = SymbolsConfig(**read_yaml_mapping(symbols_path))
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, symbols_path)) from None
+        raise ConfigError(describe_validation_error(exc, symbols_path)) from None
     return AppConfig(settings=settings, instruments=instruments, config_dir=config_dir)

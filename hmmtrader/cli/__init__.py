@@ -24,7 +24,7 @@ from hmmtrader.cli import (
 )
 from hmmtrader.cli.common import State, console, err_console
 from trading.env import disable_telemetry
-from trading.errors import HmmTraderError
+from trading.errors import HmmTraderError, store_failure
 
 __all__ = ["app", "main", "run"]
 
@@ -90,6 +90,16 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted: nothing was written for the unfinished step")
         return 130
+    except Exception as exc:
+        what = store_failure(exc)
+        if what is None or State.debug:
+            raise
+        err_console.print(
+            f"[bold red]error:[/] {what} (hmmtrader --debug ... shows the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
     return 0
 
 

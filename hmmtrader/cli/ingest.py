@@ -26,14 +26,28 @@ app = typer.Typer(help="Bring market data into the lake.", no_args_is_help=True)
 
 
 def report_written(written: list[Written], elapsed_s: float) -> None:
+    """The files written; where the lake dropped repeated rows or sorted rows into time
+    order, two more columns and one warning line per file say how many."""
+    fixed = [item for item in written if item.fixes]
     table = Table(title=f"Written to the lake in {elapsed_s:.1f} s")
-    for column in ("symbol", "kind", "date", "rows"):
-        table.add_column(column, justify="right" if column == "rows" else "left")
+    columns = ["symbol", "kind", "date", "rows"] + (["dropped", "reordered"] if fixed else [])
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("symbol", "kind", "date") else "right"
+        )
     for item in written:
-        table.add_row(item.symbol, item.kind, item.day.isoformat(), f"{item.rows:,}")
+        cells = [item.symbol, item.kind, item.day.isoformat(), f"{item.rows:,}"]
+        if fixed:
+            cells += [f"{item.duplicates_dropped:,}", f"{item.reordered:,}"]
+        table.add_row(*cells)
     console.print(table)
     total = sum(item.rows for item in written)
     console.print(f"{len(written)} file(s), {total:,} rows")
+    for item in fixed:
+        console.print(
+            f"[yellow]warning:[/] {item.symbol} {item.kind} {item.day}: {item.fixes}",
+            highlight=False,
+        )
 
 
 @app.command("archive")
@@ -116,6 +130,14 @@ def ingest_synthetic_cmd(
             help="Length of each day from midnight (default synthetic.day_seconds: 86400).",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace days the lake holds with another day length (refused without it); "
+            "their feature files are deleted.",
+        ),
+    ] = False,
 ) -> None:
     """Generate a regime-switching market (quotes, trades, 1m bars, true regimes)."""
     from trading.data.inputs import parse_day
@@ -124,8 +146,22 @@ def ingest_synthetic_cmd(
     config = load_config()
     first = parse_day(start, "--start")
     began = time.perf_counter()
+    notices: list[str] = []
     with progress_callback("items") as progress:
         written = ingest_synthetic(
-            config, lake_of(config), symbols.split(","), first, days, seed, progress, day_seconds
+            config,
+            lake_of(config),
+            symbols.split(","),
+            first,
+            days,
+            seed,
+            progress,
+            day_seconds,
+            overwrite=overwrite,
+            notice=notices.append,
         )
     report_written(written, time.perf_counter() - began)
+    for text in notices:
+        console.print(text, highlight=False, soft_wrap=True)
+    if notices:
+        console.print("compute the features of those days again: hmmtrader features ...")

@@ -121,10 +121,31 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 
 @app.command("models")
-def models_cmd() -> None:
+def models_cmd(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Remove the versions whose registration a killed or crashed `train` left "
+            "incomplete, and mark its runs FAILED (every `train` does this first).",
+        ),
+    ] = False,
+) -> None:
     """Registered versions: aliases, data range, key metrics, canary verdict."""
     config = load_config()
     registry = open_registry(config)
+    if repair:
+        done = registry.repair()
+        for version in done.removed_versions:
+            console.print(f"removed incomplete version {version}")
+        for run_id in done.failed_runs:
+            console.print(f"marked run {run_id} FAILED (its process is gone)")
+        for version in done.in_progress:
+            console.print(f"version {version} is being registered by a running process: left alone")
+        if not done.changed and not done.in_progress:
+            console.print(
+                "Nothing to repair: every version is complete and no run is left RUNNING."
+            )
     versions = registry.versions()
     if not versions:
         console.print(f"No versions of {registry.name} yet: run hmmtrader train.")
@@ -133,15 +154,23 @@ def models_cmd() -> None:
     for col in ("version", "aliases", "created (UTC)", "data", "symbols", "K", "val BIC",
                 "entropy", "policy log-loss", "kind", "canary"):  # fmt: skip
         table.add_column(col)
+    incomplete = [v.version for v in versions if not v.complete]
     for v in reversed(versions):
         t = v.tags
         table.add_row(
-            str(v.version), ", ".join(v.aliases), v.created.strftime("%Y-%m-%d %H:%M"),
+            str(v.version) if v.complete else f"{v.version} INCOMPLETE", ", ".join(v.aliases), v.created.strftime("%Y-%m-%d %H:%M"),
             f"{t.get('data_start', '?')}..{t.get('data_end', '?')}", t.get("symbols", ""),
             t.get("n_states", ""), t.get("val_bic", ""), t.get("state_entropy", ""),
             t.get("policy_log_loss", ""), t.get("kind", ""), v.canary or "-",
         )  # fmt: skip
     console.print(table)
+    if incomplete:
+        console.print(
+            f"Version(s) {', '.join(map(str, incomplete))} are INCOMPLETE: their registration "
+            "was interrupted, and nothing can canary, promote or serve them. "
+            "Run hmmtrader models --repair (the next train does it too).",
+            highlight=False,
+        )
 
 
 @app.command("promote")

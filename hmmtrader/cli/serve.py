@@ -40,6 +40,7 @@ def serve_cmd(
     """Serve the registry's production model over HTTP (FastAPI + uvicorn), hot-swapping
     when the alias moves. Stop with Ctrl-C (or SIGTERM)."""
     from serving.inference.app import create_app
+    from serving.inference.limits import uvicorn_options
     from trading.settings import ServingSettings
 
     check_log_level(log_level)
@@ -72,5 +73,6 @@ def serve_cmd(
         highlight=False,
     )
     run_uvicorn(
-        create_app(config), serving.host, serving.port, log_level, access_log, graceful_s=10
-    )
+        create_app(config), serving.host, serving.port, log_level, access_log, graceful_s=10,
+        **uvicorn_options(serving),
+    )  # fmt: skip

@@ -4,33 +4,42 @@ GET /health, /ready, /models, /metrics; POST /infer; admin (bearer token): POST 
 /promote, /rollback, /reload. A watcher polls the alias and hot-swaps (blue/green, see
 trading.regime.slots). Per-symbol filter state is kept on the server (stream mode, one stream
 per session and symbol) or the client sends a self-contained window (window mode).
+
+/infer parses, computes and serialises in worker threads (serving.infer_threads at once,
+serving.infer_queue more waiting, then 503), never on the event loop: /health, /ready and
+/metrics answer while large requests compute. Limits before routing: serving/inference/limits.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-import time
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import ValidationError
 
 from serving.auth import ApiError, check_bearer, install_error_handlers
+from serving.inference.limits import LimitsAndMetrics
 from serving.inference.metrics import ServingMetrics
-from trading.errors import HmmTraderError, InputError
+from serving.inference.schema import INFER_BODY, install_openapi, is_json
+from trading.errors import HmmTraderError, InputError, store_failure
+from trading.regime import kernel
 from trading.regime.model import FeatureInputError
 from trading.regime.registry import PRODUCTION, PromotionRefusedError, Registry
 from trading.regime.slots import LoadedModel, ModelLoadError, ModelSlots, load_version, now_iso
-from trading.regime.streams import StreamHistory
+from trading.regime.streams import StreamHistory, StreamOrderError
 from trading.settings import AppConfig
 from trading.strategy.remote import (
     InferRequest,
@@ -38,10 +47,11 @@ from trading.strategy.remote import (
     PromoteRequest,
     Ready,
     VersionRequest,
-    step_out,
+    steps_out,
 )
 
 log = logging.getLogger("hmmtrader.serving")
+SWITCH_INTERVAL_S = 0.001
 
 
 class ModelServer:
@@ -52,8 +62,11 @@ class ModelServer:
         self.config = config
         self.settings = s.serving
         self.alias = s.serving.alias
-        self.metrics = ServingMetrics()
+        self.metrics = ServingMetrics(config.instruments.symbols)
         self.history = StreamHistory(s.serving.history_rows, s.serving.max_streams)
+        self._compute = ThreadPoolExecutor(s.serving.infer_threads, "infer")
+        self._infer_pending = 0  # /infer requests computing or waiting for a thread
+        self._switch_interval_s = sys.getswitchinterval()
         self.slots = ModelSlots()
         self.reason = "starting: the model is being loaded"
         self.last_error: dict[str, Any] | None = None
@@ -83,7 +96,13 @@ class ModelServer:
         return self.slots.standby
 
     def _set_active(self, loaded: LoadedModel) -> None:
+        if loaded.model.max_abs_z != self.settings.max_abs_z:
+            loaded.model.set_ood_bound(self.settings.max_abs_z)  # its filters are rebuilt
         old = self.slots.swap(loaded)
+        # what is loaded by now (imports, the models) lives as long as the process: keep it
+        # out of the cyclic GC's full collections, ~250 ms of holding the GIL otherwise
+        # (every request would wait for them)
+        gc.freeze()
         self.reason = ""
         self.metrics.model_ready.set(1)
         self.metrics.model_version.info(
@@ -166,9 +185,16 @@ class ModelServer:
             await asyncio.sleep(interval)
 
     async def start(self) -> None:
+        # the event loop takes the GIL back from a computing /infer thread within this
+        # (Python's default, 5 ms, is paid several times per /health request)
+        self._switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._watcher = asyncio.create_task(self.watch())
 
     async def stop(self) -> None:
+        self._compute.shutdown(wait=False, cancel_futures=True)
+        self._compute = ThreadPoolExecutor(self.settings.infer_threads, "infer")  # no threads yet
+        sys.setswitchinterval(self._switch_interval_s)
         if self._watcher is not None:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
@@ -212,6 +238,34 @@ class ModelServer:
         }
 
     # ---- inference ----------------------------------------------------------------------
+    async def infer_json(self, body: bytes) -> bytes:
+        """POST /infer off the event loop: the JSON body in, the JSON answer out."""
+        s = self.settings
+        if self._infer_pending >= s.infer_threads + s.infer_queue:
+            self.metrics.inference_errors.labels("busy").inc()
+            raise ApiError(
+                503,
+                f"busy: {self._infer_pending} /infer requests are computing or waiting "
+                f"(serving.infer_threads {s.infer_threads} + serving.infer_queue "
+                f"{s.infer_queue}); retry in a second",
+                headers={"Retry-After": "1"},
+            )
+        self._infer_pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._compute, self._infer_bytes, body)
+        finally:
+            self._infer_pending -= 1
+
+    def _infer_bytes(self, body: bytes) -> bytes:
+        try:
+            req = InferRequest.model_validate_json(body)
+        except ValidationError as exc:  # as FastAPI reports a body it validated
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            ) from None
+        return orjson.dumps(self.infer(req))
+
     def infer(self, req: InferRequest) -> dict[str, Any]:
         loaded = self.active  # in-flight requests finish on the model they started with
         if loaded is None:
@@ -219,18 +273,18 @@ class ModelServer:
             raise ApiError(503, f"no model loaded: {self.reason}")
         try:
             return self._infer(loaded, req)
-        except ApiError:
-            self.metrics.inference_errors.labels("invalid_input").inc()
+        except ApiError as exc:
+            reason = "stream_order" if exc.status == 409 else "invalid_input"
+            self.metrics.inference_errors.labels(reason).inc()
             raise
 
-    def _infer(self, loaded: LoadedModel, req: InferRequest) -> dict[str, Any]:
+    def _check(self, loaded: LoadedModel, req: InferRequest) -> None:
         n = len(req.rows)
         limit = self.settings.max_batch_rows
         if n > limit:
             raise ApiError(422, f"{n} rows exceed serving.max_batch_rows {limit}", ["body", "rows"])
         if len(req.ts_ns) != n:
             raise ApiError(422, f"{len(req.ts_ns)} timestamps for {n} rows", ["body", "ts_ns"])
-        model = loaded.model
         if req.feature_version != loaded.feature_version:
             raise ApiError(
                 422,
@@ -238,7 +292,7 @@ class ModelServer:
                 f"{loaded.version}) reads {loaded.feature_version}",
                 ["body", "feature_version"],
             )
-        columns = model.columns
+        columns = loaded.model.columns
         if req.columns is not None and req.columns != columns:
             raise ApiError(
                 422,
@@ -254,6 +308,10 @@ class ModelServer:
                     f"({', '.join(columns)})",
                     ["body", "rows", i],
                 )
+
+    def _infer(self, loaded: LoadedModel, req: InferRequest) -> dict[str, Any]:
+        self._check(loaded, req)
+        n = len(req.rows)
         ts = np.asarray(req.ts_ns, dtype=np.int64)
         if n > 1:
             back = np.flatnonzero(np.diff(ts) <= 0)
@@ -265,18 +323,23 @@ class ModelServer:
         x = np.asarray(req.rows, dtype=np.float64)
         try:
             if req.mode == "window":
-                out = model.predict_array(x, ts)
-                steps = [step_out(out[i], int(ts[i])) for i in range(n)]
+                out = loaded.model.predict_array(x, ts)
             else:
                 key = (req.session, req.symbol)
-                steps = [
-                    step_out(loaded.streams.step(key, x[i], int(ts[i])), int(ts[i]))
-                    for i in range(n)
-                ]
+                if req.reset:
+                    loaded.streams.forget(key)
+                out = loaded.streams.run(key, x, ts)
+        except StreamOrderError as exc:
+            raise ApiError(409, str(exc), ["body", "ts_ns", 0]) from exc
         except FeatureInputError as exc:
             raise ApiError(422, str(exc), ["body", "rows"]) from exc
-        self.metrics.inference_rows.labels(req.mode).inc(n)
-        self.metrics.drift_score.labels(req.symbol).set(steps[-1]["drift_score"])
+        steps = steps_out(out, ts)
+        m = self.metrics
+        m.inference_rows.labels(req.mode).inc(n)
+        m.set_drift(req.symbol, steps[-1]["drift_score"])
+        ood = int(np.count_nonzero(out[:, kernel.OUT_OOD]))
+        if ood:
+            m.ood_rows.inc(ood)
         return {
             "model": loaded.name,
             "version": loaded.version,
@@ -287,101 +350,6 @@ class ModelServer:
         }
 
 
-# ---- middleware -----------------------------------------------------------------------
-class BodyTooLargeError(StarletteHTTPException):
-    """Raised from the receive channel: FastAPI passes HTTP exceptions through as they are."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, _too_large_text(limit, limit + 1))
-
-
-def _too_large_text(limit: int, size: int) -> str:
-    return (
-        f"request body of {size} bytes or more exceeds serving.max_body_bytes {limit}: "
-        "send fewer rows per request"
-    )
-
-
-class LimitsAndMetrics:
-    """Pure ASGI: 413 for bodies over the limit (declared or streamed), request counts and
-    latency by endpoint (route template; unknown paths are "other") and status."""
-
-    def __init__(self, app: ASGIApp, server: ModelServer, known: set[str]) -> None:
-        self.app = app
-        self.server = server
-        self.known = known
-        self.limit = server.settings.max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        path = scope.get("path", "")
-        endpoint = path if path in self.known else "other"
-        status = 500
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started = True
-            await send(message)
-
-        try:
-            declared = _content_length(scope)
-            if declared is not None and declared > self.limit:
-                await self._too_large(send_wrapper, declared)
-                return
-            seen = 0
-
-            async def limited_receive() -> Message:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.limit:
-                        raise BodyTooLargeError(self.limit)
-                return message
-
-            try:
-                await self.app(scope, limited_receive, send_wrapper)
-            except BodyTooLargeError:
-                if not started:
-                    await self._too_large(send_wrapper, seen)
-        finally:
-            m = self.server.metrics
-            method = scope.get("method", "")
-            m.requests.labels(endpoint, method, str(status)).inc()
-            m.latency.labels(endpoint, method, str(status)).observe(time.perf_counter() - t0)
-
-    async def _too_large(self, send: Send, size: int) -> None:
-        body = orjson.dumps({"detail": _too_large_text(self.limit, size)})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
 # ---- the app --------------------------------------------------------------------------
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
@@ -389,10 +357,21 @@ def _json(data: Any, status: int = 200) -> Response:
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "the body is not parseable (not UTF-8 JSON)"},
+    408: {"description": "the body was not received within serving.body_timeout_s"},
     413: {"description": "the body exceeds serving.max_body_bytes"},
     422: {"description": "invalid input; `detail` names the field"},
     503: {"description": "no model loaded (or the registry is unreachable); `detail` says why"},
 }
+INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    409: {"description": "stream mode: ts_ns not after the stream's last step (nothing changed)"},
+    503: {
+        "description": "no model loaded, or busy (serving.infer_threads + infer_queue "
+        "requests already computing or waiting: retry after `Retry-After` seconds)"
+    },
+}
+
+
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no bearer token"},
     403: {"description": "wrong token, or the server has no token configured"},
@@ -454,10 +433,16 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
         "/infer",
         response_model=InferResponse,
         summary="Regime, posterior and action for each feature row",
-        responses=ERRORS,
+        responses=INFER_ERRORS,
+        openapi_extra={"requestBody": INFER_BODY},
     )
-    async def infer(req: InferRequest) -> Response:
-        return _json(server.infer(req))
+    async def infer(request: Request) -> Response:
+        # the body is parsed in the worker thread too (a 4,096-row body is ~30 ms of JSON)
+        kind = request.headers.get("content-type")
+        if kind is not None and not is_json(kind):
+            raise ApiError(422, f"expected a JSON body, got content-type {kind!r}", ["body"])
+        body = await request.body()
+        return Response(await server.infer_json(body), media_type="application/json")
 
     async def _registry_call(fn: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -471,6 +456,21 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
             raise ApiError(503, f"{exc}; still serving {serving}") from exc
         except HmmTraderError as exc:
             raise ApiError(409, str(exc)) from exc
+        except Exception as exc:  # the registry's store failed (read-only, unreachable)
+            what = store_failure(exc)
+            if what is None:
+                raise
+            raise ApiError(503, what) from exc
+
+    def _loader(registry: Registry, loaded: dict[int, LoadedModel]) -> Callable[[int], None]:
+        """The registry's check before it moves an alias: load and smoke-test the version
+        here (it is then swapped in without a second load). Runs in the registry's thread."""
+
+        def verify(version: int) -> None:
+            found = server.slots.find(version)
+            loaded[version] = found or load_version(registry, version, server.history)
+
+        return verify
 
     @app.post(
         "/load",
@@ -503,12 +503,14 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
     async def promote(req: PromoteRequest) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
             registry = server.registry()
-            if req.force and not req.reason.strip():
+            if req.forced_without_reason():
                 raise ApiError(422, "force needs a reason (it is recorded)", ["body", "reason"])
+            loaded: dict[int, LoadedModel] = {}
             before, after = await asyncio.to_thread(
-                registry.promote, req.version, force=req.force, reason=req.reason
-            )
-            return await _after_alias_move(before, after)
+                registry.promote, req.version, force=req.force, reason=req.reason,
+                verify=_loader(registry, loaded),
+            )  # fmt: skip
+            return await _after_alias_move(before, after, loaded.get(after))
 
         result: dict[str, Any] = await _registry_call(go)
         return result
@@ -521,16 +523,22 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
     )
     async def rollback() -> dict[str, Any]:
         async def go() -> dict[str, Any]:
-            was, now = await asyncio.to_thread(server.registry().rollback)
-            return await _after_alias_move(was, now)
+            registry = server.registry()
+            loaded: dict[int, LoadedModel] = {}
+            was, now = await asyncio.to_thread(registry.rollback, verify=_loader(registry, loaded))
+            return await _after_alias_move(was, now, loaded.get(now))
 
         result: dict[str, Any] = await _registry_call(go)
         return result
 
-    async def _after_alias_move(before: int | None, after: int) -> dict[str, Any]:
+    async def _after_alias_move(
+        before: int | None, after: int, loaded: LoadedModel | None = None
+    ) -> dict[str, Any]:
         result: dict[str, Any] = {"production": after, "was": before}
         if server.alias == PRODUCTION:
             async with server._lock:
+                if loaded is not None and server.slots.find(after) is None:
+                    server.slots.standby = loaded  # loaded and checked before the move
                 await server.activate(after)
         result["active"] = server.active.version if server.active else None
         return result
@@ -548,6 +556,9 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_openapi(app, lambda: server.active, server.settings.max_batch_rows)
     known = {getattr(r, "path", "") for r in app.routes}
-    app.add_middleware(LimitsAndMetrics, server=server, known=known)
+    app.add_middleware(
+        LimitsAndMetrics, settings=server.settings, metrics=server.metrics, known=known
+    )
     return app

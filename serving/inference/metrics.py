@@ -1,6 +1,13 @@
-"""Prometheus metrics of the inference server (one registry per app instance)."""
+"""Prometheus metrics of the inference server (one registry per app instance).
+
+Every label takes a bounded set of values, whatever clients send: endpoints are route
+templates ("other" for unknown paths), methods the usual HTTP ones ("other"), and
+`drift_score` has a series per configured symbol plus one, `symbol="other"`, for the rest.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -9,8 +16,17 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, symbols: Iterable[str] = ()) -> None:
+        self.symbols = frozenset(symbols)
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -35,6 +51,11 @@ class ServingMetrics:
         self.inference_rows = Counter(
             "hmmtrader_inference_rows", "Feature rows inferred", ["mode"], registry=r
         )
+        self.ood_rows = Counter(
+            "hmmtrader_inference_out_of_distribution_rows",
+            "Feature rows out of the model's training range (answered HOLD, confidence 0)",
+            registry=r,
+        )
         self.model_version = Info(
             "hmmtrader_model_version", "The model version answering /infer", registry=r
         )
@@ -49,9 +70,13 @@ class ServingMetrics:
         )
         self.drift_score = Gauge(
             "drift_score",
-            "Feature drift score of the latest step per symbol (KL vs the training reference)",
+            "Feature drift score of the latest step per configured symbol (KL vs the training "
+            'reference); symbol="other": the latest step of any other symbol',
             ["symbol"],
             registry=r,
         )
         self.model_ready.set(0)
         self.model_version.info({"model": "", "version": "", "alias": ""})
+
+    def set_drift(self, symbol: str, score: float) -> None:
+        self.drift_score.labels(symbol if symbol in self.symbols else OTHER).set(score)

@@ -33,8 +33,9 @@ from tests.integration.serving_env import (
     server_env,
 )
 from tests.integration.worlds import served_home
+from trading.regime import kernel
 from trading.regime.pyfunc import predict_frame
-from trading.regime.registry import Registry
+from trading.regime.registry import Registry, RegistryError
 from trading.strategy.inference import InProcessInference
 from trading.strategy.remote import RemoteInference, ServingClient, ServingError
 
@@ -170,8 +171,16 @@ def test_load_promote_rollback_hot_swap_and_broken_version(stack: Stack) -> None
         stack.server.wait_ready(2, timeout_s=20)
         assert infer_version(client, stack) == 2
 
-        # a version that fails its smoke test is never activated; the failure is visible
-        reg.promote(3, force=True, reason="broken on purpose")
+        # a version that fails its smoke test is never promoted: load, then move
+        with pytest.raises(ServingError, match="version 3 failed") as not_moved:
+            client.promote(3, force=True, reason="broken on purpose")
+        assert not_moved.value.status == 503 and reg.aliases()["production"] == 2
+        with pytest.raises(RegistryError, match="version 3 failed its load check"):
+            reg.promote(3, force=True, reason="broken on purpose")
+        assert reg.aliases()["production"] == 2
+        # ... and when someone moves the alias to it anyway (the MLflow UI), never
+        # activated; the failure is visible
+        reg.client.set_registered_model_alias(reg.name, "production", "3")
         deadline = time.monotonic() + 30
         while (client.models()["last_error"] or {}).get("version") != 3:
             assert time.monotonic() < deadline, client.models()
@@ -189,7 +198,7 @@ def test_load_promote_rollback_hot_swap_and_broken_version(stack: Stack) -> None
         with pytest.raises(ServingError, match="no version 99") as missing:
             client.load(99)
         assert missing.value.status == 404
-    reg.rollback()  # production back to 2
+    reg.client.set_registered_model_alias(reg.name, "production", "2")  # back, out of band
     assert reg.aliases()["production"] == 2
 
 
@@ -261,7 +270,7 @@ def test_swap_under_fixed_rate_load(stack: Stack) -> None:
         want = out1 if body["version"] == 1 else out2
         step = body["steps"][0]
         assert step["state"] == int(want[0]) and step["confidence"] == want[5], i
-        assert step["posterior"] == want[8:].tolist(), i
+        assert step["posterior"] == want[kernel.OUT_POSTERIOR :].tolist(), i
     assert "serving hmm-regime version 2" in stack.server.log()
 
 

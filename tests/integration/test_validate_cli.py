@@ -61,7 +61,7 @@ def test_clean_samples_pass_and_faulty_copy_blocks(
     capsys.readouterr()
     assert run(["--home", str(clean), *VALIDATE]) == 0
     out = capsys.readouterr().out
-    assert "Data-quality gate: passed" in out and "all 10 checks" in out
+    assert "Data-quality gate: passed" in out and "all 11 checks" in out  # quotes (trades: 12)
     assert "quality/runs/" in out and "Data Docs:" in out
     assert issue_counts(latest_csv(clean)) == {}
     assert data_docs(clean).is_file()

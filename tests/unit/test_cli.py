@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -173,3 +174,33 @@ def test_serve_refuses_bad_options_before_starting(
     assert "--log-level must be" in errors(capsys)[0]
     assert run(["serve", "--poll-interval", "-1"]) == 1
     assert "poll_interval_s" in errors(capsys)[0]
+
+
+def test_another_synthetic_day_length_is_refused_until_overwrite(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trading.data.lake import Lake
+
+    argv = ["ingest", "synthetic", "--symbols", "BTCUSDT", "--start", "2024-01-01", "--days", "1"]
+    monkeypatch.setenv("HMMTRADER_SYNTHETIC__DAY_SECONDS", "7200")
+    assert run(argv) == 0
+    features = Lake(home / "lake").path("BINANCE", "BTCUSDT", "features_v1", dt.date(2024, 1, 1))
+    features.parent.mkdir(parents=True)
+    features.write_bytes(b"made from the 2-hour day")
+    before = {p: p.read_bytes() for p in lake_files(home / "lake")}
+    capsys.readouterr()
+
+    monkeypatch.setenv("HMMTRADER_SYNTHETIC__DAY_SECONDS", "3600")
+    assert run(argv) == 1
+    (line,) = errors(capsys)
+    assert line.startswith(
+        "error: synthetic BTCUSDT 2024-01-01: the lake holds this day 7200 s long, not 3600 s "
+        "(synthetic.day_seconds, HMMTRADER_SYNTHETIC__DAY_SECONDS or --day-seconds)"
+    )
+    assert "new home" in line and "--overwrite" in line
+    assert {p: p.read_bytes() for p in lake_files(home / "lake")} == before
+
+    assert run([*argv, "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert f"deleted {features} (made from the data this ingest replaced)" in out
+    assert not features.exists()

@@ -6,6 +6,9 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import BINANCE_SAMPLES, lake_files
@@ -100,3 +103,55 @@ def test_reingesting_samples_does_not_duplicate(
     for _ in range(2):
         ingest_files(config, lake, [copy], "BTCUSDT")
     assert lake.read("BINANCE", "BTCUSDT", "trades").num_rows == 2001
+
+
+def _faulty_trades(path: Path) -> Path:
+    """The real trades with 3 trade ids sent twice (the copy right after the original,
+    another quantity) and 2 pairs of neighbouring rows swapped."""
+    _, table = read_local_file(BINANCE_SAMPLES / "btcusdt-trades.parquet", "BTCUSDT")
+    frame = table.to_pandas()
+    resent = frame.loc[[10, 20, 30]].assign(qty=lambda f: f["qty"] * 2)
+    order = list(range(len(frame)))
+    for first in (100, 200):
+        order[first], order[first + 1] = order[first + 1], order[first]
+    for row in (30, 20, 10):  # each copy right after its original
+        order.insert(order.index(row) + 1, len(frame) + (row // 10 - 1))
+    frame = pd.concat([frame, resent], ignore_index=True).iloc[order]
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
+
+
+def test_ingest_reports_repeated_ids_dropped_and_rows_reordered(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    path = _faulty_trades(tmp_path / "trades.parquet")
+    (written,) = ingest_files(config, lake, [path], "BTCUSDT")
+    assert (written.rows, written.duplicates_dropped, written.reordered) == (2001, 3, 2)
+    assert written.fixes == (
+        "3 repeated trade_id row(s) dropped (the last kept); "
+        "2 row(s) out of time order sorted into place"
+    )
+    trades = lake.read("BINANCE", "BTCUSDT", "trades").to_pandas()
+    assert trades["ts_ns"].is_monotonic_increasing and trades["trade_id"].is_unique
+    original = pq.read_table(BINANCE_SAMPLES / "btcusdt-trades.parquet").to_pandas()
+    assert trades.loc[10, "qty"] == 2 * original.loc[10, "quantity"]  # the last one sent
+    # clean files report nothing
+    clean = ingest_files(config, lake, [BINANCE_SAMPLES / "btcusdt-trades.parquet"], "BTCUSDT")
+    assert [(w.duplicates_dropped, w.reordered, w.fixes) for w in clean] == [(0, 0, None)]
+
+
+def test_ingest_files_prints_the_counts(
+    config: AppConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hmmtrader.cli import run
+
+    path = _faulty_trades(tmp_path / "trades.parquet")
+    assert run(["ingest", "files", str(path), "--symbol", "BTCUSDT"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped" in out and "reordered" in out  # the table's extra columns
+    assert (
+        "warning: BTCUSDT trades 2021-01-08: 3 repeated trade_id row(s) dropped (the last "
+        "kept); 2 row(s) out of time order sorted into place"
+    ) in out
+    row = next(line for line in out.splitlines() if "2021-01-08" in line and "2,001" in line)
+    assert [cell.strip() for cell in row.split("│") if cell.strip()][-3:] == ["2,001", "3", "2"]

@@ -238,7 +238,11 @@ def test_warn_severity_reports_without_blocking(
     config: AppConfig, lake: Lake, tmp_path: Path
 ) -> None:
     ingest_real(config, lake)
-    rewrite(lake, "quotes", REAL_DAY, lambda f: f.assign(ask=f["ask"].where(f.index != 7, 1.0)))
+
+    def crossed(frame: pd.DataFrame) -> pd.DataFrame:  # an ask of 1.0 would be a price_jump too
+        return frame.assign(ask=frame["ask"].where(frame.index != 7, frame["bid"] - 0.5))
+
+    rewrite(lake, "quotes", REAL_DAY, crossed)
     blocked = run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY)
     assert not blocked.passed
     assert blocked.blocking == ["BTCUSDT quotes 2021-01-08: crossed_book failed on 1 row"]

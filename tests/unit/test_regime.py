@@ -28,7 +28,13 @@ from trading.data.lake import Lake
 from trading.features.descriptor import FeatureParams, FeatureVersionError, features_v1
 from trading.features.store import RangeFeatures, write_features
 from trading.regime import kernel
-from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings, parse_input
+from trading.regime.config import (
+    MAX_DRIFT,
+    DriftSettings,
+    PolicySettings,
+    RegimeSettings,
+    parse_input,
+)
 from trading.regime.dataset import (
     DOWN,
     FLAT,
@@ -579,7 +585,9 @@ def test_drift_score_and_confidence_scaling(day, fitted):
     assert np.percentile(drift_s[d.min_rows :], 1) > d.threshold
     assert np.percentile(drift_s[d.min_rows :], 50) > 2 * d.threshold
 
-    blind = dataclasses.replace(model, drift_settings=DriftSettings(threshold=1e9), _compiled=None)
+    # the largest threshold allowed is above any score (KL against quantile bins < log bins)
+    never = DriftSettings(threshold=MAX_DRIFT)
+    blind = dataclasses.replace(model, drift_settings=never, _compiled=None)
     out_b = blind.predict_array(shifted, ts)
     high = drift_s > d.threshold
     conf, conf_b = out_s[:, K.OUT_CONFIDENCE], out_b[:, K.OUT_CONFIDENCE]

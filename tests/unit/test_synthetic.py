@@ -8,6 +8,7 @@ from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,12 +17,14 @@ from trading.data.lake import Lake
 from trading.data.synthetic import (
     RegimeParams,
     SyntheticDay,
+    SyntheticDayLengthError,
     SyntheticState,
     default_regimes,
     generate,
     ingest_synthetic,
     ingest_synthetic_day,
     read_synthetic_state,
+    stored_day_seconds,
 )
 from trading.errors import ConfigError, DataFormatError, InputError
 from trading.settings import AppConfig, Settings, SymbolsConfig, SymbolSpec, SyntheticSettings
@@ -719,10 +722,89 @@ def test_ingest_day_does_not_resume_another_market(tmp_path: Path) -> None:
         config, lake, "BTCUSDT", day, 10, START + DAY, seconds=NIGHT
     )
     assert sorted({w.day for w in later_origin}) == [START + i * DAY for i in (1, 2, 3)]
-    shorter = ingest_synthetic_day(config, lake, "BTCUSDT", day, 10, START, seconds=NIGHT // 2)
-    assert len(shorter) == 16  # other seconds: other settings
+    with pytest.raises(SyntheticDayLengthError, match=f"{NIGHT} s long, not {NIGHT // 2} s"):
+        ingest_synthetic_day(config, lake, "BTCUSDT", day, 10, START, seconds=NIGHT // 2)
+    shorter = ingest_synthetic_day(
+        config, lake, "BTCUSDT", day, 10, START, seconds=NIGHT // 2, overwrite=True
+    )
+    assert len(shorter) == 16  # other seconds: other settings, every day replaced
     other = _config_with(tmp_path, SyntheticSettings(mean_dwell_s=600.0))
-    assert len(ingest_synthetic_day(other, lake, "BTCUSDT", day, 10, START, seconds=NIGHT)) == 16
+    short = NIGHT // 2
+    assert len(ingest_synthetic_day(other, lake, "BTCUSDT", day, 10, START, seconds=short)) == 16
+
+
+def _fake_features(lake: Lake, symbol: str, day: dt.date) -> Path:
+    path = lake.path("BINANCE", symbol, "features_v1", day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"ts_ns": [0]}), path)
+    return path
+
+
+def test_another_day_length_is_refused_and_overwrite_drops_the_features(tmp_path: Path) -> None:
+    config, lake = _config_with(tmp_path, SETTINGS), Lake(tmp_path / "lake")
+    ingest_synthetic(config, lake, ["BTCUSDT", "ETHUSDT"], START, 2, 9, seconds=NIGHT)
+    assert stored_day_seconds(lake, "BINANCE", "BTCUSDT", START) == NIGHT
+    features = {
+        (symbol, day): _fake_features(lake, symbol, day)
+        for symbol in SPECS
+        for day in (START, START + DAY, START + 2 * DAY)
+    }
+    before = _files(lake)
+
+    with pytest.raises(SyntheticDayLengthError) as refused:
+        ingest_synthetic(config, lake, ["BTCUSDT"], START, 2, 9, seconds=NIGHT // 2)
+    assert str(refused.value) == (
+        f"synthetic BTCUSDT {START}: the lake holds this day {NIGHT} s long, not {NIGHT // 2} s "
+        "(synthetic.day_seconds, HMMTRADER_SYNTHETIC__DAY_SECONDS or --day-seconds); "
+        "regenerating it would replace it under the features made from it. Use a new home "
+        f"for another day length (--home or HMMTRADER_HOME), set the length back to {NIGHT}, "
+        "or, to replace the days and delete their features, add --overwrite to `hmmtrader "
+        "ingest synthetic` (overwrite=True)"
+    )
+    with pytest.raises(SyntheticDayLengthError, match="--seed 9 --overwrite"):
+        ingest_synthetic_day(config, lake, "BTCUSDT", START + DAY, 9, START, seconds=NIGHT // 2)
+    assert _files(lake) == before  # nothing written, nothing deleted
+
+    notices: list[str] = []
+    written = ingest_synthetic(
+        config, lake, ["BTCUSDT"], START, 2, 9, seconds=NIGHT // 2, overwrite=True,
+        notice=notices.append,
+    )  # fmt: skip
+    assert len(written) == 8
+    regimes = pq.read_table(lake.path("BINANCE", "BTCUSDT", "regimes", START))
+    assert regimes.num_rows == NIGHT // 2
+    assert stored_day_seconds(lake, "BINANCE", "BTCUSDT", START + DAY) == NIGHT // 2
+    # BTCUSDT's features of both days and of the day after (warmed up on the last) are gone
+    gone = {key for key, path in features.items() if not path.exists()}
+    assert gone == {("BTCUSDT", START + i * DAY) for i in range(3)}
+    assert notices == [
+        f"deleted {features['BTCUSDT', START + i * DAY]} (made from the data this ingest replaced)"
+        for i in (0, 1, 2)
+    ]
+    assert not features["BTCUSDT", START].parent.exists()  # no empty date directory left
+
+    # the same market again: the same rows, so the features made from them stay
+    kept = _fake_features(lake, "BTCUSDT", START)
+    ingest_synthetic(config, lake, ["BTCUSDT"], START, 1, 9, seconds=NIGHT // 2)
+    assert kept.exists()
+    # another seed of the same length replaces the rows: their features go
+    ingest_synthetic(config, lake, ["BTCUSDT"], START, 1, 10, seconds=NIGHT // 2)
+    assert not kept.exists()
+
+
+def test_day_length_of_a_lake_written_before_the_length_was_recorded(tmp_path: Path) -> None:
+    config, lake = _config_with(tmp_path, SETTINGS), Lake(tmp_path / "lake")
+    ingest_synthetic(config, lake, ["BTCUSDT"], START, 1, 9, seconds=NIGHT)
+    for kind in KINDS:  # as written before: no day-length key
+        path = lake.path("BINANCE", "BTCUSDT", kind, START)
+        table = pq.read_table(path)
+        meta = dict(table.schema.metadata)
+        del meta[synthetic.DAY_SECONDS_METADATA_KEY]
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    assert stored_day_seconds(lake, "BINANCE", "BTCUSDT", START) == NIGHT  # a regime a second
+    with pytest.raises(SyntheticDayLengthError, match=f"{NIGHT} s long, not {NIGHT * 2} s"):
+        ingest_synthetic(config, lake, ["BTCUSDT"], START, 1, 9, seconds=NIGHT * 2)
+    assert stored_day_seconds(lake, "BINANCE", "ETHUSDT", START) is None  # nothing there
 
 
 def test_ingest_day_rejects_bad_arguments(tmp_path: Path) -> None:

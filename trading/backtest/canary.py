@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import multiprocessing
+import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -236,9 +237,15 @@ def run_canary(
         or list(config.settings.strategy.symbols)
     )
     train_end = _train_end(info.tags)
+    if train_end is None:
+        raise InputError(
+            f"version {version} has no recorded training range (tag data_end): the canary "
+            "cannot tell in-sample days from a holdout, so it refuses to test it; train a "
+            "new version (hmmtrader train) and canary that"
+        )
     if window is None:
         window = holdout_window(config, names, train_end, settings.holdout_days)
-    elif train_end is not None and window.start_ns < day_start_ns(train_end) + 86_400 * NS:
+    elif window.start_ns < day_start_ns(train_end) + 86_400 * NS:
         raise InputError(
             f"the canary window {window} overlaps version {version}'s training range "
             f"(ends {train_end}): start after {train_end}"
@@ -246,6 +253,7 @@ def run_canary(
     production = registry.aliases().get("production")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = run_dir or StatePaths(config.home).runs / f"canary-v{version}-{stamp}"
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "canary.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -315,6 +323,12 @@ def run_canary(
         log.info("verdict: %s", "passed" if result.passed else "failed")
         _record(registry, result, log_mlflow)
         return result
+    except BaseException:
+        if created:  # no half-written run directory: the error says what failed
+            log.removeHandler(handler)
+            handler.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()

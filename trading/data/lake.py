@@ -4,6 +4,8 @@ Layout: <root>/venue=V/symbol=S/kind=K/date=YYYY-MM-DD/data.parquet (hive style,
 pyarrow.dataset and DuckDB read it as partitioned). Writes go to a hidden temp file in
 the target directory and are renamed into place only when every file of the batch was
 written, so a failed ingest leaves the lake as it was. Re-ingesting a day replaces it.
+Every file is written sorted by time without repeated keys; what that changed in the
+input (rows dropped, rows out of order) is counted in the `Written` record, never silent.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +38,22 @@ def day_start_ns(day: dt.date) -> int:
     return (day - dt.date(1970, 1, 1)).days * NS_PER_DAY
 
 
+@dataclass(frozen=True)
+class RowFixes:
+    """What conforming did to an input's rows of one UTC day."""
+
+    duplicates_dropped: int = 0  # rows whose key (KEYS) came again later: the last one kept
+    reordered: int = 0  # rows earlier (by the sort key) than the row before them: sorted in
+
+
 def conform(table: pa.Table, kind: str) -> pa.Table:
     """Cast to the kind's schema, drop repeated keys (last wins) and sort by time."""
+    return conform_counted(table, kind)[0]
+
+
+def conform_counted(table: pa.Table, kind: str) -> tuple[pa.Table, dict[dt.date, RowFixes]]:
+    """`conform`, and per UTC day what it dropped and reordered (days without either
+    are left out)."""
     if kind not in SCHEMAS:
         raise InputError(f"unknown data kind {kind!r}: expected one of {', '.join(KINDS)}")
     schema = SCHEMAS[kind]
@@ -54,26 +70,48 @@ def conform(table: pa.Table, kind: str) -> pa.Table:
                 f"{kind}: column {name} has {table.column(name).null_count} null value(s)"
             )
     if table.num_rows == 0:
-        return table
-    table = _drop_repeated_keys(table, KEYS[kind])
+        return table, {}
+    keep = _last_of_each_key(table, KEYS[kind])
+    dropped = np.ones(table.num_rows, dtype=bool)
+    dropped[keep] = False
+    dropped_per_day = _count_per_day(table.column("ts_ns").to_numpy()[dropped])
+    if len(keep) < table.num_rows:
+        table = table.take(pa.array(keep))
+    ts = table.column("ts_ns").to_numpy()
+    earlier = ts[1:] < ts[:-1]
     sort_keys = [("ts_ns", "ascending")]
     if kind == "trades":
         sort_keys.append(("trade_id", "ascending"))
-    return table.take(pc.sort_indices(table, sort_keys=sort_keys))
+        ids = table.column("trade_id").to_numpy()
+        earlier |= (ts[1:] == ts[:-1]) & (ids[1:] < ids[:-1])
+    reordered_per_day = _count_per_day(ts[1:][earlier])
+    fixes = {
+        day: RowFixes(dropped_per_day.get(day, 0), reordered_per_day.get(day, 0))
+        for day in sorted(dropped_per_day.keys() | reordered_per_day.keys())
+    }
+    if earlier.any():  # the sort is stable: rows already in order keep their order
+        table = table.take(pc.sort_indices(table, sort_keys=sort_keys))
+    return table, fixes
 
 
-def _drop_repeated_keys(table: pa.Table, keys: list[str]) -> pa.Table:
-    """Keep the last row of each key (a re-sent row replaces the earlier one)."""
+def _count_per_day(ts_ns: np.ndarray) -> dict[dt.date, int]:
+    """UTC day -> how many of these timestamps fall in it."""
+    days, counts = np.unique(ts_ns // NS_PER_DAY, return_counts=True)
+    return {
+        dt.date(1970, 1, 1) + dt.timedelta(days=int(day)): int(count)
+        for day, count in zip(days, counts, strict=True)
+    }
+
+
+def _last_of_each_key(table: pa.Table, keys: list[str]) -> np.ndarray:
+    """Positions of the rows to keep: the last row of each key (a re-sent row replaces
+    the earlier one), in input order."""
     if len(keys) == 1:
         values = table.column(keys[0]).to_numpy()[::-1]
         _, first_in_reversed = np.unique(values, return_index=True)
-        keep = np.sort(len(values) - 1 - first_in_reversed)
-    else:
-        frame = table.select(keys).to_pandas()
-        keep = np.flatnonzero(~frame.duplicated(keep="last").to_numpy())
-    if len(keep) == table.num_rows:
-        return table
-    return table.take(pa.array(keep))
+        return np.sort(len(values) - 1 - first_in_reversed)
+    frame = table.select(keys).to_pandas()
+    return np.flatnonzero(~frame.duplicated(keep="last").to_numpy())
 
 
 def split_by_day(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
@@ -106,13 +144,27 @@ class PartitionSummary:
 
 @dataclass(frozen=True)
 class Written:
-    """One lake file an ingest wrote (or replaced)."""
+    """One lake file an ingest wrote (or replaced), and what the lake changed in its input
+    rows of that day to write it sorted and without repeated keys."""
 
     venue: str
     symbol: str
     kind: str
     day: dt.date
     rows: int
+    duplicates_dropped: int = 0  # input rows whose key came again later (the last was kept)
+    reordered: int = 0  # input rows out of time order (earlier than the row before them)
+
+    @property
+    def fixes(self) -> str | None:
+        """What was dropped or reordered, in words; None if the input was written as is."""
+        parts = []
+        if self.duplicates_dropped:
+            key = "identical row" if self.kind == "quotes" else f"repeated {KEYS[self.kind][0]}"
+            parts.append(f"{self.duplicates_dropped:,} {key} row(s) dropped (the last kept)")
+        if self.reordered:
+            parts.append(f"{self.reordered:,} row(s) out of time order sorted into place")
+        return "; ".join(parts) or None
 
 
 @dataclass
@@ -124,10 +176,21 @@ class _Staged:
 
 @dataclass
 class LakeBatch:
-    """Files written to temp names; `Lake.batch()` renames them all on success."""
+    """Files written to temp names; `Lake.batch()` renames them all on success (after
+    deleting the files staged with `remove`)."""
 
     lake: Lake
     staged: list[_Staged] = field(default_factory=list)
+    removals: list[Path] = field(default_factory=list)
+
+    def remove(self, venue: str, symbol: str, kind: str, day: dt.date) -> Path | None:
+        """Stage the deletion of one day's file of `kind` (e.g. features made from data the
+        batch replaces); the path, or None if there is no such file."""
+        path = self.lake.path(venue, symbol, kind, day)
+        if not path.is_file():
+            return None
+        self.removals.append(path)
+        return path
 
     def put(
         self,
@@ -143,7 +206,7 @@ class LakeBatch:
         already holds for those days (for partial-day sources such as the REST API).
         `metadata` is added to the schema metadata of every file written (its kind and
         source keys cannot be overridden)."""
-        table = conform(table, kind)
+        table, fixes = conform_counted(table, kind)
         written = []
         for day, rows in split_by_day(table):
             final = self.lake.path(venue, symbol, kind, day)
@@ -157,7 +220,10 @@ class LakeBatch:
                 b"hmmtrader.source": source.encode(),
             }
             pq.write_table(rows.replace_schema_metadata(meta), tmp, compression="zstd")
-            item = Written(venue, symbol, kind, day, rows.num_rows)
+            fixed = fixes.get(day, RowFixes())
+            item = Written(
+                venue, symbol, kind, day, rows.num_rows, fixed.duplicates_dropped, fixed.reordered
+            )
             self.staged.append(_Staged(tmp, final, item))
             written.append(item)
         return written
@@ -211,6 +277,11 @@ class Lake:
             for item in batch.staged:
                 item.tmp.unlink(missing_ok=True)
             raise
+        # removals first: a crash in between leaves a missing derived file, never a stale one
+        for path in batch.removals:
+            path.unlink(missing_ok=True)
+            with suppress(OSError):
+                path.parent.rmdir()  # the empty date=... directory
         for item in batch.staged:
             os.replace(item.tmp, item.final)
 
@@ -225,6 +296,14 @@ class Lake:
     ) -> list[Written]:
         with self.batch() as batch:
             return batch.put(venue, symbol, kind, table, source, merge=merge)
+
+    def derived_kinds(self, venue: str, symbol: str) -> list[str]:
+        """The symbol's kinds computed from the raw kinds (features_v1, bars_v1, ...)."""
+        base = self.root / f"venue={venue}" / f"symbol={symbol}"
+        if not base.is_dir():
+            return []
+        kinds = (p.name.removeprefix("kind=") for p in base.glob("kind=*") if p.is_dir())
+        return sorted(kind for kind in kinds if kind not in KINDS)
 
     def days(self, venue: str, symbol: str, kind: str) -> list[dt.date]:
         base = self.root / f"venue={venue}" / f"symbol={symbol}" / f"kind={kind}"

@@ -83,6 +83,12 @@ origin would yield, bit for bit, for any subset of the symbols (nothing of one s
 depends on the others, given a fixed `sign_order`). `ingest_synthetic` stores the state as
 schema metadata of every regimes file it writes (key `STATE_METADATA_KEY`), and
 `ingest_synthetic_day` uses it to add one day per night without regenerating the past.
+
+Day length: every file written carries the day's length in seconds (`DAY_SECONDS_METADATA_KEY`).
+A day the lake holds with another length is not regenerated (`SyntheticDayLengthError`,
+naming both lengths) unless `overwrite` is given. Whenever a written day replaces different
+data (another length, seed, origin or settings), the symbol's derived files (features) of
+that day and of the next (whose warm-up read it) are deleted in the same batch.
 """
 
 from __future__ import annotations
@@ -105,7 +111,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trading.data.inputs import parse_symbols
-from trading.data.lake import Lake, Written, day_start_ns
+from trading.data.lake import Lake, LakeBatch, Written, day_start_ns
 from trading.data.schemas import BUYER, SCHEMAS, SELLER
 from trading.errors import DataFormatError, InputError
 from trading.settings import AppConfig, SymbolSpec, SyntheticSettings
@@ -136,6 +142,7 @@ _MOMENTUM_STREAM = 3
 _MAX_BUY_PROB = 0.98  # the momentum's lean never makes one side certain
 
 STATE_METADATA_KEY = b"hmmtrader.synthetic_state"  # on every synthetic regimes file
+DAY_SECONDS_METADATA_KEY = b"hmmtrader.synthetic_day_seconds"  # on every synthetic file
 # Bump when a change to this module changes what the same state and settings generate,
 # so that states written before the change are never resumed.
 _STATE_VERSION = 1
@@ -145,6 +152,10 @@ _SPEC_FIELDS = frozenset({"tick_size", "lot_size", "min_qty", "max_qty"})
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+
+class SyntheticDayLengthError(InputError):
+    """The lake holds a synthetic day generated with another day length."""
 
 
 @dataclass(frozen=True)
@@ -844,6 +855,9 @@ def ingest_synthetic(
     seed: int,
     progress: Callable[[str, int, int | None], None] | None = None,
     seconds: int | None = None,
+    *,
+    overwrite: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> list[Written]:
     """Generate `days` days from `start` for `symbols` and write quotes, trades, bars and
     regimes of all of them in one lake batch (all or nothing; re-running replaces).
@@ -852,7 +866,8 @@ def ingest_synthetic(
     `STATE_METADATA_KEY`), from which `ingest_synthetic_day` resumes. Negative loadings
     follow the configured symbols' order, so a symbol's days do not depend on which other
     symbols are ingested with it. `seconds` (default: synthetic.day_seconds) truncates
-    every day."""
+    every day. A day the lake holds with another length raises SyntheticDayLengthError
+    unless `overwrite`; derived files of replaced days are deleted (`notice(path)` each)."""
     if not 1 <= days <= MAX_DAYS:
         raise InputError(f"--days {days}: must be between 1 and {MAX_DAYS}")
     try:
@@ -862,11 +877,27 @@ def ingest_synthetic(
     names = parse_symbols(config, symbols)
     specs = {name: config.symbol(name) for name in names}
     sign_order = list(config.instruments.symbols)
-    days_iter = generate(
-        specs, start, days, seed, config.settings.synthetic, seconds, sign_order=sign_order
-    )
+    settings = config.settings.synthetic
+    n_seconds = _check_seconds(settings.day_seconds if seconds is None else seconds)
+    if not overwrite:
+        _refuse_other_lengths(
+            lake,
+            config.instruments.venue,
+            names,
+            [start + dt.timedelta(days=i) for i in range(days)],
+            n_seconds,
+            "add --overwrite to `hmmtrader ingest synthetic` (overwrite=True)",
+        )
+    days_iter = generate(specs, start, days, seed, settings, n_seconds, sign_order=sign_order)
     return _write_days(
-        lake, config.instruments.venue, _source(seed), days_iter, days * len(names), progress
+        lake,
+        config.instruments.venue,
+        _source(seed),
+        days_iter,
+        days * len(names),
+        progress,
+        n_seconds,
+        notice,
     )
 
 
@@ -879,6 +910,9 @@ def ingest_synthetic_day(
     origin: dt.date,
     progress: Callable[[str, int, int | None], None] | None = None,
     seconds: int | None = None,
+    *,
+    overwrite: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> list[Written]:
     """Write one symbol's synthetic `day` of the market that starts at `origin` (the
     nightly step), resuming from the lake so that past days are not generated again.
@@ -896,7 +930,9 @@ def ingest_synthetic_day(
     * Else (no such day: an empty lake, another seed or other settings), every day from
       `origin` to `day` is generated and written, replacing what the lake held.
 
-    Days before the resumed one are never touched. Raises InputError if `day` < `origin`,
+    Days before the resumed one are never touched. A day to write that the lake holds with
+    another length raises SyntheticDayLengthError unless `overwrite`; derived files of
+    replaced days are deleted (`notice(path)` each). Raises InputError if `day` < `origin`,
     if more than MAX_DAYS days would have to be generated, or for a bad seed, seconds or
     symbol (ConfigError for a symbol not configured).
     """
@@ -946,6 +982,16 @@ def ingest_synthetic_day(
             f"and generating all {n_days} days from {origin} exceeds {MAX_DAYS}: use a "
             "later origin or fill the gap with `ingest_synthetic` in chunks"
         )
+    if not overwrite:
+        _refuse_other_lengths(
+            lake,
+            venue,
+            [name],
+            [first + dt.timedelta(days=i) for i in range(n_days)],
+            n_seconds,
+            f"run `hmmtrader ingest synthetic --symbols {name} --start {origin} "
+            f"--days {(day - origin).days + 1} --seed {seed} --overwrite` with these settings",
+        )
     days_iter = generate(
         {name: spec},
         first,
@@ -956,7 +1002,7 @@ def ingest_synthetic_day(
         sign_order=sign_order,
         resume=resume,
     )
-    return _write_days(lake, venue, source, days_iter, n_days, progress)
+    return _write_days(lake, venue, source, days_iter, n_days, progress, n_seconds, notice)
 
 
 def read_synthetic_state(
@@ -973,6 +1019,69 @@ def read_synthetic_state(
         raise DataFormatError(f"{path}: unreadable Parquet footer: {exc}") from None
     text = metadata.get(STATE_METADATA_KEY)
     return None if text is None else SyntheticState.from_json(text)
+
+
+def stored_day_seconds(lake: Lake, venue: str, symbol: str, day: dt.date) -> int | None:
+    """The length in seconds of the synthetic day the lake holds for `symbol` on `day`;
+    None if it holds none (or nothing readable)."""
+    for kind in ("regimes", "quotes", "trades", "bars"):
+        try:
+            footer = pq.read_metadata(lake.path(venue, symbol, kind, day))
+        except (OSError, pa.ArrowException):
+            continue
+        metadata = footer.metadata or {}
+        if metadata.get(DAY_SECONDS_METADATA_KEY, b"").isdigit():
+            return int(metadata[DAY_SECONDS_METADATA_KEY])
+        if kind == "regimes" and metadata.get(b"hmmtrader.source", b"").startswith(b"synthetic:"):
+            return int(footer.num_rows)  # written before the key: one regime per second
+    return None
+
+
+def _refuse_other_lengths(
+    lake: Lake, venue: str, symbols: Sequence[str], days: Sequence[dt.date], seconds: int, how: str
+) -> None:
+    """SyntheticDayLengthError for the first day the lake holds with another length."""
+    for symbol in symbols:
+        for day in days:
+            stored = stored_day_seconds(lake, venue, symbol, day)
+            if stored is not None and stored != seconds:
+                raise SyntheticDayLengthError(
+                    f"synthetic {symbol} {day}: the lake holds this day {stored} s long, not "
+                    f"{seconds} s (synthetic.day_seconds, HMMTRADER_SYNTHETIC__DAY_SECONDS or "
+                    "--day-seconds); regenerating it would replace it under the features made "
+                    f"from it. Use a new home for another day length (--home or HMMTRADER_HOME), "
+                    f"set the length back to {stored}, or, to replace the days and delete their "
+                    f"features, {how}"
+                )
+
+
+def _remove_derived(
+    lake: Lake, batch: LakeBatch, venue: str, symbol: str, day: dt.date
+) -> list[Path]:
+    """Stage the deletion of the symbol's derived files (features) of `day` and of the
+    next day (whose features warmed up on this one)."""
+    days = (day, day + dt.timedelta(days=1))
+    found = [
+        batch.remove(venue, symbol, kind, d)
+        for kind in lake.derived_kinds(venue, symbol)
+        for d in days
+    ]
+    return [path for path in found if path is not None]
+
+
+def _replaces_other_data(lake: Lake, venue: str, item: SyntheticDay) -> bool:
+    """True unless the lake holds this very day: a state of the same market (symbol, day,
+    origin, seed and fingerprint), so the same rows."""
+    try:
+        stored = read_synthetic_state(lake, venue, item.symbol, item.day)
+    except DataFormatError:
+        return True
+    new = item.state
+    same = stored is not None and (
+        (stored.symbol, stored.day, stored.origin, stored.seed, stored.fingerprint)
+        == (new.symbol, new.day, new.origin, new.seed, new.fingerprint)
+    )
+    return not same
 
 
 def _source_of(path: Path) -> str | None:
@@ -992,19 +1101,30 @@ def _write_days(
     days_iter: Iterator[SyntheticDay],
     total: int,
     progress: Callable[[str, int, int | None], None] | None,
+    seconds: int,
+    notice: Callable[[str], None] | None = None,
 ) -> list[Written]:
-    """Write every kind of every day in one lake batch; the regimes carry the state.
-    `progress(symbol and day, days done, total)` after each symbol-day."""
+    """Write every kind of every day in one lake batch; the regimes carry the state, every
+    file the day length. Derived files of days that replace other data are deleted in the
+    same batch (`notice(path)` each). `progress(symbol and day, days done, total)` after
+    each symbol-day."""
+    length = {DAY_SECONDS_METADATA_KEY: str(seconds).encode()}
+    removed: list[Path] = []
     with lake.batch() as batch:
         for done, item in enumerate(days_iter, start=1):
+            if _replaces_other_data(lake, venue, item):
+                removed += _remove_derived(lake, batch, venue, item.symbol, item.day)
             for kind, table in (
                 ("quotes", item.quotes),
                 ("trades", item.trades),
                 ("bars", item.bars),
             ):
-                batch.put(venue, item.symbol, kind, table, source=source)
-            state = {STATE_METADATA_KEY: item.state.to_json().encode()}
+                batch.put(venue, item.symbol, kind, table, source=source, metadata=length)
+            state = {STATE_METADATA_KEY: item.state.to_json().encode(), **length}
             batch.put(venue, item.symbol, "regimes", item.regimes, source=source, metadata=state)
             if progress is not None:
                 progress(f"synthetic {item.symbol} {item.day}", done, total)
+    if notice is not None:
+        for path in dict.fromkeys(removed):
+            notice(f"deleted {path} (made from the data this ingest replaced)")
     return batch.written

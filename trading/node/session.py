@@ -175,6 +175,7 @@ def run_node(
             "`hmmtrader ops enable --reason ...` once you have checked the positions."
         )
     clean = False
+    ran = False  # the node started: from here a failure leaves the session unclean
     inference = None
     try:
         inference = _inference(config, inference_kind)
@@ -188,12 +189,14 @@ def run_node(
         if session.venue_configs is not None:
             hosts = endpoints(session.venue_configs)
             echo(f"market data: {hosts['data_ws']}; execution: {hosts['execution_http']}")
-        result = _run(session, build_node(session, inference), inference)
+        built = build_node(session, inference)
+        ran = True
+        result = _run(session, built, inference)
         clean = True
     finally:
         if inference is not None and hasattr(inference, "stop"):
             inference.stop()
-        if clean:
+        if clean or not ran:  # a failure before the node ran placed no order
             session.state.end_session(session.session_id)
     result.elapsed_s = round(time.monotonic() - t_start, 1)
     return result

@@ -8,40 +8,84 @@ the enum, and `endpoints()` reports the hosts a built configuration would reach.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading.errors import ConfigError, InputError
 
 MODES = ("replay", "paper", "testnet", "live")
 LIVE_HOSTS = ("api.binance.com", "stream.binance.com", "ws-api.binance.com")
+LIVE_OPT_IN = "TRADING_ENABLED"
+# how a boolean is often spelled: echoed back in the error (any other value is not)
+_BOOLEAN_LOOKING = frozenset(
+    {"1", "0", "y", "n", "t", "f", "yes", "no", "on", "off", "true", "false", "enabled", "disabled"}
+)
 
 
 class NodeSecrets(BaseSettings):
     """Plain (unprefixed) variables from the environment or `.env`: the live opt-in and
-    the Binance keys. Never logged."""
+    the Binance keys. Never logged. Names are case-sensitive, and the opt-in has exactly
+    one spelling, TRADING_ENABLED=true (false, empty or unset: off; anything else is
+    refused rather than guessed)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
 
-    trading_enabled: bool = False
-    binance_api_key: SecretStr | None = None
-    binance_api_secret: SecretStr | None = None
-    binance_testnet_api_key: SecretStr | None = None
-    binance_testnet_api_secret: SecretStr | None = None
+    trading_enabled: bool = Field(default=False, validation_alias=LIVE_OPT_IN)
+    binance_api_key: SecretStr | None = Field(default=None, validation_alias="BINANCE_API_KEY")
+    binance_api_secret: SecretStr | None = Field(
+        default=None, validation_alias="BINANCE_API_SECRET"
+    )
+    binance_testnet_api_key: SecretStr | None = Field(
+        default=None, validation_alias="BINANCE_TESTNET_API_KEY"
+    )
+    binance_testnet_api_secret: SecretStr | None = Field(
+        default=None, validation_alias="BINANCE_TESTNET_API_SECRET"
+    )
+
+    @field_validator("trading_enabled", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        if value in ("true", "false", ""):
+            return value == "true"
+        shown = f"{value!r}" if str(value).strip().lower() in _BOOLEAN_LOOKING else "another value"
+        raise ValueError(
+            f"must be exactly true (live trading allowed) or false, got {shown}: other "
+            "spellings (1, yes, on, True, ...) are refused, not guessed"
+        )
 
 
 def load_secrets() -> NodeSecrets:
     from pydantic import ValidationError
 
+    _refuse_other_case()
     try:
         return NodeSecrets()
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0]).upper() if err["loc"] else "?"
-        raise ConfigError(f"{name}: {err['msg']} (set it to true or false)") from None
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"{name} {str(err['msg']).removeprefix('Value error, ')}") from None
+
+
+def _refuse_other_case() -> None:
+    """`trading_enabled=true` or `Binance_Api_Key=...` are not read (the names are
+    case-sensitive): say so by name instead of ignoring them."""
+    from pydantic_settings import DotEnvSettingsSource
+
+    names = {str(info.validation_alias) for info in NodeSecrets.model_fields.values()}
+    dotenv = DotEnvSettingsSource(NodeSecrets, case_sensitive=True).env_vars
+    for where, found in (("the environment", os.environ), (".env", dotenv)):
+        for name in found:
+            if name != name.upper() and name.upper() in names:
+                raise ConfigError(
+                    f"variable {name} in {where} is not read: variable names are "
+                    f"case-sensitive, write {name.upper()}"
+                )
 
 
 def check_mode(mode: str) -> str:

@@ -21,6 +21,10 @@ CHECKS: dict[str, tuple[str, Severity]] = {
     "positive_price": ("a price (bid, ask, trade price) that is not finite and > 0", "block"),
     "positive_size": ("a size (bid_size, ask_size, qty) that is not finite and > 0", "block"),
     "crossed_book": ("bid >= ask (locked or crossed top of book)", "block"),
+    "price_jump": (
+        "a price (bid, ask, mid, trade price) jumping above max_jump_ratio x its recent scale",
+        "block",
+    ),
     "timestamps_increasing": ("ts_ns going backwards (or repeating, where strict)", "block"),
     "ts_in_day": ("a timestamp outside the UTC day of its file", "block"),
     "unique_trade_id": ("a trade id that occurs more than once in a day", "block"),

@@ -279,7 +279,7 @@ class _Gate:
         if table.num_rows == 0:
             self._fail(symbol, kind, day, "data_present", f"empty file: {path}", path)
             return
-        frame = validation_frame(table, kind, day)
+        frame = validation_frame(table, kind, day, self.quality)
         if self.runner is None:
             self.runner = self.open_runner()
         outcomes = self.runner.validate(kind, frame, f"{symbol} {kind} {day}", self.started)

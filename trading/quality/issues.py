@@ -88,6 +88,13 @@ def _value(frame: pd.DataFrame, expectation_type: str, kwargs: dict[str, Any], p
         if column == "ts_ns":
             return f"ts_step_s={(float(value) - float(previous)) / 1e9:.6f}"
         return f"{column}={format_number(value)},previous={format_number(previous)}"
+    if column.endswith("_jump"):  # price_jump: the price, what it jumped from, how far
+        price = column.removesuffix("_jump")
+        reference = frame[f"{price}_reference"].iat[pos]
+        return (
+            f"{price}={format_number(frame[price].iat[pos])},"
+            f"reference={format_number(reference)},jump_ratio={float(value):.1f}"
+        )
     if column in ("gap_s", "day_offset_s"):
         return f"{column}={float(value):.3f}"
     if column == "spread_bp":

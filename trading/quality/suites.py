@@ -4,7 +4,8 @@ Every expectation carries `meta={"check": name}` (a name of `trading.quality.che
 result maps back to a check and its severity. Where GX has no native expectation the suite
 checks a column the gate derives before validation (see `trading.quality.frames`):
 `gap_s` (seconds since the previous row, 0 on the first), `day_offset_s` (seconds since the
-file's UTC midnight) and, for quotes, `spread_bp`.
+file's UTC midnight), for quotes `spread_bp`, and the price jumps `bid_jump`, `ask_jump`,
+`mid_jump` (quotes) and `price_jump` (trades).
 
 Imports Great Expectations (about 6 s): import this module inside functions only.
 """
@@ -25,6 +26,7 @@ from great_expectations.expectations import Expectation
 from trading.env import disable_telemetry
 from trading.features.descriptor import FeatureSet
 from trading.quality.checks import CHECKS
+from trading.quality.frames import JUMP_PRICES
 from trading.settings import QualitySettings
 
 SUITE_NAMES: dict[str, str] = {
@@ -103,6 +105,15 @@ def _positive(expectations: list[Expectation], column: str, check: str) -> None:
     )
 
 
+def _jumps(expectations: list[Expectation], prices: tuple[str, ...], max_ratio: float) -> None:
+    for price in prices:
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=f"{price}_jump", max_value=max_ratio, **_tag("price_jump")
+            )
+        )
+
+
 def quotes_suite(quality: QualitySettings) -> gx.ExpectationSuite:
     limits = quality.quotes
     expectations: list[Expectation] = []
@@ -133,6 +144,7 @@ def quotes_suite(quality: QualitySettings) -> gx.ExpectationSuite:
             column="spread_bp", max_value=limits.max_spread_bp, **_tag("spread_range")
         )
     )
+    _jumps(expectations, JUMP_PRICES["quotes"], limits.max_jump_ratio)
     return gx.ExpectationSuite(name=SUITE_NAMES["quotes"], expectations=expectations)
 
 
@@ -163,6 +175,7 @@ def trades_suite(quality: QualitySettings) -> gx.ExpectationSuite:
             column="aggressor_side", value_set=[-1, 0, 1], **_tag("aggressor_side_valid")
         )
     )
+    _jumps(expectations, JUMP_PRICES["trades"], limits.max_jump_ratio)
     return gx.ExpectationSuite(name=SUITE_NAMES["trades"], expectations=expectations)
 
 

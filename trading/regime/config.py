@@ -8,11 +8,15 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from trading.features.descriptor import BARS_V1, FEATURES_V1
-from trading.frozen import Frozen
+from trading.frozen import DAY_S, MAX_BP, Frozen
 
 _INPUT = re.compile(r"^(?:(log)\((\w+)\)|(\w+))$")
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
 Calibration = Literal["temperature", "sigmoid", "isotonic"]
+# the drift score is a mean KL divergence (nats) against the reference's quantile bins,
+# each holding about 1/bins of it: it stays below log(bins) <= log(100) ~ 4.6, so a larger
+# threshold never acts; 10 is the most the settings accept
+MAX_DRIFT = 10.0
 
 
 def parse_input(text: str) -> tuple[str, bool]:
@@ -45,13 +49,13 @@ class RegimeSettings(Frozen):
     tol_per_row: float = Field(default=1e-5, gt=0)  # EM stops when log-lik gain < this * rows
     seed: int = Field(default=42, ge=0)
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9)  # last part of the range
-    embargo_s: float = Field(default=600.0, ge=0)  # gap between fitting and validation
+    # gap between fitting and validation
+    embargo_s: float = Field(default=600.0, ge=0, le=7 * DAY_S)
     min_train_rows: int = Field(default=2_000, ge=50)
     min_validation_rows: int = Field(default=500, ge=20)
     min_state_entropy: float = Field(default=0.1, ge=0)  # nats, decoded states on validation
-    min_dwell_s: float = Field(
-        default=0.0, ge=0
-    )  # fits with a shorter-lived state are skipped (0: off)
+    # fits with a shorter-lived state are skipped (0: off)
+    min_dwell_s: float = Field(default=0.0, ge=0, le=DAY_S)
     partial_fit_iter: int = Field(default=5, ge=1, le=1_000)  # EM steps of partial_fit
 
     @field_validator("inputs")
@@ -82,12 +86,13 @@ class RegimeSettings(Frozen):
 class PolicySettings(Frozen):
     """Policy head: direction of the forward return net of costs -> BUY / SELL / HOLD."""
 
-    horizon_s: float = Field(default=60.0, gt=0)  # forward-return horizon
+    horizon_s: float = Field(default=60.0, gt=0, le=DAY_S)  # forward-return horizon
     # added to the spread: 2 x 10 bp Binance spot taker fees + 2 bp slippage per round trip
-    extra_cost_bp: float = Field(default=22.0, ge=0)
-    bar_cost_bp: float = Field(default=2.0, ge=0)  # BARS_V1 has no spread: cost per trade
+    extra_cost_bp: float = Field(default=22.0, ge=0, le=MAX_BP)
+    # BARS_V1 has no spread: cost per trade
+    bar_cost_bp: float = Field(default=2.0, ge=0, le=MAX_BP)
     act_threshold: float = Field(default=0.6, gt=0, lt=1)  # class probability to act
-    min_edge_bp: float = Field(default=8.0, ge=0)  # expected edge after costs to act
+    min_edge_bp: float = Field(default=8.0, ge=0, le=MAX_BP)  # expected edge after costs to act
     max_iter: int = Field(default=60, ge=1, le=5_000)  # boosting iterations
     learning_rate: float = Field(default=0.1, gt=0, le=1)
     max_leaf_nodes: int = Field(default=8, ge=2, le=255)
@@ -101,9 +106,9 @@ class DriftSettings(Frozen):
     """Feature drift: KL divergence of a recent window against the training reference."""
 
     bins: int = Field(default=10, ge=3, le=100)  # quantile bins of the reference
-    window_s: float = Field(default=3600.0, gt=0)  # recent window the score looks at
+    window_s: float = Field(default=3600.0, gt=0, le=7 * DAY_S)  # recent window scored
     min_rows: int = Field(default=60, ge=1)  # fewer rows in the window: score 0
-    threshold: float = Field(default=0.5, gt=0)  # above it confidence is scaled down
+    threshold: float = Field(default=0.5, gt=0, le=MAX_DRIFT)  # above: confidence scaled down
     confidence_scale: float = Field(default=0.5, ge=0, le=1)
 
 

@@ -7,7 +7,13 @@ time, so both give bit-identical results. The input of a step is one FEATURES_V1
 BARS_V1) row in file order: standardized columns then raw_ columns.
 
 Output row layout (`OUT_*`): state, p_down, p_flat, p_up, action (-1 SELL, 0 HOLD, 1 BUY),
-confidence, exp_edge_bp, drift_score, then the K state posteriors.
+confidence, exp_edge_bp, drift_score, out_of_distribution (1.0 or 0.0), then the K state
+posteriors.
+
+Out of distribution: a row with a standardized column or a standardized HMM input beyond
++-max_abs_z (`decide[4]`; the features are clipped at the feature set's z_clip, so training
+never saw more) is no evidence the model can weigh. The filter treats it as a missing
+observation (it only predicts), and the step answers HOLD with confidence 0 and no edge.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ _kernel: Any = njit(cache=True, nogil=True)
 
 OUT_STATE, OUT_P_DOWN, OUT_P_FLAT, OUT_P_UP = 0, 1, 2, 3
 OUT_ACTION, OUT_CONFIDENCE, OUT_EDGE, OUT_DRIFT = 4, 5, 6, 7
-OUT_POSTERIOR = 8
+OUT_OOD = 8
+OUT_POSTERIOR = 9
 N_CLASSES = 3  # DOWN, FLAT, UP
 CAL_TEMPERATURE, CAL_SIGMOID, CAL_ISOTONIC = 0, 1, 2
 LOG_FLOOR = 1e-3  # log() inputs are floored here (raw units, e.g. 0.001 bp)
@@ -220,7 +227,19 @@ def _step(x, reset, hmm_i, hmm_f, startprob, transmat, means, linv, logdet,
     ]
 
     transform_inputs(x, hmm_i[0, :], hmm_i[1, :], hmm_f[0, :], hmm_f[1, :], zin)
-    emission_logp(zin, means, linv, logdet, logb)
+    max_abs_z = decide[4]
+    ood = False
+    for i in range(n_z):
+        if abs(x[z_idx[i]]) > max_abs_z:
+            ood = True
+    for d in range(n_in):
+        if not abs(zin[d]) <= max_abs_z:  # also an input that overflowed to inf
+            ood = True
+    if ood:  # a missing observation: no emission evidence, the filter only predicts
+        for k in range(k_states):
+            logb[k] = 0.0
+    else:
+        emission_logp(zin, means, linv, logdet, logb)
     forward_step(alpha, reset, startprob, transmat, logb, pred)
 
     best = 0
@@ -258,6 +277,8 @@ def _step(x, reset, hmm_i, hmm_f, startprob, transmat, means, linv, logdet,
         action, confidence = 1, proba[2]
     elif proba[0] >= act_threshold and edge < 0.0 and -edge >= min_edge_bp:
         action, confidence = -1, proba[0]
+    if ood:
+        action, confidence, edge = 0, 0.0, 0.0
     for i in range(n_z):
         feats[i] = x[z_idx[i]]  # reuse as the drift input
     drift = drift_update(feats[:n_z], edges, ref_logp, ring, counts, terms, dstate, opt_i[1])
@@ -272,6 +293,7 @@ def _step(x, reset, hmm_i, hmm_f, startprob, transmat, means, linv, logdet,
     out[OUT_CONFIDENCE] = confidence
     out[OUT_EDGE] = edge
     out[OUT_DRIFT] = drift
+    out[OUT_OOD] = 1.0 if ood else 0.0
     for k in range(k_states):
         out[OUT_POSTERIOR + k] = alpha[k]
     return True

@@ -21,6 +21,7 @@ from trading.regime.hmm import ModelFitError, full_covariances
 from trading.regime.policy import PolicyArrays, export_policy
 
 ACTIONS = {-1: "SELL", 0: "HOLD", 1: "BUY"}
+DEFAULT_MAX_ABS_Z = 10.0  # out-of-distribution bound when the feature set names no z_clip
 
 
 class FeatureInputError(InputError):
@@ -53,6 +54,7 @@ class RegimeModel:
     drift_settings: DriftSettings
     step_ns: int
     info: dict[str, Any] = field(default_factory=dict)
+    max_abs_z: float | None = None  # out-of-distribution bound; None: see ood_bound()
     _compiled: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -73,6 +75,20 @@ class RegimeModel:
         if self._compiled is None:
             self._compiled = Compiled.build(self)
         return self._compiled
+
+    def ood_bound(self) -> float:
+        """|z| beyond which a row is out of distribution (kernel: HOLD, confidence 0): the
+        configured bound, else the feature set's z_clip (its standardized columns are
+        clipped there, so the model never saw more)."""
+        if self.max_abs_z is not None:
+            return float(self.max_abs_z)
+        return float(self.feature_set.params.get("z_clip", DEFAULT_MAX_ABS_Z))
+
+    def set_ood_bound(self, max_abs_z: float | None) -> None:
+        """Another out-of-distribution bound (None: the default); filters made after this
+        use it."""
+        self.max_abs_z = max_abs_z
+        self._compiled = None
 
     def check_rows(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -180,7 +196,7 @@ class Compiled:
             np.asarray(m.state_cost_bp, dtype=np.float64),
             np.array(
                 [m.policy_settings.act_threshold, m.policy_settings.min_edge_bp,
-                 d.threshold, d.confidence_scale],
+                 d.threshold, d.confidence_scale, m.ood_bound()],
                 dtype=np.float64,
             ),
             np.ascontiguousarray(m.drift_edges, dtype=np.float64),
@@ -192,7 +208,7 @@ class Compiled:
     def new_state(self) -> tuple[np.ndarray, ...]:
         return (
             np.zeros(self.n_states),
-            np.zeros((self.window, self.n_drift), dtype=np.int64),
+            np.zeros((self.window, self.n_drift), dtype=np.int16),  # bin indices (bins <= 100)
             np.zeros((self.n_drift, self.n_bins), dtype=np.int64),
             np.zeros((self.n_drift, self.n_bins)),
             np.zeros(2, dtype=np.int64),
@@ -211,11 +227,13 @@ class StepResult:
     p_down: float
     p_flat: float
     p_up: float
+    out_of_distribution: bool
 
 
 def output_table(out: np.ndarray) -> dict[str, Any]:
     """Kernel output rows (kernel.OUT_* layout) as named columns: state, posterior_<k>,
-    action (BUY / SELL / HOLD), confidence, exp_edge_bp, drift_score, p_down, p_flat, p_up."""
+    action (BUY / SELL / HOLD), confidence, exp_edge_bp, drift_score, p_down, p_flat, p_up,
+    out_of_distribution."""
     data: dict[str, Any] = {"state": out[:, kernel.OUT_STATE].astype(np.int64)}
     for s in range(out.shape[1] - kernel.OUT_POSTERIOR):
         data[f"posterior_{s}"] = out[:, kernel.OUT_POSTERIOR + s]
@@ -226,6 +244,7 @@ def output_table(out: np.ndarray) -> dict[str, Any]:
     data["p_down"] = out[:, kernel.OUT_P_DOWN]
     data["p_flat"] = out[:, kernel.OUT_P_FLAT]
     data["p_up"] = out[:, kernel.OUT_P_UP]
+    data["out_of_distribution"] = out[:, kernel.OUT_OOD] > 0
     return data
 
 
@@ -240,6 +259,7 @@ def result_of(out: np.ndarray) -> StepResult:
         p_down=float(out[kernel.OUT_P_DOWN]),
         p_flat=float(out[kernel.OUT_P_FLAT]),
         p_up=float(out[kernel.OUT_P_UP]),
+        out_of_distribution=bool(out[kernel.OUT_OOD] > 0),
     )
 
 
@@ -255,6 +275,11 @@ class OnlineRegime:
         self._out = np.zeros(kernel.OUT_POSTERIOR + c.n_states)
         self._last_ts: int | None = None
         self._step_ns = model.step_ns
+
+    @property
+    def last_ts(self) -> int | None:
+        """Grid timestamp of the last row stepped (None before the first)."""
+        return self._last_ts
 
     def reset(self) -> None:
         self._state = self.model.compiled().new_state()

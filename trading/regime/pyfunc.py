@@ -2,7 +2,7 @@
 
 `predict` takes one symbol's feature rows in time order (the feature file's columns:
 standardized then raw_, optional ts_ns) and returns per row: state, posterior_<k>, action,
-confidence, exp_edge_bp, drift_score and the class probabilities. The forward filter
+confidence, exp_edge_bp, drift_score, the class probabilities and out_of_distribution. The forward filter
 starts at the first row and restarts where ts_ns skips a grid step.
 """
 
@@ -36,6 +36,7 @@ def output_columns(k: int) -> list[str]:
         "p_down",
         "p_flat",
         "p_up",
+        "out_of_distribution",
     ]
 
 
@@ -82,6 +83,7 @@ def signature_of(model: RegimeModel) -> ModelSignature:
         ColSpec("double", c)
         for c in ("confidence", "exp_edge_bp", "drift_score", "p_down", "p_flat", "p_up")
     ]
+    out_specs += [ColSpec("boolean", "out_of_distribution")]
     params = ParamSchema([ParamSpec(PARAM_FEATURE_VERSION, "string", "")])
     return ModelSignature(inputs=inputs, outputs=Schema(out_specs), params=params)
 

@@ -4,6 +4,18 @@ references (alias, number, models:/ URI), load, promote, roll back.
 Aliases: `candidate` (newest trained), `production`, `previous` (the production before
 the last promotion). The registered model's tag `production_history` lists every
 production version in order, so `rollback` can step back more than once.
+
+Registration is all or nothing. A version is created with the tag `registration` =
+`incomplete` (in the same transaction as the version), then its tags are written, then
+`registration` becomes `complete`, and only then does `candidate` move to it. Every
+consumer (resolve, hence canary, promote, serving and the node) refuses an incomplete
+version; `repair()` (run by every `train`, and by `hmmtrader models --repair`) deletes the
+versions and marks FAILED the runs that a killed process left behind. Each run records
+the host, pid and process start time of the process that logs it, so that repair never
+touches the work of a process that is still alive.
+
+Promotion and rollback load and smoke-test the target before they move an alias: a
+version that cannot load changes nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -30,6 +44,11 @@ ALIASES = (CANDIDATE, PRODUCTION, PREVIOUS)
 TAG_CANARY = "canary_verdict"  # "passed" / "failed", set by the canary gate
 TAG_FINGERPRINT = "fingerprint"
 TAG_HISTORY = "production_history"
+TAG_REGISTRATION = "registration"  # "incomplete" from creation until every tag is written
+COMPLETE, INCOMPLETE = "complete", "incomplete"
+# tags a version registered before the `registration` marker must carry to count as complete
+LEGACY_REQUIRED = (TAG_FINGERPRINT,)
+RUN_HOST, RUN_PID, RUN_STARTED = "hmmtrader.host", "hmmtrader.pid", "hmmtrader.started"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,8 +60,104 @@ class PromotionRefusedError(RegistryError):
     """Promotion without a passed canary verdict (and without --force --reason)."""
 
 
+class IncompleteVersionError(RegistryError):
+    """The version's registration was interrupted: it is not usable until repaired."""
+
+
+@dataclass(frozen=True)
+class Repaired:
+    removed_versions: list[int]  # incomplete versions whose process is gone: deleted
+    failed_runs: list[str]  # runs left RUNNING by a process that is gone: marked FAILED
+    in_progress: list[int]  # incomplete versions whose process still runs: left alone
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.removed_versions or self.failed_runs)
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_identity() -> dict[str, str]:
+    """Run tags naming this process, so that a later repair can tell it is gone."""
+    pid = os.getpid()
+    return {RUN_HOST: socket.gethostname(), RUN_PID: str(pid), RUN_STARTED: _start_ticks(pid) or ""}
+
+
+def process_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process a run's tags name still runs: None when unknown (no tags, or
+    another host)."""
+    host, pid = tags.get(RUN_HOST), tags.get(RUN_PID, "")
+    if not host or not pid.isdigit() or host != socket.gethostname():
+        return None
+    started = tags.get(RUN_STARTED, "")
+    now = _start_ticks(int(pid))
+    if now is not None or Path("/proc/self/stat").exists():
+        return now is not None and (not started or now == started)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def default_tracking_uri(home: Path) -> str:
     return "sqlite:///" + str((StatePaths(home).mlflow / "mlflow.db").resolve())
+
+
+# the columns of MLflow's SQL schema that hold artifact locations
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def relocate_store(db: Path, experiment: str, artifacts: Path) -> str | None:
+    """Make a home's SQLite store point at the home's own artifacts: MLflow records
+    absolute `file://` locations, so a copied or restored home would still read and write
+    the original's. When the experiment's location is another directory, every location
+    under it is rewritten to this home's (one transaction). Returns the old location, or
+    None when nothing needed rewriting."""
+    import sqlite3
+
+    if not db.is_file():
+        return None
+    here = artifacts.resolve().as_uri()
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        try:
+            row = con.execute(
+                "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+            ).fetchone()
+        except sqlite3.DatabaseError:
+            return None  # not (yet) an MLflow store: MLflow itself will say what is wrong
+        old = row[0] if row else None
+        if not old or old == here or not old.startswith("file://"):
+            return None
+        with con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            for table, column in _LOCATION_COLUMNS:
+                if table in tables:
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                        (here, len(old) + 1, old, len(old) + 1, old + "/"),
+                    )
+        return str(old)
+    finally:
+        con.close()
 
 
 def git_commit() -> str:
@@ -68,6 +183,15 @@ class VersionInfo:
     def canary(self) -> str:
         return self.tags.get(TAG_CANARY, "")
 
+    @property
+    def complete(self) -> bool:
+        """Every tag was written (a version registered before the `registration` marker
+        existed counts when it carries a fingerprint)."""
+        state = self.tags.get(TAG_REGISTRATION)
+        if state is not None:
+            return state == COMPLETE
+        return all(key in self.tags for key in LEGACY_REQUIRED)
+
 
 @dataclass(frozen=True)
 class Registered:
@@ -88,6 +212,10 @@ class Registry:
     def __init__(self, settings: RegistrySettings, home: Path) -> None:
         disable_telemetry()
         import mlflow
+
+        # MLflow logs every database error with its traceback before it raises it; the
+        # callers say what failed in one line (the CLI) or in their answer (the servers)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         from mlflow.tracking import MlflowClient
 
         self.name = settings.model_name
@@ -97,6 +225,9 @@ class Registry:
         self._artifacts = StatePaths(home).mlflow / "artifacts"
         if self._local_store:
             StatePaths(home).mlflow.mkdir(parents=True, exist_ok=True)
+            self.relocated = relocate_store(
+                StatePaths(home).mlflow / "mlflow.db", self.experiment, self._artifacts
+            )
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         self._mlflow = mlflow
@@ -139,9 +270,23 @@ class Registry:
             )
         return sorted(out, key=lambda i: i.version)
 
-    def resolve(self, ref: str | int) -> int:
+    def resolve(self, ref: str | int, *, complete: bool = True) -> int:
         """A version number from 'production' / 'candidate' / 'previous', '3', or a
-        models:/<name>/<version> or models:/<name>@<alias> URI."""
+        models:/<name>/<version> or models:/<name>@<alias> URI. With `complete` (the
+        default), a version whose registration was interrupted is refused."""
+        version, known = self._resolve(ref)
+        if complete:
+            info = next(i for i in known if i.version == version)
+            if not info.complete:
+                raise IncompleteVersionError(
+                    f"{self.name} version {version} is incomplete: its registration was "
+                    "interrupted before all its tags (fingerprint, data range) were written; "
+                    "it cannot be canaried, promoted or served. `hmmtrader models --repair` "
+                    "(or the next `hmmtrader train`) removes it"
+                )
+        return version
+
+    def _resolve(self, ref: str | int) -> tuple[int, list[VersionInfo]]:
         text = str(ref).strip()
         if text.startswith("models:/"):
             rest = text[len("models:/") :]
@@ -161,10 +306,10 @@ class Registry:
             if int(text) not in numbers:
                 listing = ", ".join(map(str, numbers)) or "none yet (run hmmtrader train)"
                 raise InputError(f"{self.name} has no version {text}; versions: {listing}")
-            return int(text)
+            return int(text), known
         aliases = self.aliases()
-        if text in aliases:
-            return aliases[text]
+        if text in aliases and aliases[text] in numbers:
+            return aliases[text], known
         if text in ALIASES:
             raise InputError(
                 f"{self.name} has no {text!r} version yet"
@@ -178,17 +323,23 @@ class Registry:
         return f"models:/{self.name}/{self.resolve(ref)}"
 
     def load(self, ref: str | int) -> tuple[RegimeModel, int]:
-        version = self.resolve(ref)
-        pyfunc = self._mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
+        pyfunc, version = self.load_pyfunc(ref)
         return pyfunc.unwrap_python_model().model, version
 
     def load_pyfunc(self, ref: str | int) -> tuple[Any, int]:
         version = self.resolve(ref)
-        return self._mlflow.pyfunc.load_model(f"models:/{self.name}/{version}"), version
+        try:
+            return self._mlflow.pyfunc.load_model(f"models:/{self.name}/{version}"), version
+        except Exception as exc:  # a missing or unreadable artifact, an unreachable store
+            raise RegistryError(
+                f"cannot load {self.name} version {version} from {self.uri} "
+                f"({type(exc).__name__}: {_short(exc)}); its model files may be missing: "
+                "check the artifact store, or roll back (hmmtrader rollback)"
+            ) from exc
 
     def find_by_fingerprint(self, value: str) -> int | None:
         for info in self.versions():
-            if info.tags.get(TAG_FINGERPRINT) == value:
+            if info.complete and info.tags.get(TAG_FINGERPRINT) == value:
                 return info.version
         return None
 
@@ -217,6 +368,7 @@ class Registry:
         as a new version with alias `candidate`. Same fingerprint tag -> reuse that version."""
         from trading.regime.pyfunc import RegimePyfunc, write_artifacts
 
+        self.repair()  # what a killed `train` left behind
         fp = version_tags.get(TAG_FINGERPRINT)
         if fp:
             existing = self.find_by_fingerprint(fp)
@@ -229,7 +381,9 @@ class Registry:
             root = Path(tmp)
             write_files(root / "files")
             artifacts = write_artifacts(model, root / "model", training_config)
-            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=run_name, tags=process_identity()
+            ) as run:
                 mlflow.log_params({k: _param(v) for k, v in params.items()})
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
                 mlflow.set_tags({k: v for k, v in version_tags.items() if k != TAG_FINGERPRINT})
@@ -250,9 +404,11 @@ class Registry:
                 self.client.create_registered_model(
                     self.name, description="HMM regime detector + policy head (hmm-trader)"
                 )
+            # created marked incomplete, in the same transaction as the version itself
             mv = self.client.create_model_version(
-                self.name, info.model_uri, run_id=run_id, model_id=info.model_id
-            )
+                self.name, info.model_uri, run_id=run_id, model_id=info.model_id,
+                tags={TAG_REGISTRATION: INCOMPLETE},
+            )  # fmt: skip
         except MlflowException as exc:
             self.client.delete_run(run_id)  # no orphan run without a version
             raise RegistryError(f"registering {self.name} at {self.uri}: {exc.message}") from None
@@ -260,11 +416,55 @@ class Registry:
         try:
             for key, value in version_tags.items():
                 self.client.set_model_version_tag(self.name, str(version), key, value)
-            self.client.set_registered_model_alias(self.name, CANDIDATE, str(version))
-        except Exception:
+            self.client.set_model_version_tag(self.name, str(version), TAG_REGISTRATION, COMPLETE)
+        except Exception as exc:
             self.client.delete_model_version(self.name, str(version))  # no half-registered version
-            raise
+            self.client.set_terminated(run_id, "FAILED")
+            raise RegistryError(
+                f"registering {self.name} version {version} at {self.uri}: {_short(exc)}"
+            ) from exc
+        self.client.set_registered_model_alias(self.name, CANDIDATE, str(version))
         return Registered(version, run_id, reused=False)
+
+    def repair(self) -> Repaired:
+        """Delete the incomplete versions and mark FAILED the RUNNING runs that a process
+        which is gone (killed, crashed) left behind. The work of a process that still runs,
+        or that ran on another host, is left alone."""
+        removed: list[int] = []
+        failed: list[str] = []
+        in_progress: list[int] = []
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return Repaired(removed, failed, in_progress)
+        runs = {
+            r.info.run_id: r
+            for r in self.client.search_runs(
+                [exp.experiment_id], filter_string="attributes.status = 'RUNNING'"
+            )
+        }
+        for info in self.versions():
+            if info.complete:
+                continue
+            run = runs.get(info.run_id)
+            if run is None and info.run_id:
+                try:
+                    run = self.client.get_run(info.run_id)
+                except Exception:  # the run itself is gone
+                    run = None
+            alive = process_alive(dict(run.data.tags)) if run is not None else None
+            if alive:
+                in_progress.append(info.version)
+                continue
+            self.client.delete_model_version(self.name, str(info.version))
+            removed.append(info.version)
+            if run is not None and run.info.status != "FAILED":  # its registration failed
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                failed.append(run.info.run_id)
+        for run_id, run in runs.items():
+            if run_id not in failed and process_alive(dict(run.data.tags)) is False:
+                self.client.set_terminated(run_id, "FAILED")
+                failed.append(run_id)
+        return Repaired(removed, failed, in_progress)
 
     def set_tags(self, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -303,11 +503,37 @@ class Registry:
         except (ValueError, TypeError):
             return []
 
+    def verify(self, version: int) -> None:
+        """Load `version` and smoke-test it on its logged input example (what serving and
+        the node do before they swap to it); a RegistryError says why it cannot serve."""
+        from trading.regime.smoke import smoke_test, unwrap
+
+        try:
+            smoke_test(*unwrap(self.load_pyfunc(version)[0]))
+        except IncompleteVersionError:
+            raise
+        except Exception as exc:  # MLflow, unpickling, a missing file, a failed smoke test
+            why = (
+                str(exc)
+                if isinstance(exc, RegistryError)
+                else f"{type(exc).__name__}: {_short(exc)}"
+            )
+            raise RegistryError(
+                f"{self.name} version {version} failed its load check ({why}): nothing was changed"
+            ) from exc
+
     def promote(
-        self, ref: str | int, *, force: bool = False, reason: str = ""
+        self,
+        ref: str | int,
+        *,
+        force: bool = False,
+        reason: str = "",
+        verify: Callable[[int], None] | None = None,
     ) -> tuple[int | None, int]:
         """production <- version (previous <- old production). Refused unless the version
-        carries a passed canary verdict, or force with a reason (recorded as tags)."""
+        carries a passed canary verdict, or force with a reason (recorded as tags). The
+        version is loaded and smoke-tested first (`verify`, default `self.verify`): a
+        version that cannot serve changes nothing."""
         version = self.resolve(ref)
         tags = self.client.get_model_version(self.name, str(version)).tags or {}
         if force and not reason.strip():
@@ -322,6 +548,7 @@ class Registry:
                 f"version {version} has {verdict}: run the canary first, or promote with "
                 "--force --reason TEXT"
             )
+        (verify or self.verify)(version)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.set_tags(
             version,
@@ -342,8 +569,8 @@ class Registry:
         self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(history[-50:]))
         return current, version
 
-    def rollback(self) -> tuple[int, int]:
-        """production <- previous; previous <- the production before that (if any)."""
+    def rollback_target(self) -> tuple[int, int]:
+        """(production, previous): what `rollback` would move from and to."""
         aliases = self.aliases()
         current, target = aliases.get(PRODUCTION), aliases.get(PREVIOUS)
         if current is None or target is None:
@@ -351,6 +578,14 @@ class Registry:
                 f"nothing to roll back to: {self.name} has "
                 + ("no production version" if current is None else "no previous version")
             )
+        return current, target
+
+    def rollback(self, *, verify: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """production <- previous; previous <- the production before that (if any). The
+        previous version is loaded and smoke-tested first (`verify`)."""
+        current, target = self.rollback_target()
+        self.resolve(target)  # refuses an incomplete version
+        (verify or self.verify)(target)
         history = [v for v in self._history() if v != current]
         if target in history:
             history = history[: history.index(target) + 1]
@@ -366,6 +601,12 @@ class Registry:
             self.client.delete_registered_model_alias(self.name, PREVIOUS)
         self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(history))
         return current, target
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an MLflow / SQLAlchemy / OS error (MLflow's message, without the SQL)."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return str(text).strip().splitlines()[0][:300]
 
 
 def _param(value: Any) -> str:

@@ -16,12 +16,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from trading.errors import HmmTraderError
 from trading.regime.model import RegimeModel
 from trading.regime.registry import Registry
-from trading.regime.smoke import smoke_test
+from trading.regime.smoke import smoke_test, unwrap
 from trading.regime.streams import ModelStreams, StreamHistory
 
 log = logging.getLogger("hmmtrader.serving")
@@ -70,14 +68,11 @@ def load_version(registry: Registry, version: int, history: StreamHistory) -> Lo
     """Load and smoke-test one version (blocking: call it off an event loop)."""
     try:
         pyfunc, version = registry.load_pyfunc(version)
-        model = pyfunc.unwrap_python_model().model
-        if not isinstance(model, RegimeModel):
-            raise TypeError(f"the pyfunc wraps a {type(model).__name__}, not a RegimeModel")
-        example = pyfunc.input_example
+        model, example = unwrap(pyfunc)
     except Exception as exc:  # MLflow, unpickling, a missing artifact: all are "load"
         raise ModelLoadError(version, "load", f"{type(exc).__name__}: {exc}") from exc
     try:
-        smoke_test(model, example if isinstance(example, pd.DataFrame) else None)
+        smoke_test(model, example)
     except Exception as exc:
         raise ModelLoadError(version, "pass its smoke test", str(exc)) from exc
     return LoadedModel(registry.name, version, model, ModelStreams(model, history))

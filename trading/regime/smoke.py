@@ -3,6 +3,8 @@ trading.regime.slots)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -10,6 +12,16 @@ from trading.regime import kernel
 from trading.regime.model import RegimeModel
 from trading.regime.pyfunc import output_columns, predict_frame
 from trading.regime.streams import ModelStreams, StreamHistory
+
+
+def unwrap(pyfunc: Any) -> tuple[RegimeModel, pd.DataFrame | None]:
+    """The RegimeModel inside a loaded MLflow pyfunc, and the input example it was logged
+    with (None when it has none)."""
+    model = pyfunc.unwrap_python_model().model
+    if not isinstance(model, RegimeModel):
+        raise TypeError(f"the pyfunc wraps a {type(model).__name__}, not a RegimeModel")
+    example = pyfunc.input_example
+    return model, example if isinstance(example, pd.DataFrame) else None
 
 
 def smoke_test(model: RegimeModel, example: pd.DataFrame | None) -> None:

@@ -6,28 +6,63 @@ model that takes over a stream (a hot swap, a reload) replays them first and ans
 the filter and drift state it would have had if it had seen the stream from the start of
 that history. In-process inference and the inference server both use this, so the node
 gets the same numbers either way.
+
+A stream only moves forward: `run` refuses rows at or before the stream's last grid
+timestamp (`StreamOrderError`, nothing changed); `forget` restarts a stream on purpose.
+Streams may be stepped from several threads (the server computes off its event loop):
+the shared history's lock serialises them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
 
+from trading.errors import InputError
+from trading.regime import kernel
 from trading.regime.model import OnlineRegime, RegimeModel
+
+_FIRST_ROWS = 64  # a ring starts this small and doubles up to its capacity
+
+
+class StreamOrderError(InputError):
+    """Rows for a stream at or before its last step: a stream only moves forward."""
 
 
 class _Ring:
-    __slots__ = ("count", "rows", "start", "ts")
+    """The last `capacity` rows of one stream. Storage grows with the rows seen, so the
+    many streams that only ever see a few rows stay small."""
+
+    __slots__ = ("capacity", "count", "rows", "start", "ts")
 
     def __init__(self, capacity: int, width: int) -> None:
-        self.rows = np.zeros((capacity, width))
-        self.ts = np.zeros(capacity, dtype=np.int64)
+        self.capacity = capacity
+        size = min(capacity, _FIRST_ROWS)
+        self.rows = np.zeros((size, width))
+        self.ts = np.zeros(size, dtype=np.int64)
         self.start = 0
         self.count = 0
 
+    def _grow(self) -> None:
+        rows, ts = self.ordered()
+        size = min(self.capacity, 2 * len(self.ts))
+        self.rows = np.zeros((size, rows.shape[1]))
+        self.ts = np.zeros(size, dtype=np.int64)
+        self.rows[: len(rows)] = rows
+        self.ts[: len(ts)] = ts
+        self.start = 0
+
+    def last_ts(self) -> int | None:
+        if not self.count:
+            return None
+        return int(self.ts[(self.start + self.count - 1) % len(self.ts)])
+
     def append(self, row: np.ndarray, ts_ns: int) -> None:
+        if self.count == len(self.ts) < self.capacity:
+            self._grow()
         cap = len(self.ts)
         i = (self.start + self.count) % cap
         self.rows[i] = row
@@ -50,6 +85,7 @@ class StreamHistory:
         self.capacity = capacity
         self.max_streams = max_streams
         self._rings: OrderedDict[Hashable, _Ring] = OrderedDict()
+        self.lock = threading.RLock()  # every model's streams over this history take it
 
     def __len__(self) -> int:
         return len(self._rings)
@@ -69,6 +105,13 @@ class StreamHistory:
     def rows(self, key: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         ring = self._rings.get(key)
         return ring.ordered() if ring is not None and ring.count else None
+
+    def last_ts(self, key: Hashable) -> int | None:
+        ring = self._rings.get(key)
+        return ring.last_ts() if ring is not None else None
+
+    def forget(self, key: Hashable) -> None:
+        self._rings.pop(key, None)
 
     def keys(self) -> list[Hashable]:
         return list(self._rings)
@@ -90,7 +133,21 @@ class ModelStreams:
     def clear(self) -> None:
         """Forget every filter (the model is about to take over streams it has not seen
         for a while: they are rebuilt from the history)."""
-        self._filters.clear()
+        with self.history.lock:
+            self._filters.clear()
+
+    def last_ts(self, key: Hashable) -> int | None:
+        """The stream's last grid timestamp (None: a stream not seen, or forgotten)."""
+        with self.history.lock:
+            online = self._filters.get(key)
+            seen = (online.last_ts if online else None, self.history.last_ts(key))
+            return max((t for t in seen if t is not None), default=None)
+
+    def forget(self, key: Hashable) -> None:
+        """Restart the stream: its filter and its history go."""
+        with self.history.lock:
+            self._filters.pop(key, None)
+            self.history.forget(key)
 
     def _filter(self, key: Hashable) -> OnlineRegime:
         online = self._filters.get(key)
@@ -112,6 +169,24 @@ class ModelStreams:
         """Kernel output (kernel.OUT_* layout) for the stream's next row; the array is
         the filter's own buffer (copy it to keep it). Bad rows raise FeatureInputError
         and leave the stream unchanged."""
-        out = self._filter(key).step_array(row, ts_ns)
-        self.history.append(key, row, ts_ns)
+        with self.history.lock:
+            out = self._filter(key).step_array(row, ts_ns)
+            self.history.append(key, row, ts_ns)
+            return out
+
+    def run(self, key: Hashable, rows: np.ndarray, ts_ns: np.ndarray) -> np.ndarray:
+        """Kernel output rows for the stream's next rows (checked finite and of the
+        model's width by the caller; `ts_ns` increasing). Raises StreamOrderError, with
+        the stream unchanged, when the first row is not after the stream's last step."""
+        out = np.empty((len(rows), kernel.OUT_POSTERIOR + self.model.n_states))
+        with self.history.lock:
+            last = self.last_ts(key)
+            if last is not None and len(ts_ns) and int(ts_ns[0]) <= last:
+                raise StreamOrderError(
+                    f"ts_ns {int(ts_ns[0])} is not after this stream's last step {last}: a "
+                    "stream only moves forward (send the rows that follow it, or restart the "
+                    "stream with reset: true or another session)"
+                )
+            for i in range(len(rows)):
+                out[i] = self.step(key, rows[i], int(ts_ns[i]))
         return out

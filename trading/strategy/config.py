@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, model_validator
 
-from trading.frozen import Frozen
+from trading.frozen import DAY_S, MAX_BP, Frozen
+from trading.regime.config import MAX_DRIFT
 
 
 class SymbolRisk(Frozen):
@@ -19,22 +20,24 @@ class SymbolRisk(Frozen):
     min_notional_usd: float = Field(default=10.0, ge=0)  # ours; the exchange's applies too
     base_qty: float = Field(gt=0)  # k in qty = k * |exp_edge_bp| / vol_bp, base units
     max_position_usd: float = Field(gt=0)  # cap of this symbol's open position
-    cooldown_s: float = Field(default=5.0, ge=0)  # between two entries of this symbol
+    cooldown_s: float = Field(default=5.0, ge=0, le=DAY_S)  # between two entries of this symbol
 
 
 class GuardrailSettings(Frozen):
     """Hard limits checked before every entry order; each has a reason code."""
 
     min_conf: float = Field(default=0.4, ge=0, le=1)  # MIN_CONF
-    max_spread_bp: float = Field(default=3.0, gt=0)  # SPREAD: max = this + factor * vol_bp
-    spread_vol_factor: float = Field(default=0.25, ge=0)
+    # SPREAD: max = max_spread_bp + spread_vol_factor * vol_bp
+    max_spread_bp: float = Field(default=3.0, gt=0, le=MAX_BP)
+    spread_vol_factor: float = Field(default=0.25, ge=0, le=100)
     max_total_position_usd: float = Field(default=2000.0, gt=0)  # POS (all symbols)
-    flip_cooldown_s: float = Field(default=1.5, ge=0)  # COOLDOWN between any two entries
-    max_data_age_ms: float = Field(default=2000.0, gt=0)  # LATENCY: last tick age at decision
-    max_inference_ms: float = Field(default=250.0, gt=0)  # LATENCY: inference time
+    flip_cooldown_s: float = Field(default=1.5, ge=0, le=DAY_S)  # COOLDOWN between any two entries
+    # LATENCY: last tick age at decision (at most 10 minutes) and inference time (a minute)
+    max_data_age_ms: float = Field(default=2000.0, gt=0, le=600_000)
+    max_inference_ms: float = Field(default=250.0, gt=0, le=60_000)
     state_drawdown_usd: float = Field(default=20.0, gt=0)  # DD: per state and UTC day
     daily_loss_usd: float = Field(default=100.0, gt=0)  # DAILY: all symbols, UTC day
-    max_drift: float = Field(default=0.5, gt=0)  # DRIFT: drift score above it blocks
+    max_drift: float = Field(default=0.5, gt=0, le=MAX_DRIFT)  # DRIFT: drift score above it blocks
     flatten_on_kill: bool = True  # KILL: close open positions when the switch engages
 
 
@@ -42,9 +45,9 @@ class ExecutionSettings(Frozen):
     # enter only when the microprice is on the good side of VWAP (buy below, sell above).
     # Off by default: on the synthetic momentum market it removes the trades with edge.
     vwap_anchor: bool = False
-    vwap_anchor_bp: float = Field(default=0.0, ge=0)  # ... by at least this much
-    vwap_window_s: float = Field(default=300.0, gt=0)
-    hold_s: float | None = Field(default=None, gt=0)  # None: the model's label horizon
+    vwap_anchor_bp: float = Field(default=0.0, ge=0, le=MAX_BP)  # ... by at least this much
+    vwap_window_s: float = Field(default=300.0, gt=0, le=DAY_S)
+    hold_s: float | None = Field(default=None, gt=0, le=DAY_S)  # None: the model's label horizon
     allow_short: bool = True  # margin account; False: SELL signals only close longs
 
 
@@ -73,12 +76,13 @@ class StrategySettings(Frozen):
 
 class BacktestSettings(Frozen):
     starting_balance_usd: float = Field(default=10_000.0, gt=0)
-    slippage_bp: float = Field(default=1.0, ge=0)  # every fill, beyond the touch
-    latency_ms: float = Field(default=50.0, ge=0)  # order to venue
-    warmup_s: float = Field(default=4500.0, ge=0)  # features/filter warm up, no trading
-    flatten_before_end_s: float = Field(default=60.0, ge=0)  # close everything before the end
+    slippage_bp: float = Field(default=1.0, ge=0, le=MAX_BP)  # every fill, beyond the touch
+    latency_ms: float = Field(default=50.0, ge=0, le=60_000)  # order to venue
+    # features and filter warm up, no trading; close everything this long before the end
+    warmup_s: float = Field(default=4500.0, ge=0, le=7 * DAY_S)
+    flatten_before_end_s: float = Field(default=60.0, ge=0, le=DAY_S)
     seed: int = 42
-    progress_every_s: float = Field(default=900.0, gt=0)  # simulated time between updates
+    progress_every_s: float = Field(default=900.0, gt=0, le=DAY_S)  # simulated time between updates
 
 
 class CanaryFloors(Frozen):

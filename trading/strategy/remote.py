@@ -17,18 +17,31 @@ from typing import Annotated, Any, Literal, Self
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from trading.errors import HmmTraderError
 from trading.features.descriptor import FeatureSet
 from trading.regime import kernel
 from trading.strategy.inference import InferenceUnavailableError, require_tick_features
 
+
 # ---- wire format ----------------------------------------------------------------------
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 5.0 is the integer 5 (as JSON Schema says), 5.5 is not."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+# the bounds before the validator, so the schema states them (minimum, maximum)
+TimestampNs = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_integral)]
 SYMBOL_PATTERN = r"^[A-Z0-9]{2,30}$"
 SESSION_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 ROWS_LIMIT = 1_000_000  # schema bound; the server's configured serving.max_batch_rows applies
+BLANK = " \t\n\r\f\v"  # a reason made only of these is no reason
+NOT_BLANK_PATTERN = f"[^{BLANK.encode('unicode_escape').decode()}]"
 
 
 class _Wire(BaseModel):
@@ -51,10 +64,18 @@ class InferRequest(_Request):
     rows: list[list[FiniteFloat]] = Field(
         min_length=1,
         max_length=ROWS_LIMIT,
-        description="feature rows: the model's columns in order (GET /ready lists them)",
+        description=(
+            "feature rows: the model's columns in order (GET /ready lists them); at most "
+            "serving.max_batch_rows rows"
+        ),
     )
-    ts_ns: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
-        min_length=1, max_length=ROWS_LIMIT, description="grid timestamp of each row (ns)"
+    ts_ns: list[TimestampNs] = Field(
+        min_length=1,
+        max_length=ROWS_LIMIT,
+        description=(
+            "grid timestamp of each row (ns): one per row, increasing; in stream mode the "
+            "first must be after the stream's last step (else 409)"
+        ),
     )
     columns: list[str] | None = Field(
         default=None,
@@ -74,6 +95,13 @@ class InferRequest(_Request):
         pattern=SESSION_PATTERN,
         description="stream namespace: one per client (e.g. the node's id)",
     )
+    reset: bool = Field(
+        default=False,
+        description=(
+            "stream mode: restart this (session, symbol) stream (forget its filter state "
+            "and history) before these rows, e.g. to replay from an earlier time"
+        ),
+    )
 
 
 class StepOut(_Wire):
@@ -87,6 +115,13 @@ class StepOut(_Wire):
     p_down: float
     p_flat: float
     p_up: float
+    out_of_distribution: bool = Field(
+        default=False,
+        description=(
+            "the row lies outside what the model was trained on (a standardized value "
+            "beyond serving.max_abs_z): action HOLD, confidence 0"
+        ),
+    )
 
 
 class InferResponse(_Wire):
@@ -99,12 +134,25 @@ class InferResponse(_Wire):
 
 
 class VersionRequest(_Request):
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: JsonInt = Field(ge=1, le=2**31 - 1)
 
 
 class PromoteRequest(VersionRequest):
+    """force needs a reason (it is recorded): the schema says so too."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"force": {"const": False}}},
+                {"required": ["reason"], "properties": {"reason": {"pattern": NOT_BLANK_PATTERN}}},
+            ]
+        }
+    )
     force: bool = False
     reason: str = Field(default="", max_length=2000)
+
+    def forced_without_reason(self) -> bool:
+        return self.force and not self.reason.strip(BLANK)
 
 
 class ModelInfo(_Wire):
@@ -129,6 +177,32 @@ class Ready(_Wire):
 _ACTION_CODE = {"SELL": -1.0, "HOLD": 0.0, "BUY": 1.0}
 
 
+def steps_out(out: np.ndarray, ts_ns: np.ndarray) -> list[dict[str, Any]]:
+    """Kernel output rows as the wire's step objects (`step_out` of each, in one pass)."""
+    action = out[:, kernel.OUT_ACTION]
+    actions = np.where(action > 0, "BUY", np.where(action < 0, "SELL", "HOLD")).tolist()
+    columns = zip(
+        np.asarray(ts_ns, dtype=np.int64).tolist(),
+        out[:, kernel.OUT_STATE].astype(np.int64).tolist(),
+        out[:, kernel.OUT_POSTERIOR :].tolist(),
+        actions,
+        out[:, kernel.OUT_CONFIDENCE].tolist(),
+        out[:, kernel.OUT_EDGE].tolist(),
+        out[:, kernel.OUT_DRIFT].tolist(),
+        out[:, kernel.OUT_P_DOWN].tolist(),
+        out[:, kernel.OUT_P_FLAT].tolist(),
+        out[:, kernel.OUT_P_UP].tolist(),
+        (out[:, kernel.OUT_OOD] > 0).tolist(),
+        strict=True,
+    )
+    return [
+        {"ts_ns": t, "state": s, "posterior": post, "action": a, "confidence": c,
+         "exp_edge_bp": e, "drift_score": d, "p_down": pd, "p_flat": pf, "p_up": pu,
+         "out_of_distribution": ood}
+        for t, s, post, a, c, e, d, pd, pf, pu, ood in columns
+    ]  # fmt: skip
+
+
 def step_out(out: np.ndarray, ts_ns: int) -> dict[str, Any]:
     """A kernel output row (kernel.OUT_* layout) as the wire's step object."""
     a = int(out[kernel.OUT_ACTION])
@@ -143,6 +217,7 @@ def step_out(out: np.ndarray, ts_ns: int) -> dict[str, Any]:
         "p_down": float(out[kernel.OUT_P_DOWN]),
         "p_flat": float(out[kernel.OUT_P_FLAT]),
         "p_up": float(out[kernel.OUT_P_UP]),
+        "out_of_distribution": bool(out[kernel.OUT_OOD] > 0),
     }
 
 
@@ -158,6 +233,7 @@ def kernel_row(step: dict[str, Any]) -> np.ndarray:
     out[kernel.OUT_CONFIDENCE] = step["confidence"]
     out[kernel.OUT_EDGE] = step["exp_edge_bp"]
     out[kernel.OUT_DRIFT] = step["drift_score"]
+    out[kernel.OUT_OOD] = 1.0 if step.get("out_of_distribution") else 0.0
     out[kernel.OUT_POSTERIOR :] = posterior
     return out
 
@@ -272,6 +348,7 @@ class ServingClient:
         mode: Literal["stream", "window"] = "stream",
         session: str = "default",
         columns: list[str] | None = None,
+        reset: bool = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "symbol": symbol,
@@ -283,6 +360,8 @@ class ServingClient:
         }
         if columns is not None:
             body["columns"] = columns
+        if reset:
+            body["reset"] = True
         data: dict[str, Any] = self._json(self._request("POST", "/infer", json=body))
         return data
 
