@@ -230,6 +230,13 @@ class Registry:
             )
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        # MLflow caches each run's artifact store by run id for the process's life: a copy
+        # of a home (same run ids) opened in the same process would write to the original
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        cache = getattr(tracking_utils, "_artifact_repos_cache", None)
+        if cache is not None:
+            cache.clear()
         self._mlflow = mlflow
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
