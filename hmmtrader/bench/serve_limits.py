@@ -7,7 +7,7 @@ loopback port serving a freshly trained model (as `bench serve` builds it):
   /infer requests are in flight, back to back (the load runs in a separate process, so
   the sampler's timing is not the load generator's GIL); p50 / p99 / max.
 
-    .venv/bin/python -m hmmtrader.bench.serve_limits [--symbols 60000] [--seconds 20]
+    hmmtrader bench serve-limits [--symbols 60000] [--seconds 20] [--home DIR]
 
 Ends with one JSON line per measurement (hmmtrader.bench.BenchResult).
 """
@@ -33,6 +33,7 @@ from trading.process import LOOPBACK, ServerProcess, child_env, free_port, venv_
 
 if TYPE_CHECKING:
     from hmmtrader.bench.serve import Prepared
+    from trading.settings import AppConfig
 
 LOAD_CLIENTS = 10
 LOAD_ROWS = 4096
@@ -195,21 +196,19 @@ def measure_health(
     )
 
 
-# ---- main -------------------------------------------------------------------------------
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--symbols", type=int, default=60_000, help="0: skip")
-    parser.add_argument("--seconds", type=float, default=20.0, help="0: skip the health run")
-    parser.add_argument("--home", type=Path, help="reuse (or create) this state root")
-    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
-    args = parser.parse_args()
-    console = Console()
-    from trading.settings import load_settings
-
-    config = load_settings()
-    env = dict(item.split("=", 1) for item in args.env)
+# ---- entry points -----------------------------------------------------------------------
+def bench_serve_limits(
+    config: AppConfig,
+    symbols: int,
+    seconds: float,
+    home: Path | None,
+    console: Console,
+    env: dict[str, str] | None = None,
+) -> list[BenchResult]:
+    """Both measurements (a 0 skips one) against a server on `home` (a temporary state
+    root when None; a given one is reused: its model is trained once)."""
     with tempfile.TemporaryDirectory(prefix="hmmtrader-bench-limits-") as tmp:
-        home = (args.home or Path(tmp)).resolve()
+        home = (home or Path(tmp)).resolve()
         marker = home / "bench-version.txt"
         if marker.is_file():
             from hmmtrader.bench.serve import Prepared
@@ -223,17 +222,33 @@ def main() -> None:
             prepared = prepare_model(config, home, console)
             marker.write_text(f"{prepared.model_name} {prepared.version}")
         results = []
-        with start_server(prepared, home, env) as server:
+        with start_server(prepared, home, env or {}) as server:
             info = httpx.get(server.url + "/ready").json()["info"]
             ts, rows = feature_window(prepared.config, list(info["columns"]), LOAD_ROWS)
-            if args.seconds > 0:
+            if seconds > 0:
                 window = {"symbol": SYMBOL, "feature_version": info["feature_version"],
                           "rows": rows.tolist(), "ts_ns": ts.tolist(), "mode": "window"}  # fmt: skip
-                results.append(measure_health(server, orjson.dumps(window), args.seconds, console))
-            if args.symbols > 0:
+                results.append(measure_health(server, orjson.dumps(window), seconds, console))
+            if symbols > 0:
                 one = {"feature_version": info["feature_version"], "rows": rows[:1].tolist(),
                        "ts_ns": ts[:1].tolist(), "mode": "stream"}  # fmt: skip
-                results.append(measure_symbols(server, one, args.symbols, console))
+                results.append(measure_symbols(server, one, symbols, console))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--symbols", type=int, default=60_000, help="0: skip")
+    parser.add_argument("--seconds", type=float, default=20.0, help="0: skip the health run")
+    parser.add_argument("--home", type=Path, help="reuse (or create) this state root")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    args = parser.parse_args()
+    from trading.settings import load_settings
+
+    env = dict(item.split("=", 1) for item in args.env)
+    results = bench_serve_limits(
+        load_settings(), args.symbols, args.seconds, args.home, Console(), env
+    )
     for result in results:
         print(result.to_json())
 

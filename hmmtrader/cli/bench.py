@@ -3,6 +3,7 @@ baseline in the same run and prints one JSON line last."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -100,6 +101,27 @@ def bench_serve_cmd(
     from hmmtrader.bench.serve import bench_serve
 
     print(bench_serve(load_config(), seconds, concurrency, rows, console).to_json())
+
+
+@app.command("serve-limits")
+def bench_serve_limits_cmd(
+    symbols: Annotated[
+        int, typer.Option(min=0, max=1_000_000, help="Distinct symbols to send (0: skip).")
+    ] = 60_000,
+    seconds: Annotated[
+        float, typer.Option(min=0, max=600, help="Health sampling under load (0: skip).")
+    ] = 20.0,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Reuse (or create) this bench state root."),
+    ] = None,
+) -> None:
+    """The inference server under abuse: /health latency (idle vs ten 4,096-row /infer
+    requests in flight), and /metrics size and memory after N distinct symbols."""
+    from hmmtrader.bench.serve_limits import bench_serve_limits
+
+    for result in bench_serve_limits(load_config(), symbols, seconds, state, console):
+        print(result.to_json())
 
 
 @app.command("flow")

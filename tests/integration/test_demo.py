@@ -1,5 +1,5 @@
 """`hmmtrader demo` end to end (the README's first command, here on the test profile, one
-night of 4-hour days), and its printed commands open UIs that show the runs."""
+night of 3-hour days, as the flow tests), and its printed commands open UIs that show the runs."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
         env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(
-        [str(BIN / "hmmtrader"), "--home", str(home), "demo", "--nights", "1", "--hours", "4"],
+        [str(BIN / "hmmtrader"), "--home", str(home), "demo", "--nights", "1", "--hours", "3"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
