@@ -32,6 +32,13 @@ class DataQualityError(HmmTraderError):
 _STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3", "psycopg", "pyarrow", "botocore")
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (MLflow's `message` when it has one: without
+    the SQL and parameters SQLAlchemy appends), or its type's name."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def store_failure(exc: BaseException) -> str | None:
     """One line for a failure of a store (the MLflow registry and its database, an
     artifact or data file), or None for anything else (a bug: its traceback is shown)."""
@@ -43,12 +50,10 @@ def store_failure(exc: BaseException) -> str | None:
     for item in chain:
         module = type(item).__module__ or ""
         if isinstance(item, OSError) or module.split(".")[0] in _STORE_MODULES:
-            text = getattr(item, "message", None) or str(item) or type(item).__name__
-            first = str(text).strip().splitlines()[0] if str(text).strip() else type(item).__name__
             kind = (
                 "model registry"
                 if module.startswith(("mlflow", "sqlalchemy", "sqlite3"))
                 else "store"
             )
-            return f"{kind}: {first[:400]}"
+            return f"{kind}: {first_line(item, 400)}"
     return None

@@ -348,8 +348,6 @@ def _backtests(
     caller validated these files: its issue CSV is copied); two at once in two processes
     when canary.workers allows it (not from a daemonic process, such as a Dask worker:
     those cannot have children)."""
-    import shutil
-
     if validated is not None and validated.is_file():
         shutil.copyfile(validated, run_dir / "data_quality_issues.csv")
         quality: dict[str, Any] = {"passed": True, "validated_before": str(validated)}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from trading.env import disable_telemetry
-from trading.errors import HmmTraderError, InputError
+from trading.errors import HmmTraderError, InputError, first_line
 from trading.paths import StatePaths
 from trading.regime.config import RegistrySettings
 from trading.regime.model import RegimeModel
@@ -340,7 +340,7 @@ class Registry:
         except Exception as exc:  # a missing or unreadable artifact, an unreachable store
             raise RegistryError(
                 f"cannot load {self.name} version {version} from {self.uri} "
-                f"({type(exc).__name__}: {_short(exc)}); its model files may be missing: "
+                f"({type(exc).__name__}: {first_line(exc)}); its model files may be missing: "
                 "check the artifact store, or roll back (hmmtrader rollback)"
             ) from exc
 
@@ -428,7 +428,7 @@ class Registry:
             self.client.delete_model_version(self.name, str(version))  # no half-registered version
             self.client.set_terminated(run_id, "FAILED")
             raise RegistryError(
-                f"registering {self.name} version {version} at {self.uri}: {_short(exc)}"
+                f"registering {self.name} version {version} at {self.uri}: {first_line(exc)}"
             ) from exc
         self.client.set_registered_model_alias(self.name, CANDIDATE, str(version))
         return Registered(version, run_id, reused=False)
@@ -523,7 +523,7 @@ class Registry:
             why = (
                 str(exc)
                 if isinstance(exc, RegistryError)
-                else f"{type(exc).__name__}: {_short(exc)}"
+                else f"{type(exc).__name__}: {first_line(exc)}"
             )
             raise RegistryError(
                 f"{self.name} version {version} failed its load check ({why}): nothing was changed"
@@ -608,12 +608,6 @@ class Registry:
             self.client.delete_registered_model_alias(self.name, PREVIOUS)
         self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(history))
         return current, target
-
-
-def _short(exc: BaseException) -> str:
-    """One line of an MLflow / SQLAlchemy / OS error (MLflow's message, without the SQL)."""
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return str(text).strip().splitlines()[0][:300]
 
 
 def _param(value: Any) -> str:
