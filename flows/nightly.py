@@ -118,9 +118,10 @@ def ingest(night: dt.date | None = None) -> list[steps.IngestOutcome]:
 
 @flow(name="validate", flow_run_name=_night_run_name)
 def validate(night: dt.date | None = None, kinds: str = "quotes,trades") -> steps.QualityOutcome:
-    """The data-quality gate (Great Expectations) on the night's raw data (quotes, trades:
-    every ingested day) or features (the training days). A blocking failure fails this
-    flow, so nothing downstream runs; the data-quality artifact says why."""
+    """The data-quality gate (Great Expectations) on the night's raw data (quotes, trades,
+    or bars for a bars_v1 model: every ingested day) or features (the training days). A
+    blocking failure fails this flow, so nothing downstream runs; the data-quality artifact
+    says why."""
     config = flow_config()
     plan = steps.plan_night(config, night)
     if kinds == "features":
@@ -237,7 +238,7 @@ def nightly_retrain(night: dt.date | None = None) -> steps.NightReport:
         with shared_cluster(config) as address:
             runner = task_runner(config, address)
             report.ingest = ingest.with_options(task_runner=runner)(plan.night)
-            report.quality.append(validate(plan.night, "quotes,trades"))
+            report.quality.append(validate(plan.night, ",".join(steps.raw_kinds(config))))
             report.features = features.with_options(task_runner=runner)(plan.night)
             report.quality.append(validate(plan.night, "features"))
             report.trained = train.with_options(task_runner=runner)(plan.night)
@@ -247,7 +248,7 @@ def nightly_retrain(night: dt.date | None = None) -> steps.NightReport:
                         version=str(result.version),
                         model_name=result.model_name,
                         night=plan.night,
-                        # validate (quotes, trades) just passed on these files
+                        # validate (quotes, trades or bars) just passed on these files
                         data_validated=report.quality[0].issues_csv,
                     )
                 )

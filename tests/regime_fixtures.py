@@ -14,13 +14,15 @@ import datetime as dt
 import functools
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from tests.shared import shared_value
+from trading.data.lake import day_start_ns
 from trading.data.synthetic import SyntheticDay, generate
-from trading.features.descriptor import FeatureSet, features_v1
+from trading.features.descriptor import FeatureSet, bars_v1, features_v1
 from trading.features.v1 import compute_batch, rows_to_table, step_ns
 from trading.regime.config import DriftSettings, PolicySettings, RegimeSettings
 from trading.regime.dataset import Dataset, row_columns
@@ -185,4 +187,102 @@ def fitted_model(
     (default: the default RegimeSettings/PolicySettings/DriftSettings). Fitted once per
     process; deep copies are returned."""
     model, report = _cached_fit(tuple(symbols), days, seed, seconds, start, _settings_key(settings))
+    return copy.deepcopy(model), copy.deepcopy(report)
+
+
+# --- the real month: Binance spot 1-minute bars, January 2024 (tests/fixtures/real) ---------
+
+REAL = Path(__file__).parent / "fixtures" / "real"
+REAL_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+REAL_START = dt.date(2024, 1, 1)
+REAL_TRAIN_END = dt.date(2024, 1, 21)  # three weeks of training; the last week is held out
+REAL_END = dt.date(2024, 1, 31)
+
+
+def real_bars(symbol: str) -> pa.Table:
+    """A shipped `datetime,open,high,low,close,volume` file (datetime: the bar's open, UTC)
+    as a table of the lake's bars schema."""
+    import pandas as pd
+
+    from trading.data.schemas import SCHEMAS
+
+    frame = pd.read_csv(REAL / f"{symbol}-1m-2024-01.csv")
+    ts = pd.to_datetime(frame["datetime"], utc=True).dt.as_unit("ns").astype("int64")
+    n = len(frame)
+    columns = {
+        "ts_ns": ts.to_numpy(),
+        **{c: frame[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")},
+        "quote_volume": np.zeros(n),
+        "n_trades": np.zeros(n, dtype=np.int64),
+        "taker_buy_volume": np.zeros(n),
+    }
+    return pa.table(columns, schema=SCHEMAS["bars"])
+
+
+def _real_build(symbols: tuple[str, ...], start: dt.date, end: dt.date) -> Dataset:
+    from trading.features.bars import bars_batch
+
+    fs = bars_v1(_app_config().settings.bars)
+    lo = day_start_ns(start)
+    hi = day_start_ns(end + dt.timedelta(days=1))
+    frames = {}
+    for symbol in symbols:
+        table = rows_to_table(fs, bars_batch(real_bars(symbol), fs), ready_only=True)
+        ts = table.column("ts_ns").to_numpy().astype(np.int64)
+        X = np.column_stack([table.column(c).to_numpy() for c in row_columns(fs)])
+        keep = (ts >= lo) & (ts < hi)
+        frames[symbol] = (ts[keep], X[keep].astype(np.float64))
+    return Dataset(fs, list(symbols), start, end, step_ns(fs), frames)
+
+
+@functools.lru_cache(maxsize=4)
+def _real_cached(symbols: tuple[str, ...], start: dt.date, end: dt.date) -> Dataset:
+    return shared_value(f"real:{symbols}:{start}:{end}", lambda: _real_build(symbols, start, end))
+
+
+def real_bars_dataset(
+    symbols: Sequence[str] = REAL_SYMBOLS,
+    start: dt.date = REAL_START,
+    end: dt.date = REAL_TRAIN_END,
+) -> Dataset:
+    """BARS_V1 rows of the real month (ready rows stamped in [start, end]), computed from
+    the shipped bars as `hmmtrader features --set bars_v1` would (warm-up from the first
+    bar of the month). A fresh copy each call."""
+    return copy_dataset(_real_cached(tuple(symbols), start, end))
+
+
+def real_settings(**regime_overrides: object) -> Settings3:
+    """The repository's regime / policy / drift settings for the real month, one restart
+    per K (on these bars restarts end within 0.005 nats per row of each other) and K in
+    3..6: about 10 s for three weeks of both symbols."""
+    s = _app_config().settings
+    regime = s.regime.model_copy(
+        update={
+            "feature_set": "bars_v1",
+            "restarts": 1,
+            "k_min": 3,
+            "k_max": 6,
+            **regime_overrides,
+        }
+    )
+    return regime, s.policy, s.drift
+
+
+@functools.lru_cache(maxsize=2)
+def _real_fit(key: tuple[str, str, str]) -> tuple[RegimeModel, TrainReport]:
+    def fit() -> tuple[RegimeModel, TrainReport]:
+        regime = RegimeSettings.model_validate_json(key[0])
+        policy = PolicySettings.model_validate_json(key[1])
+        drift = DriftSettings.model_validate_json(key[2])
+        return fit_regime_model(
+            _real_cached(REAL_SYMBOLS, REAL_START, REAL_TRAIN_END), regime, policy, drift
+        )
+
+    return shared_value(f"real-fit:{key}", fit)
+
+
+def real_fitted_model(settings: Settings3 | None = None) -> tuple[RegimeModel, TrainReport]:
+    """The model fitted on three weeks of the real month (both symbols) with
+    `settings` (default: real_settings()); fitted once per run, deep copies returned."""
+    model, report = _real_fit(_settings_key(settings or real_settings()))
     return copy.deepcopy(model), copy.deepcopy(report)

@@ -133,19 +133,26 @@ class SyntheticSettings(Frozen):
     day_seconds: int = Field(default=86_400, ge=3600, le=86_400)
 
 
-class _KindLimits(Frozen):
-    max_gap_s: float = Field(gt=0)  # longest allowed time between consecutive rows
+class _RowLimits(Frozen):
     min_rows: int = Field(default=100, ge=0)  # per symbol-day file
     max_rows: int = Field(default=50_000_000, ge=1)
+    # coverage: the share of the day's expected time the data covers; below this the day
+    # is flagged. The expected time is the UTC day, up to now for today, and a synthetic
+    # day's own length (a 3-hour test day is fully covered by 3 hours of data).
+    min_coverage: float = Field(default=0.1, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _row_bounds(self) -> _KindLimits:
+    def _row_bounds(self) -> _RowLimits:
         if self.min_rows > self.max_rows:
             raise ValueError(f"min_rows {self.min_rows} exceeds max_rows {self.max_rows}")
         return self
 
 
-class _PriceKindLimits(_KindLimits):
+class _KindLimits(_RowLimits):
+    max_gap_s: float = Field(gt=0)  # longest allowed time between consecutive rows
+
+
+class _JumpLimits(Frozen):
     # price_jump: a price further than max_jump_ratio x scale from the median of the 5
     # prices before it, scale = max(jump_floor_bp, 1.4826 x the median |log return| of the
     # jump_window_rows before it). Real Binance ticks stay below 1 (floor-bound); a real
@@ -153,6 +160,10 @@ class _PriceKindLimits(_KindLimits):
     max_jump_ratio: float = Field(default=100.0, gt=0, le=1_000_000)
     jump_floor_bp: float = Field(default=10.0, gt=0, le=10_000)
     jump_window_rows: int = Field(default=300, ge=2, le=1_000_000)
+
+
+class _PriceKindLimits(_KindLimits, _JumpLimits):
+    pass
 
 
 class QuoteLimits(_PriceKindLimits):
@@ -169,12 +180,25 @@ class FeatureLimits(_KindLimits):
     max_gap_s: float = Field(default=5.0, gt=0)
 
 
+class BarLimits(_RowLimits, _JumpLimits):
+    """1-minute bars (klines): the jump check runs on the close."""
+
+    # more missing bars in a row than this is a gap (Binance spot Jan 2024 misses none)
+    max_gap_bars: int = Field(default=5, ge=0, le=1440)
+    # a UTC day has 1,440 one-minute bars; coverage counts bars present / bars expected
+    min_rows: int = Field(default=0, ge=0)
+    max_rows: int = Field(default=1440, ge=1)
+    # bar archives come in whole days: a day missing over 10 % of its bars is truncated
+    min_coverage: float = Field(default=0.9, ge=0, le=1)
+
+
 class QualitySettings(Frozen):
     """Thresholds and severities of the data-quality gate (`hmmtrader validate`)."""
 
     quotes: QuoteLimits = QuoteLimits()
     trades: TradeLimits = TradeLimits()
     features: FeatureLimits = FeatureLimits()
+    bars: BarLimits = BarLimits()
     # Binance book updates (and trades) share milliseconds: by default timestamps only
     # must not decrease; trade ids must strictly increase either way.
     strict_quote_timestamps: bool = False

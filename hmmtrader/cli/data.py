@@ -153,8 +153,14 @@ def validate_cmd(
     start: StartDay,
     end: EndDay,
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated: quotes, trades, features.")
-    ] = "quotes,trades,features",
+        str,
+        typer.Option(
+            help="Comma-separated: quotes, trades, bars, features (the files of the "
+            "configured regime.feature_set: features_v1 or bars_v1); auto: the kinds the "
+            "lake holds for these symbols and days (quotes and trades together; features "
+            "where a file exists)."
+        ),
+    ] = "auto",
     features: Annotated[
         bool | None,
         typer.Option(
@@ -171,7 +177,8 @@ def validate_cmd(
         bool, typer.Option("--all-checks", help="List passed checks too.")
     ] = False,
 ) -> None:
-    """Run the data-quality gate on lake files; exit 1 when a blocking check fails."""
+    """Run the data-quality gate on lake files; exit 1 when a blocking check fails or
+    nothing matches the symbols, days and kinds."""
     from trading.data.inputs import check_range, parse_day, parse_symbols
     from trading.quality.gate import parse_kinds, run_gate
 
@@ -179,13 +186,18 @@ def validate_cmd(
     names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     check_range(first, last)
-    kind_list = list(parse_kinds(kinds))
-    if features is False and "features" in kind_list:
-        kind_list.remove("features")
-    if features is True and "features" not in kind_list:
-        kind_list.append("features")
-    if not kind_list:
-        raise InputError("nothing to validate: --no-features removed the only kind")
+    kind_list: list[str] | None = None  # auto: per symbol, what the lake holds
+    if kinds.strip().lower() != "auto":
+        kind_list = list(parse_kinds(kinds))
+        if features is False and "features" in kind_list:
+            kind_list.remove("features")
+        if features is True and "features" not in kind_list:
+            kind_list.append("features")
+        if not kind_list:
+            raise InputError(
+                "nothing to validate: --no-features removed the only kind; name another "
+                "with --kinds (quotes, trades, bars) or drop --no-features"
+            )
     began = time.perf_counter()
     result = run_gate(
         config,
@@ -196,6 +208,7 @@ def validate_cmd(
         kinds=kind_list,
         out_dir=out,
         require_features=bool(features),
+        skip_features=features is False,
     )
     _print_gate(result, time.perf_counter() - began, all_checks)
     if not result.passed:

@@ -106,12 +106,24 @@ _LOGGED = (
 )
 
 
+def benchmark_text(s: dict[str, Any]) -> str:
+    """'+0.00 / -123.45 USD (-0.12 %)': flat and buy-and-hold on the same window."""
+    b = s.get("benchmarks")
+    if not b:
+        return "-"
+    return (
+        f"{b['flat_pnl_usd']:+.2f} / {b['buy_hold_pnl_usd']:+.2f} USD "
+        f"({b['buy_hold_return_pct']:+.2f} %)"
+    )
+
+
 def print_summary(s: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("KPI")
     table.add_column("value", justify="right")
     rows = [
         ("net PnL (after fees, slippage)", f"{s['net_pnl_usd']:+.2f} USD"),
+        ("benchmarks: flat / buy-and-hold", benchmark_text(s)),
         (
             "gross PnL / fees / slippage",
             f"{s['gross_pnl_usd']:+.2f} / {s['fees_usd']:.2f} / {s['slippage_usd']:.2f} USD",
@@ -198,6 +210,21 @@ def _print_verdict(result: CanaryResult) -> None:
             "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
         )
     console.print(table)
+    bench = Table(title="net PnL beside the benchmarks, same window, same fees")
+    for column in ("", "net PnL (USD)", "flat (USD)", "buy-and-hold (USD)", "trades"):
+        bench.add_column(column, justify="left" if not column else "right")
+    for name, summary in (("candidate", result.candidate), ("production", result.production)):
+        if summary is None:
+            continue
+        b = summary.get("benchmarks") or {}
+        bench.add_row(
+            f"{name}",
+            f"{summary['net_pnl_usd']:+.2f}",
+            f"{b.get('flat_pnl_usd', 0.0):+.2f}",
+            f"{b['buy_hold_pnl_usd']:+.2f}" if "buy_hold_pnl_usd" in b else "-",
+            f"{summary['trades']}",
+        )
+    console.print(bench)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     verdict = (

@@ -106,13 +106,43 @@ def ingest_rest_cmd(
 def ingest_files_cmd(
     paths: Annotated[list[Path], typer.Argument(help="CSV, zip or Parquet files.")],
     symbol: Annotated[str, typer.Option(help="The symbol the files hold, e.g. BTCUSDT.")],
+    bar_time: Annotated[
+        str,
+        typer.Option(
+            help="OHLCV files: whether a row's time is its bar's open or its close (close "
+            "times are moved back one bar: the lake holds open times)."
+        ),
+    ] = "open",
+    bar_seconds: Annotated[
+        int,
+        typer.Option(
+            help="OHLCV files: the bar length in seconds. The lake holds 1-minute bars, so "
+            "any other length is refused: resample to 1 minute first."
+        ),
+    ] = 60,
 ) -> None:
-    """Load local files (Binance archive CSV/zip, quote/trade Parquet, Tardis snapshots)."""
+    """Load local files into the lake, all or nothing.
+
+    Binance archives (CSV or zip): aggTrades, bookTicker, fundingRate,
+    klines (spot or USD-M, with or without header, times in ms or us).
+    Generic OHLCV bars (CSV, zip or Parquet): a header with a time column
+    named datetime, timestamp, open_time, time or date (ISO date-times, UTC
+    unless they carry an offset, or epoch s/ms/us/ns told apart by size)
+    and open, high, low, close, volume; quote_volume, n_trades and
+    taker_buy_volume are optional (0 when absent).
+    Also quote/trade Parquet and Tardis book_snapshot_5 CSV.
+
+    Times before 2009 or in the future are refused with their line; so is a
+    file whose name names another symbol (ADABTC-1m-2024-01-01.zip). Files
+    holding the same day are merged; repeated times are counted as dropped.
+    """
     from trading.data.files import ingest_files
 
     config = load_config()
     began = time.perf_counter()
-    written = ingest_files(config, lake_of(config), paths, symbol)
+    written = ingest_files(
+        config, lake_of(config), paths, symbol, bar_time=bar_time, bar_seconds=bar_seconds
+    )
     report_written(written, time.perf_counter() - began)
 
 

@@ -27,6 +27,14 @@ def train_cmd(
             "(production, candidate, a number) on the range: a new candidate version.",
         ),
     ] = None,
+    feature_set: Annotated[
+        str | None,
+        typer.Option(
+            "--feature-set",
+            help="features_v1 (ticks) or bars_v1 (1-minute bars); default: regime.feature_set. "
+            "The feature files come from `hmmtrader features --set <the same>`.",
+        ),
+    ] = None,
 ) -> None:
     """Train the regime model on feature files and register it as the `candidate` version."""
     from trading.data.inputs import check_range, parse_day, parse_symbols
@@ -36,12 +44,16 @@ def train_cmd(
     names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     check_range(first, last)
+    if feature_set is not None and feature_set.lower() not in ("features_v1", "bars_v1"):
+        raise InputError(f"--feature-set must be features_v1 or bars_v1, got {feature_set!r}")
+    if feature_set is not None and update is not None:
+        raise InputError("--feature-set is not used with --update (the version's set is kept)")
     registry = open_registry(config)
     began = time.perf_counter()
     with console.status("loading features") as status:
         outcome = train_and_register(
             config, names, first, last, update_from=update,
-            progress=lambda step: status.update(f"fitting: {step}"),
+            progress=lambda step: status.update(f"fitting: {step}"), feature_set=feature_set,
         )  # fmt: skip
     elapsed = time.perf_counter() - began
     reg = outcome.registered
@@ -53,6 +65,7 @@ def train_cmd(
         return
     if outcome.report is not None:
         _print_candidates(outcome.report)
+        _print_k_choice(outcome.report, config.settings.regime)
         _print_states(outcome.report)
     _print_metrics(outcome.metrics)
     console.print(
@@ -69,17 +82,43 @@ def train_cmd(
 
 def _print_candidates(report: object) -> None:
     table = Table(
-        title="Model search: best training fit per K, then lowest BIC on the validation window"
+        title="Model search: best training fit per K, then held-out log-likelihood per "
+        "validation row (smallest K within regime.k_min_gain_per_row of the best)"
     )
-    for col in ("K", "restart", "train log-lik", "val log-lik", "val BIC", "iters", "fit s", ""):
+    for col in ("K", "restart", "train log-lik", "val log-lik", "val log-lik/row", "val BIC",
+                "iters", "fit s", ""):  # fmt: skip
         table.add_column(col, justify="right")
     for c in report.candidates:  # type: ignore[attr-defined]
         mark = "chosen" if c.chosen else (c.error[:40] if c.error else "")
         table.add_row(
             str(c.k), str(c.restart), f"{c.train_loglik:,.0f}", f"{c.val_loglik:,.0f}",
-            f"{c.val_bic:,.0f}", str(c.iterations), f"{c.fit_s:.1f}", mark,
+            f"{c.val_loglik_per_row:.4f}", f"{c.val_bic:,.0f}", str(c.iterations),
+            f"{c.fit_s:.1f}", mark,
         )  # fmt: skip
     console.print(table)
+
+
+def _print_k_choice(report: object, regime: object) -> None:
+    choice = report.k_choice  # type: ignore[attr-defined]
+    if choice is None:
+        return
+    k_min, k_max = regime.k_min, regime.k_max  # type: ignore[attr-defined]
+    gain = regime.k_min_gain_per_row  # type: ignore[attr-defined]
+    line = (
+        f"K = {choice.k} of {k_min}..{k_max} (best held-out log-likelihood per row at "
+        f"K = {choice.best_k}; smaller K within {gain} nats per row of it win)"
+    )
+    if choice.edge == "k_max":
+        line += (
+            f". K is at the TOP of the range: more states may fit better; "
+            f"try a larger regime.k_max (HMMTRADER_REGIME__K_MAX={k_max + 2})"
+        )
+    elif choice.edge == "k_min":
+        line += (
+            f". K is at the BOTTOM of the range: fewer states may do as well; "
+            f"try a smaller regime.k_min (HMMTRADER_REGIME__K_MIN={max(2, k_min - 1)})"
+        )
+    console.print(line, highlight=False)
 
 
 def _print_states(report: object) -> None:
@@ -107,7 +146,8 @@ def _print_states(report: object) -> None:
 
 def _print_metrics(metrics: dict[str, float]) -> None:
     keys = [
-        "n_states", "val_bic", "val_loglik_per_row", "state_entropy", "policy_log_loss",
+        "n_states", "k_best_heldout", "k_at_edge", "val_bic", "val_loglik_per_row",
+        "state_entropy", "drift_threshold", "drift_train_above_threshold", "policy_log_loss",
         "policy_log_loss_base_rate", "policy_accuracy", "policy_action_rate", "policy_hit_rate",
         "policy_mean_net_bp", "partial_fit_loglik_before", "partial_fit_loglik_after", "fit_s",
     ]  # fmt: skip
@@ -151,8 +191,8 @@ def models_cmd(
         console.print(f"No versions of {registry.name} yet: run hmmtrader train.")
         return
     table = Table(title=f"{registry.name} ({registry.uri})")
-    for col in ("version", "aliases", "created (UTC)", "data", "symbols", "K", "val BIC",
-                "entropy", "policy log-loss", "kind", "canary"):  # fmt: skip
+    for col in ("version", "aliases", "created (UTC)", "data", "symbols", "features", "K",
+                "K edge", "val BIC", "entropy", "policy log-loss", "kind", "canary"):  # fmt: skip
         table.add_column(col)
     incomplete = [v.version for v in versions if not v.complete]
     for v in reversed(versions):
@@ -160,10 +200,18 @@ def models_cmd(
         table.add_row(
             str(v.version) if v.complete else f"{v.version} INCOMPLETE", ", ".join(v.aliases), v.created.strftime("%Y-%m-%d %H:%M"),
             f"{t.get('data_start', '?')}..{t.get('data_end', '?')}", t.get("symbols", ""),
-            t.get("n_states", ""), t.get("val_bic", ""), t.get("state_entropy", ""),
+            t.get("feature_version", "").split("@")[0], t.get("n_states", ""),
+            _edge_cell(t), t.get("val_bic", ""), t.get("state_entropy", ""),
             t.get("policy_log_loss", ""), t.get("kind", ""), v.canary or "-",
         )  # fmt: skip
     console.print(table)
+    edges = [v.version for v in versions if _tag_edge(v.tags)]
+    if edges:
+        console.print(
+            f"Version(s) {', '.join(map(str, edges))}: K sits at the edge of the searched "
+            "range (K edge column); the data may want a wider regime.k_min..k_max.",
+            highlight=False,
+        )
     if incomplete:
         console.print(
             f"Version(s) {', '.join(map(str, incomplete))} are INCOMPLETE: their registration "
@@ -171,6 +219,19 @@ def models_cmd(
             "Run hmmtrader models --repair (the next train does it too).",
             highlight=False,
         )
+
+
+def _tag_edge(tags: dict[str, str]) -> str:
+    """k_max / k_min when the version's K sits at that edge of its searched range."""
+    edge = tags.get("k_at_edge", "")
+    return edge if edge in ("k_max", "k_min") else ""
+
+
+def _edge_cell(tags: dict[str, str]) -> str:
+    edge = _tag_edge(tags)
+    if not edge:
+        return "no" if "k_at_edge" in tags else "-"
+    return f"{'top' if edge == 'k_max' else 'bottom'} of {tags.get('k_range', '?')}"
 
 
 @app.command("promote")

@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.server import LocalPrefectServer
+from tests.integration.archive_site import archive_site
 from tests.integration.cli_env import config_for, isolated_env
 from tests.integration.prefect_env import Api, prefect_server
 from tests.profile import IMPOSSIBLE, LENIENT, SHORT_NIGHTS
+from tests.real_bars import kline_csv
 from trading.data.lake import Lake
 from trading.regime.registry import Registry
 
@@ -166,3 +168,43 @@ def test_nights_promote_reject_rerun_block_and_dask(
     summary = api.latest_artifact("nightly-summary")["data"]
     assert "Stopped" in summary and "crossed_book" in summary
     assert not api.flow_runs(name={"any_": [f"train-{NIGHT3}"]})
+
+
+def test_a_bars_night_from_the_archive_site(server: LocalPrefectServer, tmp_path: Path) -> None:
+    """Acceptance 5: a bars_v1 night end to end against a local site in data.binance.vision's
+    layout serving the real January klines: ingest (klines only), validate (bars),
+    features (BARS_V1), train, canary on bars, promote."""
+    from flows.nightly import nightly_retrain
+
+    night = dt.date(2024, 1, 20)
+    days = [night - dt.timedelta(days=i) for i in range(5)]  # 3 training days, warm-up, holdout
+    with archive_site(tmp_path / "site") as site:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            for day in days:
+                site.publish(f"data/spot/daily/klines/{symbol}/1m/{symbol}-1m-{day}.zip",
+                             kline_csv(symbol, day))  # fmt: skip
+        home = tmp_path / "home"
+        bars_night = {"HMMTRADER_REGIME__FEATURE_SET": "bars_v1",
+                      "HMMTRADER_FLOWS__SOURCE": "archive", "HMMTRADER_ARCHIVE__BASE_URL": site.url,
+                      "HMMTRADER_FLOWS__TRAIN_DAYS": "3"}  # fmt: skip
+        with flows_on(server, home, **LENIENT, **bars_night):
+            report = nightly_retrain(night)
+        fetched = {path for path, _ in site.requests if path.endswith(".zip")}
+    assert len(fetched) == 10 and all("/klines/" in p for p in fetched)  # no aggTrades
+    assert (
+        run_named(Api(server.api_url), f"nightly-retrain-{night}")["state"]["type"] == "COMPLETED"
+    )
+    assert report.quality[0].kinds == ("bars",) and report.quality[0].passed
+    assert sum(o.rows for o in report.ingest) == 10 * 1440
+    assert [d.decision for d in report.decisions] == ["promoted"]
+    registry = registry_of(home)
+    assert registry.info(1).tags["feature_version"].startswith("BARS_V1@")
+    canary = report.canaries[0]
+    assert canary.passed and canary.candidate["data"] == "1-minute bars"
+    assert "buy_hold_pnl_usd" in canary.candidate["benchmarks"]
+    print(
+        f"bars night {night}: K={registry.info(1).tags.get('n_states', '?')}, "
+        f"holdout net {canary.candidate['net_pnl_usd']:+.2f} USD vs buy-and-hold "
+        f"{canary.candidate['benchmarks']['buy_hold_pnl_usd']:+.2f} USD, "
+        f"{canary.candidate['trades']} trades"
+    )

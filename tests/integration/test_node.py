@@ -273,7 +273,11 @@ def test_sigkill_restart_disabled_until_enabled(
             # the position closed on a flip before the switch reached the node: once more
         print(f"kill closed {len(kills)} position(s) after {_attempt + 1} enable/kill cycle(s)")
         assert kills
+        # what follows the kill is the replay's rest: systemd's stop (SIGTERM) ends it
+        # cleanly and writes the run directory of what was replayed
+        second.signal(signal.SIGTERM)
         assert second.wait() == 0, second.log()[-3000:]
+        assert "stopped cleanly" in second.log()
     finally:
         first.kill()
         if "second" in locals():

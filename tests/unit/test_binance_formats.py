@@ -145,3 +145,56 @@ def test_funding_rate_csv_becomes_lake_funding() -> None:
     assert kind == "funding"
     assert table.column("ts_ns").to_pylist() == [1704067200 * 10**9, 1704096000 * 10**9]
     assert table.column("rate").to_pylist() == [0.00037409, -0.0001]
+
+
+KLINE_UM_HEADER = (
+    b"open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+    b"taker_buy_volume,taker_buy_quote_volume,ignore\n"
+)
+
+
+def test_usdm_klines_with_header_and_spot_klines_in_microseconds() -> None:
+    _, with_header = read_csv_bytes(KLINE_UM_HEADER + KLINE, "BTCUSDT-1m-2024-01-01.csv")
+    us = KLINE.replace(b"1704067200000,", b"1704067200000000,", 1)
+    _, in_us = read_csv_bytes(us, "BTCUSDT-1m-2025-01-01.csv")
+    assert with_header.column("ts_ns").to_pylist() == [1_704_067_200 * 10**9]
+    assert in_us.equals(with_header)
+
+
+@pytest.mark.parametrize("header", [b"", KLINE_UM_HEADER])
+def test_klines_in_seconds_are_refused_with_the_line(header: bytes, tmp_path: Path) -> None:
+    """Issue 20: Binance never writes seconds; they landed as 1970 dates with exit 0."""
+    payload = header + (
+        KLINE.replace(b"1704067200000,", b"1704067200,", 1)
+        + KLINE.replace(b"1704067200000,", b"1704067260,", 1)
+    )
+    message = (
+        rf"k.csv: line {2 if header else 1}: timestamp 1704067200 is in seconds "
+        r"\(2024-01-01 00:00:00 UTC\); a Binance file holds milliseconds or microseconds"
+    )
+    with pytest.raises(DataFormatError, match=message):
+        read_csv_bytes(payload, "k.csv")
+    path = tmp_path / "k.csv"
+    path.write_bytes(payload)
+    with pytest.raises(DataFormatError, match=message):
+        read_binance_file(path)
+
+
+@pytest.mark.parametrize(
+    ("time", "message"),
+    [
+        (b"1104537600000", r"line 2: time 2005-01-01 00:00:00 UTC is before 2009"),
+        (b"4102444800000", r"line 2: time 2100-01-01 00:00:00 UTC is in the future"),
+        (b"1704067260000000", r"line 2: timestamps mix milliseconds and microseconds"),
+    ],
+)
+def test_implausible_binance_times_are_refused_with_the_line(time: bytes, message: str) -> None:
+    payload = KLINE + KLINE.replace(b"1704067200000,", time + b",", 1)
+    with pytest.raises(DataFormatError, match=message):
+        read_csv_bytes(payload, "k.csv")
+
+
+def test_binance_times_in_nanoseconds_are_refused() -> None:
+    payload = KLINE.replace(b"1704067200000,", b"1704067200000000000,", 1)
+    with pytest.raises(DataFormatError, match=r"line 1: timestamp 1704067200000000000 is in nano"):
+        read_csv_bytes(payload, "k.csv")

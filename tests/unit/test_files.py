@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import shutil
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -11,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import BINANCE_SAMPLES, lake_files
+from tests.conftest import BINANCE_SAMPLES, FIXTURES, lake_files
 from trading.data.files import ingest_files, read_local_file
 from trading.data.lake import Lake
-from trading.errors import ConfigError, DataFormatError
+from trading.errors import ConfigError, DataFormatError, InputError
 from trading.settings import AppConfig
 
 
@@ -155,3 +157,136 @@ def test_ingest_files_prints_the_counts(
     ) in out
     row = next(line for line in out.splitlines() if "2021-01-08" in line and "2,001" in line)
     assert [cell.strip() for cell in row.split("│") if cell.strip()][-3:] == ["2,001", "3", "2"]
+
+
+DAY = dt.date(2024, 1, 1)
+T0_MS = 1_704_067_200_000
+
+
+def _klines(minutes: range, header: bool = False, unit_ms: int = 1) -> str:
+    """Binance 1-minute klines (12 columns), one per minute of `minutes` from 2024-01-01."""
+    lines = [
+        "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+        "taker_buy_volume,taker_buy_quote_volume,ignore"
+    ] * header
+    for m in minutes:
+        start = (T0_MS + 60_000 * m) // unit_ms
+        price = 42000 + m
+        lines.append(
+            f"{start},{price},{price + 5},{price - 5},{price + 1},1.5,"
+            f"{start + 59_999 // unit_ms},63000.0,10,0.7,29400.0,0"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def test_two_half_day_files_keep_every_row(
+    config: AppConfig, lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: two files of the same day kept only the last one (1,440 reported, 720
+    in the lake); now they are merged, and the counts reported are the lake's."""
+    from hmmtrader.cli import run
+
+    morning = tmp_path / "BTCUSDT-1m-2024-01-01-am.csv"
+    afternoon = tmp_path / "BTCUSDT-1m-2024-01-01-pm.csv"
+    morning.write_text(_klines(range(720)))
+    afternoon.write_text(_klines(range(720, 1440), header=True))
+    written = ingest_files(config, lake, [afternoon, morning], "BTCUSDT")
+    assert [(w.kind, w.day, w.rows, w.duplicates_dropped) for w in written] == [
+        ("bars", DAY, 1440, 0)
+    ]
+    bars = lake.read("BINANCE", "BTCUSDT", "bars")
+    assert bars.num_rows == sum(w.rows for w in written) == 1440
+    assert bars.column("ts_ns").to_pylist() == [(T0_MS + 60_000 * m) * 10**6 for m in range(1440)]
+    # overlapping files: the repeated minutes are counted as dropped, every minute kept
+    overlap = tmp_path / "BTCUSDT-1m-2024-01-01-mid.csv"
+    overlap.write_text(_klines(range(700, 740)))
+    assert (
+        run(["ingest", "files", str(morning), str(afternoon), str(overlap), "--symbol", "BTCUSDT"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "1 file(s), 1,440 rows" in out
+    assert "warning: BTCUSDT bars 2024-01-01: 40 repeated ts_ns row(s) dropped" in out
+    assert lake.read("BINANCE", "BTCUSDT", "bars").num_rows == 1440
+
+
+def test_klines_in_seconds_are_refused_and_nothing_lands(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    """Issue 20: klines stamped in seconds landed as 1970 dates with exit code 0."""
+    good = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    good.write_text(_klines(range(10)))
+    seconds = tmp_path / "BTCUSDT-1m-2024-01-02.csv"
+    seconds.write_text(_klines(range(1440, 1450), header=True, unit_ms=1000))
+    with pytest.raises(
+        DataFormatError,
+        match=r"BTCUSDT-1m-2024-01-02.csv: line 2: timestamp 1704153600 is in seconds "
+        r"\(2024-01-02 00:00:00 UTC\); a Binance file holds milliseconds or microseconds",
+    ):
+        ingest_files(config, lake, [good, seconds], "BTCUSDT")
+    assert lake_files(lake.root) == []
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".zip"])
+def test_a_file_named_for_another_symbol_is_refused(
+    suffix: str, config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    """Issue 20: klines of ADABTC landed under --symbol BTCUSDT without a word."""
+    path = tmp_path / f"ADABTC-1m-2024-01-01{suffix}"
+    if suffix == ".zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("ADABTC-1m-2024-01-01.csv", _klines(range(5)))
+        path.write_bytes(buffer.getvalue())
+    else:
+        path.write_text(_klines(range(5)))
+    with pytest.raises(
+        DataFormatError,
+        match=r"ADABTC-1m-2024-01-01\.(csv|zip): the file name names symbol "
+        r"ADABTC, not BTCUSDT \(--symbol\)",
+    ):
+        ingest_files(config, lake, [path], "BTCUSDT")
+    assert lake_files(lake.root) == []
+    # a name without a recognisable symbol is accepted; so is one naming --symbol
+    for name in ("mydata.csv", "BTCUSDT_1m_2024.csv", "klines-2024-01-01.csv"):
+        (tmp_path / name).write_text(_klines(range(5)))
+        assert ingest_files(config, lake, [tmp_path / name], "BTCUSDT")[0].rows == 5
+    renamed_zip = tmp_path / "BTCUSDT-1m-2024-01-01.zip"  # the CSV inside still says ADABTC
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ADABTC-1m-2024-01-01.csv", _klines(range(5)))
+    renamed_zip.write_bytes(buffer.getvalue())
+    with pytest.raises(DataFormatError, match="names symbol ADABTC, not BTCUSDT"):
+        ingest_files(config, lake, [renamed_zip], "BTCUSDT")
+
+
+def test_bar_options_do_not_apply_to_binance_klines(
+    config: AppConfig, lake: Lake, tmp_path: Path
+) -> None:
+    path = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    path.write_text(_klines(range(5)))
+    with pytest.raises(InputError, match="stamped by its open_time column"):
+        ingest_files(config, lake, [path], "BTCUSDT", bar_time="close")
+
+
+def test_the_real_month_of_1m_bars_lands(config: AppConfig, lake: Lake) -> None:
+    """Issue 20: `datetime,open,high,low,close,volume` (the bar's open, UTC) was refused."""
+    path = FIXTURES / "real" / "BTCUSDT-1m-2024-01.csv"
+    written = ingest_files(config, lake, [path], "BTCUSDT")
+    assert len(written) == 32 and {w.kind for w in written} == {"bars"}
+    assert (written[0].day, written[-1].day) == (DAY, dt.date(2024, 2, 1))
+    assert [w.rows for w in written] == [1440] * 31 + [1]
+    assert all(w.fixes is None for w in written)
+    bars = lake.read("BINANCE", "BTCUSDT", "bars")
+    assert bars.num_rows == 44_641
+    assert bars.slice(0, 1).to_pylist()[0] == {
+        "ts_ns": T0_MS * 10**6,
+        "open": 42283.58,
+        "high": 42298.62,
+        "low": 42261.02,
+        "close": 42298.61,
+        "volume": 35.92724,
+        "quote_volume": 0.0,
+        "n_trades": 0,
+        "taker_buy_volume": 0.0,
+    }

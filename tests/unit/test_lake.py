@@ -101,3 +101,38 @@ def test_summary_reports_rows_days_and_largest_gap(lake: Lake) -> None:
     assert row.largest_gap_ns == (86_400 + 99) * 10**9
     assert row.sources == ("s",)
     assert NS_PER_DAY == 86_400 * 10**9
+
+
+def test_two_tables_for_one_day_in_a_batch_are_merged(lake: Lake) -> None:
+    """Issue 20: each put staged its own temp file for the same day, so the last one won
+    (1,440 rows reported, 720 in the lake)."""
+    morning = trades(list(range(720)), [60 * i for i in range(720)])
+    afternoon = trades(list(range(720, 1440)), [60 * i for i in range(720, 1440)])
+    with lake.batch() as batch:
+        batch.put("BINANCE", "BTCUSDT", "trades", afternoon, source="file:b.csv")
+        batch.put("BINANCE", "BTCUSDT", "trades", morning, source="file:a.csv")
+    assert [(w.day, w.rows, w.duplicates_dropped, w.reordered) for w in batch.written] == [
+        (DAY, 1440, 0, 0)  # one file, reported once; two sorted inputs are no reordering
+    ]
+    held = lake.read("BINANCE", "BTCUSDT", "trades")
+    assert held.num_rows == sum(w.rows for w in batch.written) == 1440
+    assert held.column("trade_id").to_pylist() == list(range(1440))
+    assert [p.name for p in lake_files(lake.root)] == ["data.parquet"]  # no temp file left
+    (row,) = lake.summary()
+    assert row.sources == ("file:b.csv, file:a.csv",)
+
+
+def test_overlapping_tables_in_a_batch_count_the_overlap_as_dropped(lake: Lake) -> None:
+    first = trades([2, 1, 3], [2, 1, 3])  # one row out of order
+    second = trades([3, 4], [3, 4]).set_column(2, "price", pa.array([999.0, 4.0]))
+    with lake.batch() as batch:
+        batch.put("BINANCE", "BTCUSDT", "trades", trades([7, 7], [9, 9]), source="x")
+        batch.put("BINANCE", "BTCUSDT", "trades", first, source="a")
+        batch.put("BINANCE", "BTCUSDT", "trades", second, source="b")
+    (written,) = batch.written
+    # 7 rows in: trade 7 twice in one table, trade 3 in two tables; 5 rows held, and
+    # the one row out of order within its table
+    assert (written.rows, written.duplicates_dropped, written.reordered) == (5, 2, 1)
+    held = lake.read("BINANCE", "BTCUSDT", "trades")
+    assert held.column("trade_id").to_pylist() == [1, 2, 3, 4, 7]
+    assert held.column("price").to_pylist()[2] == 999.0  # the later table's row won

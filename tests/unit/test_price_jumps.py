@@ -5,6 +5,7 @@ and the synthetic market's test days stay far below the threshold."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,16 +15,31 @@ import pytest
 
 from tests.conftest import BINANCE_SAMPLES, FIXTURES
 from tests.profile import DAY1, DAY_SECONDS, SHORT_NIGHTS, THIN
-from tests.unit.test_quality import REAL_DAY, VENUE, ingest_real, issue_counts, rewrite
+from tests.unit.test_quality import (
+    REAL_DAY,
+    VENUE,
+    ingest_real,
+    issue_counts,
+    rewrite,
+    short_days,
+)
 from trading.data.files import ingest_files, read_local_file
 from trading.data.lake import Lake
 from trading.data.synthetic import generate
 from trading.quality.frames import JUMP_PRICES, price_jumps, validation_frame
 from trading.quality.gate import run_gate
 from trading.quality.issues import read_issues_csv
-from trading.settings import AppConfig, QualitySettings, TradeLimits
+from trading.settings import AppConfig, QualitySettings, TradeLimits, load_settings
 
 REAL = FIXTURES / "real"
+
+
+@pytest.fixture
+def config(home: Path) -> AppConfig:
+    """The real samples hold 46 s and 28 s of their day: min_coverage 0 for ticks."""
+    return short_days(load_settings())
+
+
 QUALITY = QualitySettings()
 LIMIT = QUALITY.quotes.max_jump_ratio
 SPIKE = 1000.0

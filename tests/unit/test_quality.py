@@ -1,5 +1,9 @@
 """The data-quality gate: faults injected into copies of real and synthetic lake files are
-reported with exact counts; severities come from the config; committed suites never drift."""
+reported with exact counts; severities come from the config; committed suites never drift.
+
+The real tick samples hold 46 s of their day and the synthetic and feature test days a few
+minutes: this module's `config` sets min_coverage 0 for ticks and features, so that each
+test sees only its own faults; the coverage tests use the defaults."""
 
 from __future__ import annotations
 
@@ -19,14 +23,21 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import BINANCE_SAMPLES
+from tests.conftest import BINANCE_SAMPLES, FIXTURES
 from trading.data.files import ingest_files
 from trading.data.lake import Lake, day_start_ns
-from trading.data.synthetic import generate
+from trading.data.schemas import SCHEMAS
+from trading.data.synthetic import DAY_SECONDS_METADATA_KEY, generate, ingest_synthetic
 from trading.errors import ConfigError, InputError
-from trading.features.descriptor import METADATA_KEY, FeatureParams, FeatureSet, features_v1
+from trading.features.descriptor import (
+    METADATA_KEY,
+    FeatureParams,
+    FeatureSet,
+    bars_v1,
+    features_v1,
+)
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY
-from trading.quality.gate import GateResult, parse_kinds, run_gate
+from trading.quality.gate import GateResult, NoDataError, held_kinds, parse_kinds, run_gate
 from trading.quality.issues import ISSUE_COLUMNS, count_by, iso_ms, read_issues_csv
 from trading.settings import PROJECT_ROOT, AppConfig, QualitySettings, load_settings
 
@@ -96,6 +107,24 @@ def with_quality(config: AppConfig, **changes: object) -> AppConfig:
     quality = config.settings.quality.model_copy(update=changes)
     settings = config.settings.model_copy(update={"quality": quality})
     return config.model_copy(update={"settings": settings})
+
+
+def short_days(config: AppConfig) -> AppConfig:
+    """`config` with min_coverage 0 for ticks and features (bars keep theirs)."""
+    quality = config.settings.quality
+    return with_quality(
+        config,
+        **{
+            kind: getattr(quality, kind).model_copy(update={"min_coverage": 0.0})
+            for kind in ("quotes", "trades", "features")
+        },
+    )
+
+
+@pytest.fixture
+def config(home: Path) -> AppConfig:
+    """The default config for short test days (see the module docstring)."""
+    return short_days(load_settings())
 
 
 # --- real data ------------------------------------------------------------------------------
@@ -195,9 +224,11 @@ def test_unchanged_files_are_not_validated_again(
 
 def synthetic_lake(config: AppConfig, lake: Lake, seconds: int = 180) -> None:
     specs = {"BTCUSDT": config.symbol("BTCUSDT")}
+    length = {DAY_SECONDS_METADATA_KEY: str(seconds).encode()}  # as ingest_synthetic writes
     for item in generate(specs, SYNTH_DAY, 1, 7, config.settings.synthetic, seconds=seconds):
-        lake.write(VENUE, item.symbol, "quotes", item.quotes, source="synthetic:test")
-        lake.write(VENUE, item.symbol, "trades", item.trades, source="synthetic:test")
+        with lake.batch() as batch:
+            for kind, table in (("quotes", item.quotes), ("trades", item.trades)):
+                batch.put(VENUE, item.symbol, kind, table, "synthetic:test", metadata=length)
 
 
 def synthetic_trade_faults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -322,8 +353,9 @@ def test_strict_quote_timestamps_flag_shared_milliseconds(config: AppConfig, lak
 
 def test_bad_kind_is_an_input_error() -> None:
     assert parse_kinds("quotes, TRADES") == ("quotes", "trades")
-    with pytest.raises(InputError, match="unknown kind"):
-        parse_kinds("quotes,bars")
+    assert parse_kinds("bars") == ("bars",)
+    with pytest.raises(InputError, match=r"unknown kind\(s\) ticks: expected some of quotes, "):
+        parse_kinds("quotes,ticks")
 
 
 # --- features -------------------------------------------------------------------------------
@@ -334,7 +366,7 @@ def feature_table(feature_set: FeatureSet, rows: int = 300, seed: int = 3) -> pd
     rng = np.random.default_rng(seed)
     start = day_start_ns(SYNTH_DAY) + 600 * 1_000_000_000
     grid_ns = int(feature_set.params["grid_s"] * 1e9)
-    frame = {"ts_ns": start + np.arange(rows, dtype=np.int64) * grid_ns}
+    frame: dict[str, np.ndarray] = {"ts_ns": start + np.arange(rows, dtype=np.int64) * grid_ns}
     for column in feature_set.columns:
         frame[column] = np.clip(rng.standard_normal(rows), -3, 3)
     for column in feature_set.raw_columns:
@@ -481,3 +513,346 @@ def test_committed_suites_equal_generated(tmp_path: Path) -> None:
     suites = {p.stem: json.loads(p.read_text()) for p in written}
     checks = {e["meta"]["check"] for s in suites.values() for e in s["expectations"]}
     assert checks == set(CHECK_NAMES) - {"data_present"}  # data_present: no file, no batch
+
+
+# --- bars -----------------------------------------------------------------------------------
+
+BARS_DAY = dt.date(2024, 1, 3)  # the real month's 3 January drop (BTC -5 % within an hour)
+REAL_BARS = FIXTURES / "real" / "BTCUSDT-1m-2024-01.csv"
+
+
+def real_bars(day: dt.date = BARS_DAY) -> pd.DataFrame:
+    """One day of the real month's BTCUSDT 1-minute bars in the lake's bars schema (the
+    file has no quote volume, trade count or taker volume: plausible values stand in)."""
+    frame = pd.read_csv(REAL_BARS)
+    ts = pd.to_datetime(frame.pop("datetime")).to_numpy().astype("datetime64[ns]")
+    frame.insert(0, "ts_ns", ts.astype(np.int64))
+    frame = frame[
+        (frame["ts_ns"] >= day_start_ns(day))
+        & (frame["ts_ns"] < day_start_ns(day) + 86_400 * 10**9)
+    ]
+    frame = frame.reset_index(drop=True)
+    frame["quote_volume"] = frame["volume"] * frame["close"]
+    frame["n_trades"] = np.int64(700)
+    frame["taker_buy_volume"] = frame["volume"] / 2
+    return frame
+
+
+def write_bars(lake: Lake, frame: pd.DataFrame, day: dt.date = BARS_DAY) -> None:
+    """Write as they are (the lake writer would sort and dedupe)."""
+    path = lake.path(VENUE, "BTCUSDT", "bars", day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMAS["bars"], preserve_index=False), path)
+
+
+def test_real_bars_pass_every_bar_check(config: AppConfig, lake: Lake) -> None:
+    frame = real_bars()
+    assert len(frame) == 1440
+    write_bars(lake, frame)
+    assert held_kinds(lake, VENUE, "BTCUSDT", BARS_DAY, BARS_DAY) == ("bars",)
+    result = run_gate(config, lake, "BTCUSDT", BARS_DAY, BARS_DAY)  # auto: bars
+    assert result.passed and result.issues == [] and result.warnings == []
+    assert [(b.kind, b.rows) for b in result.batches] == [("bars", 1440)]
+    assert result.skipped == []
+    checks = {c.check for c in result.batches[0].checks}
+    assert checks == {
+        "schema",
+        "row_count",
+        "timestamps_increasing",
+        "ts_in_day",
+        "gap",
+        "coverage",
+        "unique_ts",
+        "not_null",
+        "positive_price",
+        "non_negative_volume",
+        "ohlc_consistent",
+        "price_jump",
+    }
+
+
+def _ohlc(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[10, "high"] = frame.loc[10, ["open", "close"]].min() - 1.0
+    frame.loc[20, "low"] = frame.loc[20, ["open", "close"]].max() + 1.0
+    return frame
+
+
+def _price(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[30, "low"] = 0.0
+    return frame
+
+
+def _volume(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[40, "volume"] = -1.0
+    frame.loc[41, "taker_buy_volume"] = -0.5
+    return frame
+
+
+def _order(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[[50, 51], "ts_ns"] = frame.loc[[51, 50], "ts_ns"].to_numpy()
+    return frame
+
+
+def _duplicate(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[61, "ts_ns"] = frame.loc[60, "ts_ns"]
+    return frame
+
+
+def _gap(frame: pd.DataFrame) -> pd.DataFrame:
+    # 6 bars missing after row 99 (a gap), 5 after row 199 (max_gap_bars: allowed)
+    return frame.drop(index=[*range(100, 106), *range(200, 205)]).reset_index(drop=True)
+
+
+def _jump(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[300, ["high", "close"]] *= 1000  # consistent, positive: only the jump is wrong
+    return frame
+
+
+def _coverage(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[:600].copy()  # the first 10 hours: no gap, but 42 % of the day
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected", "value"),
+    [
+        (_ohlc, {"ohlc_consistent": 2}, "open="),
+        (_price, {"positive_price": 1}, "low=0.0"),
+        (_volume, {"non_negative_volume": 2}, "volume=-1.0"),
+        (_order, {"timestamps_increasing": 1}, "ts_step_s=-60.000000"),
+        (_duplicate, {"unique_ts": 2, "timestamps_increasing": 1}, "open_time=2024-01-03T01:00"),
+        (_gap, {"gap": 1}, "gap_bars=6"),
+        (_jump, {"price_jump": 1}, "jump_ratio="),
+        (_coverage, {"coverage": 1}, "600 of 1,440 bars of the UTC day (41.67 %"),
+    ],
+    ids=["ohlc", "price", "volume", "order", "duplicate", "gap", "jump", "coverage"],
+)
+def test_each_bar_check_blocks_its_fault(
+    config: AppConfig,
+    lake: Lake,
+    mutate: Mutation,
+    expected: dict[str, int],
+    value: str,
+) -> None:
+    write_bars(lake, mutate(real_bars()))
+    result = run_gate(config, lake, "BTCUSDT", BARS_DAY, BARS_DAY, kinds=("bars",))
+    assert not result.passed
+    failed = {c.check: c.failed_rows for c in result.batches[0].checks if not c.passed}
+    assert failed == expected
+    rows = read_issues_csv(result.issues_csv)
+    assert {r["severity"] for r in rows} == {"block"} and {r["kind"] for r in rows} == {"bars"}
+    assert any(value in r["value"] for r in rows), [r["value"] for r in rows]
+
+
+def test_bar_coverage_message_says_how_to_fix(config: AppConfig, lake: Lake) -> None:
+    write_bars(lake, _coverage(real_bars()))
+    result = run_gate(config, lake, "BTCUSDT", BARS_DAY, BARS_DAY, kinds=("bars",))
+    assert result.blocking == [
+        "BTCUSDT bars 2024-01-03: coverage: 600 of 1,440 bars of the UTC day (41.67 %, "
+        "min_coverage 90 %): a nearly empty or partial day; ingest the whole day, leave it "
+        "out of --start/--end, or lower quality.bars.min_coverage (quality.checks.coverage: "
+        "warn reports it without blocking)"
+    ]
+    relaxed = with_quality(
+        config, bars=config.settings.quality.bars.model_copy(update={"min_coverage": 0.4})
+    )
+    assert run_gate(relaxed, lake, "BTCUSDT", BARS_DAY, BARS_DAY, kinds=("bars",)).passed
+
+
+def test_today_is_measured_up_to_now(config: AppConfig, lake: Lake) -> None:
+    """A partial day is fine when it is today: its bars up to the last full minute."""
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+    minutes = int((now - dt.datetime.combine(today, dt.time(), dt.UTC)).total_seconds() // 60)
+    if minutes < 10:
+        pytest.skip("too close to midnight UTC")
+    frame = pd.concat([real_bars()] * 2, ignore_index=True).iloc[: minutes - 1].copy()
+    frame["ts_ns"] = day_start_ns(today) + np.arange(len(frame), dtype=np.int64) * 60 * 10**9
+    write_bars(lake, frame, today)
+    result = run_gate(config, lake, "BTCUSDT", today, today, kinds=("bars",))
+    assert result.passed, result.blocking
+
+
+# --- coverage of ticks ----------------------------------------------------------------------
+
+
+def test_a_day_with_46_seconds_of_ticks_is_flagged(home: Path, lake: Lake) -> None:
+    defaults = load_settings()
+    ingest_real(defaults, lake)  # 2021-01-08 00:00:00.278 .. 00:00:46.674
+    result = run_gate(defaults, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes", "trades"))
+    assert not result.passed
+    assert issue_counts(result) == {("quotes", "coverage"): 1, ("trades", "coverage"): 1}
+    values = {r["kind"]: r["value"] for r in read_issues_csv(result.issues_csv)}
+    assert values["quotes"] == ("46 s of the UTC day's 24.0 h covered (0.05 %, min_coverage 10 %)")
+    assert result.blocking[0].startswith(
+        "BTCUSDT quotes 2021-01-08: coverage: 46 s of the UTC day's 24.0 h covered"
+    )
+    assert "lower quality.quotes.min_coverage" in result.blocking[0]
+    relaxed = with_quality(defaults, checks={**DEFAULT_SEVERITY, "coverage": "warn"})
+    warned = run_gate(relaxed, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes", "trades"))
+    assert warned.passed and len(warned.warnings) == 2
+
+
+def test_a_short_synthetic_day_is_covered_by_its_own_length(home: Path, lake: Lake) -> None:
+    """The test worlds' synthetic days are 1 to 6 hours long: each file carries its length,
+    and coverage is measured against it. The same rows without it cover 4 % of a day."""
+    defaults = load_settings()
+    ingest_synthetic(defaults, lake, ["BTCUSDT"], SYNTH_DAY, 1, 7, seconds=3600)
+    result = run_gate(defaults, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY)
+    assert result.passed and result.issues == []
+    assert [b.kind for b in result.batches] == ["quotes", "trades", "bars"]
+
+    for kind in ("quotes", "trades", "bars", "regimes"):  # the same rows without the length
+        path = lake.path(VENUE, "BTCUSDT", kind, SYNTH_DAY)
+        pq.write_table(pq.read_table(path).replace_schema_metadata(None), path)
+    blocked = run_gate(defaults, lake, "BTCUSDT", SYNTH_DAY, SYNTH_DAY)
+    assert issue_counts(blocked) == {
+        ("quotes", "coverage"): 1,
+        ("trades", "coverage"): 1,
+        ("bars", "coverage"): 1,
+    }
+    values = {r["kind"]: r["value"] for r in read_issues_csv(blocked.issues_csv)}
+    assert values["bars"] == "60 of 1,440 bars of the UTC day (4.17 %, min_coverage 90 %)"
+
+
+def test_a_silence_longer_than_the_gap_limit_is_not_covered(config: AppConfig) -> None:
+    from trading.quality.frames import day_coverage
+
+    start = day_start_ns(SYNTH_DAY)
+    hour = 3600 * 10**9
+    ts = start + np.array([0, hour, 2 * hour, 2 * hour + 10 * 10**9], dtype=np.int64)
+    coverage = day_coverage(ts, "quotes", SYNTH_DAY, (86_400.0, "the UTC day"), 60.0)
+    assert coverage.covered_s == 130.0  # two silences of an hour count 60 s each, + 10 s
+    bars = day_coverage(ts, "bars", SYNTH_DAY, (86_400.0, "the UTC day"), 60.0)
+    assert (bars.bars, bars.expected_bars) == (3, 1440)  # minutes 0, 60 and 120
+
+
+# --- a selection that matches no data -------------------------------------------------------
+
+
+def test_a_selection_matching_no_file_is_an_error(config: AppConfig, lake: Lake) -> None:
+    write_bars(lake, real_bars())
+    with pytest.raises(NoDataError) as info:
+        run_gate(config, lake, "BTCUSDT", BARS_DAY, BARS_DAY, kinds=("features",))
+    message = str(info.value)
+    assert message.startswith(
+        "nothing to validate: no features of BTCUSDT on 2024-01-03 in the lake under "
+    )
+    assert "it holds BTCUSDT bars 2024-01-03: validate what it holds (--kinds bars)" in message
+    assert message.endswith("or compute features first (hmmtrader features)")
+    assert not (config.home / "quality" / "latest").exists()  # nothing written
+
+    with pytest.raises(NoDataError, match=r"pick --start/--end within those days"):
+        run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("bars",))
+    with pytest.raises(
+        NoDataError,
+        match=r"no quotes, trades, bars or features of ETHUSDT .* it holds no quotes, trades, "
+        r"bars or features of ETHUSDT \(it holds BTCUSDT\): ingest them first",
+    ):
+        run_gate(config, lake, "ETHUSDT", BARS_DAY, BARS_DAY)
+
+
+# --- features of the configured set: BARS_V1 --------------------------------------------------
+
+
+def bar_features_lake(lake: Lake, fs: FeatureSet) -> list[dt.date]:
+    """Two real days of bars (2 and 3 January) and their BARS_V1 files, computed and
+    written as `hmmtrader features --set bars_v1` does (3 January warmed up on 2 January)."""
+    from trading.features import store
+
+    days = [BARS_DAY - dt.timedelta(days=1), BARS_DAY]
+    for day in days:
+        write_bars(lake, real_bars(day), day)
+    result = store.compute_range(lake, VENUE, "BTCUSDT", days[0], days[-1], fs, lookback_days=0)
+    assert [w.day for w in store.write_features(lake, VENUE, "BTCUSDT", result)] == days
+    return days
+
+
+@pytest.fixture
+def bars_config(home: Path, monkeypatch: pytest.MonkeyPatch) -> AppConfig:
+    """The default config (coverage limits included) with regime.feature_set bars_v1."""
+    monkeypatch.setenv("HMMTRADER_REGIME__FEATURE_SET", "bars_v1")
+    return load_settings()
+
+
+def test_features_of_the_configured_bars_set(bars_config: AppConfig, lake: Lake) -> None:
+    fs = bars_v1(bars_config.settings.bars)
+    first, last = bar_features_lake(lake, fs)
+    assert held_kinds(lake, VENUE, "BTCUSDT", last, last, fs) == ("bars", "features")
+    result = run_gate(bars_config, lake, "BTCUSDT", first, last, kinds=("features",))
+    assert result.passed and result.issues == [] and result.warnings == []
+    # 2 January loses its warm-up (bars_v1 writes ready rows only); 3 January is whole:
+    # its first row is 2 January's last bar, stamped at its close (midnight)
+    (day1, day2) = result.batches
+    assert (day1.kind, day2.kind, day2.rows) == ("features", "features", 1440)
+    assert 1000 < day1.rows < 1440
+    assert {c.check for c in day2.checks} == {
+        "schema",
+        "row_count",
+        "timestamps_increasing",
+        "ts_in_day",
+        "gap",
+        "coverage",
+        "not_null",
+        "feature_finite",
+        "feature_range",
+    }
+    gx_suites = bars_config.home / "quality" / "gx" / "expectations"
+    assert sorted(p.name for p in gx_suites.glob("*.json")) == ["bars_v1.json"]
+    suite = json.loads((gx_suites / "bars_v1.json").read_text())
+    gap = [e for e in suite["expectations"] if e["meta"]["check"] == "gap"]
+    assert [e["kwargs"]["max_value"] for e in gap] == [360.0]  # 60 s x (5 missing bars + 1)
+
+    def faults(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame.loc[100, "raw_volume_z"] = math.inf
+        frame.loc[200, "raw_autocorr_1"] = 1.5  # outside [-1, 1]
+        frame.loc[300, "raw_parkinson_bp"] = -1.0  # below 0
+        return frame.drop(index=range(600, 630)).reset_index(drop=True)  # 30 bars missing
+
+    rewrite(lake, "bars_v1", last, faults)
+    blocked = run_gate(bars_config, lake, "BTCUSDT", last, last, kinds=("features",))
+    assert not blocked.passed
+    assert issue_counts(blocked) == {
+        ("features", "feature_finite"): 1,
+        ("features", "feature_range"): 2,
+        ("features", "gap"): 1,
+    }
+    values = sorted(r["value"] for r in read_issues_csv(blocked.issues_csv))
+    assert values == [
+        "gap_s=1860.000",
+        "raw_autocorr_1=1.5",
+        "raw_parkinson_bp=-1.0",
+        "raw_volume_z=inf",
+    ]
+
+
+def test_bars_set_coverage_and_missing_files(bars_config: AppConfig, lake: Lake) -> None:
+    fs = bars_v1(bars_config.settings.bars)
+    _, last = bar_features_lake(lake, fs)
+    rewrite(lake, "bars_v1", last, lambda frame: frame.iloc[:100].copy())
+    result = run_gate(bars_config, lake, "BTCUSDT", last, last, kinds=("features",))
+    assert result.blocking[0].startswith(
+        "BTCUSDT features 2024-01-03: coverage: 100 of 1,440 bars of the UTC day (6.94 %, "
+        "min_coverage 10 %)"
+    )
+
+    later = last + dt.timedelta(days=1)
+    write_bars(lake, real_bars(later), later)
+    required = run_gate(
+        bars_config,
+        lake,
+        "BTCUSDT",
+        later,
+        later,
+        kinds=("bars", "features"),
+        require_features=True,
+    )
+    assert required.blocking == [
+        "no features for BTCUSDT on 2024-01-04: compute them first "
+        "(hmmtrader features --set bars_v1)"
+    ]
+    with pytest.raises(NoDataError) as info:
+        run_gate(bars_config, lake, "BTCUSDT", later, later, kinds=("features",))
+    message = str(info.value)
+    assert "it holds BTCUSDT bars 2024-01-02..2024-01-04 (3 days); BTCUSDT features " in message
+    assert message.endswith("or compute features first (hmmtrader features --set bars_v1)")

@@ -564,6 +564,8 @@ def test_drift_score_and_confidence_scaling(day, fitted):
     data, _ = day
     model, _ = fitted
     d = model.drift_settings
+    limit = model.drift_limit()  # calibrated on the training window, floored at d.threshold
+    assert limit == max(d.threshold, model.drift_threshold or 0.0)
     ts, X = data.frames[SYMBOL]
     n_z = len(data.feature_set.columns)
     out = model.predict_array(X, ts)
@@ -575,27 +577,35 @@ def test_drift_score_and_confidence_scaling(day, fitted):
     assert (drift[: d.min_rows - 1] == 0).all() and drift[d.min_rows - 1] > 0
     p95 = np.percentile(drift, 95)
     print(f"drift on the training day: median {np.median(drift):.3f}, p95 {p95:.3f}")
-    assert p95 < d.threshold
+    assert p95 < limit
 
     shifted = X.copy()
     shifted[:, :n_z] += 3.0
     out_s = model.predict_array(shifted, ts)
     drift_s = out_s[:, K.OUT_DRIFT]
     print(f"drift with standardized columns + 3: median {np.median(drift_s[window:]):.3f}")
-    assert np.percentile(drift_s[d.min_rows :], 1) > d.threshold
-    assert np.percentile(drift_s[d.min_rows :], 50) > 2 * d.threshold
+    assert np.percentile(drift_s[d.min_rows :], 1) > limit
+    assert np.percentile(drift_s[d.min_rows :], 50) > 2 * limit
 
     # the largest threshold allowed is above any score (KL against quantile bins < log bins)
-    never = DriftSettings(threshold=MAX_DRIFT)
-    blind = dataclasses.replace(model, drift_settings=never, _compiled=None)
+    blind = dataclasses.replace(model, drift_threshold=MAX_DRIFT, _compiled=None)
+    assert blind.drift_limit() == MAX_DRIFT
     out_b = blind.predict_array(shifted, ts)
-    high = drift_s > d.threshold
+    high = drift_s > limit
     conf, conf_b = out_s[:, K.OUT_CONFIDENCE], out_b[:, K.OUT_CONFIDENCE]
     assert high.sum() > len(ts) // 2
     assert np.array_equal(conf[high], conf_b[high] * d.confidence_scale)
     assert np.array_equal(conf[~high], conf_b[~high])
     others = [c for c in range(out_s.shape[1]) if c != K.OUT_CONFIDENCE]
     assert np.array_equal(out_s[:, others], out_b[:, others])
+    # a model without a recorded threshold (registered before the calibration) uses the
+    # configured one
+    legacy = dataclasses.replace(
+        model, drift_threshold=None, drift_settings=DriftSettings(threshold=MAX_DRIFT),
+        _compiled=None,
+    )  # fmt: skip
+    assert legacy.drift_limit() == MAX_DRIFT
+    assert np.array_equal(legacy.predict_array(shifted, ts), out_b)
     # the copy did not touch the original's compiled parameters
     assert np.array_equal(model.predict_array(shifted, ts), out_s)
 

@@ -26,8 +26,16 @@ from typing import Any
 from trading.atomic import atomic_write_text
 from trading.backtest.engine import BacktestRun, quality_gate, run_backtest
 from trading.data.lake import Lake, day_start_ns
-from trading.data.window import NS, Window, clip_to_ticks, window_days
+from trading.data.window import (
+    NS,
+    Window,
+    clip_to_ticks,
+    market_kinds,
+    require_ticks,
+    window_days,
+)
 from trading.errors import InputError
+from trading.features.descriptor import BARS_V1
 from trading.paths import StatePaths
 from trading.regime.registry import TAG_CANARY, Registry, fingerprint
 from trading.settings import AppConfig
@@ -133,27 +141,40 @@ def evaluate(
 
 
 def holdout_window(
-    config: AppConfig, symbols: list[str], train_end: dt.date | None, days: int
+    config: AppConfig,
+    symbols: list[str],
+    train_end: dt.date | None,
+    days: int,
+    *,
+    bars: bool = False,
 ) -> Window:
-    """The most recent `days` lake days (quotes of every symbol) after the training range,
-    up to the last quote they hold (see `clip_to_ticks`)."""
+    """The most recent `days` lake days (quotes, or bars with `bars`, of every symbol) after
+    the training range, up to the last quote (bar close) they hold (see `clip_to_ticks`)."""
     lake = Lake(StatePaths(config.home).lake)
     venue = config.instruments.venue
+    kind = market_kinds(bars)[0]
     common: set[dt.date] | None = None
     for symbol in symbols:
-        have = set(lake.days(venue, symbol, "quotes"))
+        have = set(lake.days(venue, symbol, kind))
         common = have if common is None else common & have
     after = sorted(d for d in (common or set()) if train_end is None or d > train_end)
     if not after:
         latest = max(common) if common else None
         raise InputError(
-            f"no holdout data: the lake has no {'/'.join(symbols)} days after the candidate's "
+            f"no holdout data: the lake has no {'/'.join(symbols)} {kind} days after the "
+            "candidate's "
             f"training range (ends {train_end}; latest lake day {latest}). Ingest newer days "
             "or pass --start/--end after the training range"
         )
     chosen = after[-days:]
     whole = Window(day_start_ns(chosen[0]), day_start_ns(chosen[-1]) + 86_400 * NS)
-    return clip_to_ticks(lake, venue, symbols, whole)
+    return clip_to_ticks(lake, venue, symbols, whole, kind)
+
+
+def trades_bars(tags: dict[str, str]) -> bool:
+    """Whether a version (by its feature_version tag) is a BARS_V1 model, which trades on
+    1-minute bars."""
+    return tags.get("feature_version", "").split("@")[0].lower() == BARS_V1.lower()
 
 
 def _train_end(tags: dict[str, str]) -> dt.date | None:
@@ -183,17 +204,25 @@ class KpiRecords:
 
 
 def kpi_fingerprint(
-    config: AppConfig, registry: Registry, version: int, symbols: list[str], window: Window
+    config: AppConfig,
+    registry: Registry,
+    version: int,
+    symbols: list[str],
+    window: Window,
+    *,
+    bars: bool = False,
 ) -> str:
     """What a backtest's KPIs depend on: the version (and its MLflow run), the symbols and
     window, the backtest and strategy settings, and the lake files read (size and
-    modification time of each quote and trade file from the warm-up on)."""
+    modification time of each quote and trade file, or bar file, from the warm-up on; a
+    bar model's warm-up is counted as two days, more than it reads)."""
     lake = Lake(StatePaths(config.home).lake)
     s = config.settings
-    first, last = window_days(window.start_ns - int(s.backtest.warmup_s * NS), window.end_ns)
+    warm_ns = 2 * 86_400 * NS if bars else int(s.backtest.warmup_s * NS)
+    first, last = window_days(window.start_ns - warm_ns, window.end_ns)
     files = []
     for symbol in symbols:
-        for kind in ("quotes", "trades"):
+        for kind in market_kinds(bars):
             for i in range((last - first).days + 1):
                 path = lake.path(config.instruments.venue, symbol, kind, first + dt.timedelta(i))
                 if path.exists():
@@ -237,6 +266,7 @@ def run_canary(
         or list(config.settings.strategy.symbols)
     )
     train_end = _train_end(info.tags)
+    bars = trades_bars(info.tags)
     if train_end is None:
         raise InputError(
             f"version {version} has no recorded training range (tag data_end): the canary "
@@ -244,7 +274,7 @@ def run_canary(
             "new version (hmmtrader train) and canary that"
         )
     if window is None:
-        window = holdout_window(config, names, train_end, settings.holdout_days)
+        window = holdout_window(config, names, train_end, settings.holdout_days, bars=bars)
     elif window.start_ns < day_start_ns(train_end) + 86_400 * NS:
         raise InputError(
             f"the canary window {window} overlaps version {version}'s training range "
@@ -265,9 +295,33 @@ def run_canary(
         records = KpiRecords(config.home)
         jobs = [("candidate", version)]
         reused: dict[str, Any] | None = None
+        production_bars = (
+            trades_bars(registry.info(production).tags) if production is not None else bars
+        )
+        if production is not None and production != version and production_bars != bars:
+            what = {True: "1-minute bars", False: "ticks"}
+            try:
+                require_ticks(
+                    Lake(StatePaths(config.home).lake),
+                    config.instruments.venue,
+                    names,
+                    window,
+                    market_kinds(production_bars),
+                )
+            except InputError as exc:
+                note = (
+                    f"production version {production} trades on {what[production_bars]}, the "
+                    f"candidate on {what[bars]}, and the holdout has no {what[production_bars]} "
+                    f"({exc}): only the floors apply"
+                )
+                notes.append(note)
+                log.info(note)
+                production = None
         if production is not None and production != version:
             log.info("production is version %s: same window, same data, same seeds", production)
-            reused = records.get(kpi_fingerprint(config, registry, production, names, window))
+            reused = records.get(
+                kpi_fingerprint(config, registry, production, names, window, bars=production_bars)
+            )
             if reused is None:
                 jobs.append(("production", production))
             else:
@@ -285,14 +339,26 @@ def run_canary(
             )
             notes.append(note)
             log.info(note)
-        runs = _backtests(config, registry, jobs, names, window, run_dir, progress, validated)
+        runs = _backtests(
+            config, registry, jobs, names, window, run_dir, progress, validated, bars=bars
+        )
         for (_, v), run in zip(jobs, runs, strict=True):
             s = run.summary
             log.info(
                 "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
                 v, s["net_pnl_usd"], s["trades"], s["sharpe"], s["max_drawdown_usd"], run.run_dir,
             )  # fmt: skip
-            records.put(kpi_fingerprint(config, registry, v, names, window), run)
+            records.put(
+                kpi_fingerprint(
+                    config,
+                    registry,
+                    v,
+                    names,
+                    window,
+                    bars=bars if v == version else production_bars,
+                ),
+                run,
+            )
         candidate = runs[0]
         reference: dict[str, Any] | None = runs[1].summary if len(runs) > 1 else None
         if reused is not None:
@@ -343,6 +409,8 @@ def _backtests(
     run_dir: Path,
     progress: Callable[[str, float], None] | None,
     validated: Path | None = None,
+    *,
+    bars: bool = False,
 ) -> list[BacktestRun]:
     """Backtest each (side, version) on the same data, gated once (not at all when the
     caller validated these files: its issue CSV is copied); two at once in two processes
@@ -354,7 +422,7 @@ def _backtests(
         log.info("data-quality gate: passed before the canary (%s)", validated)
     else:
         lake = Lake(StatePaths(config.home).lake)
-        quality = quality_gate(config, lake, symbols, window, run_dir)
+        quality = quality_gate(config, lake, symbols, window, run_dir, bars=bars)
     for side, _ in jobs:
         (run_dir / side).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "data_quality_issues.csv",
@@ -470,6 +538,19 @@ def verdict_dict(result: CanaryResult) -> dict[str, Any]:
         "rules": [asdict(r) for r in result.rules],
         "notes": result.notes,
         "run_dir": str(result.run_dir),
+        # beside the gate: net PnL against flat and buy-and-hold on the same window
+        "benchmarks": {
+            name: {
+                "net_pnl_usd": summary["net_pnl_usd"],
+                "trades": summary["trades"],
+                **{k: v for k, v in (summary.get("benchmarks") or {}).items() if k != "buy_hold"},
+            }
+            for name, summary in (
+                ("candidate", result.candidate),
+                ("production", result.production),
+            )
+            if summary is not None
+        },
     }
 
 
@@ -500,6 +581,8 @@ def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
             "canary_trades": c["trades"],
             "canary_state_entropy": c["state_entropy"],
         }
+        if c.get("benchmarks"):
+            metrics["canary_buy_hold_pnl_usd"] = c["benchmarks"]["buy_hold_pnl_usd"]
         if result.production is not None:
             metrics["canary_production_net_pnl_usd"] = result.production["net_pnl_usd"]
         run_id = registry.log_results(

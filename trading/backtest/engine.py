@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trading.data.lake import Lake
-from trading.data.window import NS, Window, require_ticks
+from trading.data.window import NS, Window, market_kinds, require_ticks
+from trading.features.descriptor import BARS_V1, FeatureSet
 from trading.settings import AppConfig
 from trading.strategy.config import limits_of
 from trading.strategy.inference import Inference
@@ -50,21 +51,30 @@ def run_backtest(
     """Backtest `inference` over `window` and write the run directory. The data-quality
     gate runs first unless `gate` is off or its result for this window is given
     (`quality`, from `quality_gate`, whose issue CSV the caller placed in run_dir)."""
-    from trading.backtest.report import write_reports
-    from trading.data.nautilus import load_ticks
+    from trading.backtest.report import benchmarks, write_reports
+    from trading.data.nautilus import load_bars, load_ticks
 
     s = config.settings
     bt = s.backtest
     limits = limits_of(s.strategy, symbols)
     lake = Lake(config.home / "lake")
-    warm_start = window.start_ns - int(bt.warmup_s * NS)
-    require_ticks(lake, config.instruments.venue, symbols, window)
+    bars = is_bars(inference.feature_set)
+    warm_start = window.start_ns - warmup_ns(config, inference.feature_set)
+    require_ticks(lake, config.instruments.venue, symbols, window, market_kinds(bars))
     run_dir.mkdir(parents=True, exist_ok=True)
     if quality is None and gate:
-        quality = quality_gate(config, lake, symbols, window, run_dir)
+        quality = quality_gate(config, lake, symbols, window, run_dir, bars=bars)
 
     t0 = time.perf_counter()
-    instruments, data, n_events = load_ticks(config, lake, symbols, warm_start, window.end_ns)
+    if bars:
+        instruments, data, n_events = load_bars(
+            config, lake, symbols, warm_start, window.end_ns, int(bt.latency_ms * 1_000_000)
+        )
+    else:
+        instruments, data, n_events = load_ticks(config, lake, symbols, warm_start, window.end_ns)
+    bench = benchmarks(
+        data, window, bt.starting_balance_usd, bt.slippage_bp, {i.id: i for i in instruments}
+    )
     load_s = time.perf_counter() - t0
     recorder = Recorder()
     engine, strategy = build_engine(
@@ -90,6 +100,8 @@ def run_backtest(
                 "model_version": inference.version,
                 "symbols": symbols,
                 "events": n_events,
+                "data": "1-minute bars" if bars else "ticks",
+                "benchmarks": bench,
                 "load_s": round(load_s, 3),
                 "run_s": round(run_s, 3),
                 "events_per_s": round(n_events / run_s, 1) if run_s > 0 else None,
@@ -145,6 +157,8 @@ def build_engine(
         fill_model=BasisPointSlippageFillModel(bt.slippage_bp, bt.seed),
         fee_model=MakerTakerFeeModel(),
         latency_model=LatencyModel(base_latency_nanos=int(bt.latency_ms * 1_000_000)),
+        # bars feed the strategy only; the venue fills on the next bar's open quote
+        bar_execution=False,
     )
     for instrument in instruments:
         engine.add_instrument(instrument)
@@ -176,18 +190,43 @@ def build_engine(
     return engine, strategy
 
 
+def is_bars(fs: FeatureSet) -> bool:
+    """Whether a model of this feature set trades on 1-minute bars (else on ticks)."""
+    return fs.name == BARS_V1
+
+
+def warmup_ns(config: AppConfig, fs: FeatureSet) -> int:
+    """How long before the window the data starts, so the features are warm: the backtest's
+    warmup_s for ticks; for bars, at least the bars the features need before their first
+    standardized row plus a full standardization window (the z-scores then rest on as many
+    bars as in training)."""
+    warm = int(config.settings.backtest.warmup_s * NS)
+    if not is_bars(fs):
+        return warm
+    p = fs.bar_params()
+    need = max(p.vol_window, p.volume_window + 1, p.autocorr_window + 1) + 1
+    return max(warm, int((need + p.standardize_window) * p.bar_s * NS))
+
+
 def quality_gate(
-    config: AppConfig, lake: Lake, symbols: list[str], window: Window, run_dir: Path
+    config: AppConfig,
+    lake: Lake,
+    symbols: list[str],
+    window: Window,
+    run_dir: Path,
+    *,
+    bars: bool = False,
 ) -> dict[str, Any]:
-    """The data-quality gate on the window's quote and trade files; blocking issues stop
-    the backtest (nothing is evaluated on bad data). Its issue CSV lands in the run dir."""
+    """The data-quality gate on the window's quote and trade files (bar files, with
+    `bars`); blocking issues stop the backtest (nothing is evaluated on bad data). Its
+    issue CSV lands in the run dir."""
     import shutil
 
     from trading.quality.gate import run_gate
 
     first, last = window.days
     result = run_gate(
-        config, lake, symbols, first, last, kinds=("quotes", "trades"), out_dir=run_dir / "quality"
+        config, lake, symbols, first, last, kinds=market_kinds(bars), out_dir=run_dir / "quality"
     )
     shutil.copyfile(result.issues_csv, run_dir / "data_quality_issues.csv")
     if not result.passed:

@@ -5,6 +5,12 @@ Trades are Nautilus' closed positions (HEDGING: one per entry), joined with the 
 order context (state, confidence, spread, volatility and depth when it decided). PnL is
 Nautilus' realized PnL, net of both fees; slippage is measured against the touch at
 decision time. The equity curve is marked to market each minute on the strategy's mids.
+
+Every summary carries two benchmarks on the same window (`benchmarks`): flat (no trade,
+0 USD) and buy-and-hold: the starting balance split evenly over the traded symbols, bought
+at the window's first ask (a bar model: the first bar's open) and sold at its last bid (the
+last bar's close), each fill `slippage_bp` beyond that price and paying the instrument's
+taker fee, once in and once out, as the strategy's own fills do.
 """
 
 from __future__ import annotations
@@ -320,3 +326,61 @@ def write_reports(
         (run_dir / "data_quality_issues.csv").write_text("symbol,kind,day,check,severity,detail\n")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def benchmarks(
+    data: list[Any],
+    window: Any,
+    starting_balance_usd: float,
+    slippage_bp: float,
+    instruments: dict[Any, Any],
+) -> dict[str, Any]:
+    """Flat and buy-and-hold on the window, from the backtest's own market events (see the
+    module's docstring). A symbol without a price inside the window is left out."""
+    from nautilus_trader.model.data import Bar, QuoteTick
+
+    entry: dict[Any, float] = {}
+    exit_: dict[Any, float] = {}
+    for item in data:  # the first ask inside the window, per instrument
+        if (
+            isinstance(item, QuoteTick)
+            and item.instrument_id not in entry
+            and window.start_ns <= item.ts_event < window.end_ns
+        ):
+            entry[item.instrument_id] = item.ask_price.as_double()
+            if len(entry) == len(instruments):
+                break
+    for item in reversed(data):  # the last bid (bar close) inside the window
+        if isinstance(item, Bar):
+            key, price, ts = item.bar_type.instrument_id, item.close.as_double(), item.ts_event
+        elif isinstance(item, QuoteTick):
+            key, price, ts = item.instrument_id, item.bid_price.as_double(), item.ts_event
+        else:
+            continue
+        if key not in exit_ and window.start_ns < ts <= window.end_ns:
+            exit_[key] = price
+            if len(exit_) == len(instruments):
+                break
+    keys = [k for k in instruments if k in entry and k in exit_]
+    slip = slippage_bp / 1e4
+    per_symbol = {}
+    total = 0.0
+    for key in keys:
+        fee = float(instruments[key].taker_fee)
+        budget = starting_balance_usd / len(keys)
+        qty = budget / (entry[key] * (1 + slip) * (1 + fee))
+        pnl = qty * exit_[key] * (1 - slip) * (1 - fee) - budget
+        total += pnl
+        per_symbol[key.symbol.value] = {
+            "entry_price": entry[key],
+            "exit_price": exit_[key],
+            "pnl_usd": round(pnl, 6),
+        }
+    return {
+        "flat_pnl_usd": 0.0,
+        "buy_hold_pnl_usd": round(total, 6),
+        "buy_hold_return_pct": round(100 * total / starting_balance_usd, 6)
+        if starting_balance_usd
+        else 0.0,
+        "buy_hold": per_symbol,
+    }

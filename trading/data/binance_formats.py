@@ -6,13 +6,22 @@ bookTicker (header, 7 columns), spot and USD-M 1-minute klines (12 columns), ins
 .zip or as plain CSV. Parsing uses polars' multithreaded CSV reader with fixed column types
 and only the columns the lake needs; only when that fails is the file re-read line by line
 to name the bad line.
+
+Epoch times are read by magnitude (`epoch_unit`: seconds below 1e11, milliseconds below
+1e14, microseconds below 1e17, nanoseconds above) and then checked for plausibility: a
+time before 2009 (Bitcoin's first block) or after now is refused with its line. Binance
+writes milliseconds (microseconds in spot files from 2025 on), never seconds or
+nanoseconds: a Binance layout holding either is refused, never read as a 1970 date.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import time
 import zipfile
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,13 +206,16 @@ def _detect(first_line: str, name: str) -> tuple[CsvFormat, bool]:
                 return fmt, True
         raise DataFormatError(
             f"{name}: line 1: header {','.join(cells)[:120]!r} is not a Binance aggTrades, "
-            "bookTicker, klines or fundingRate header"
+            "bookTicker, klines or fundingRate header, nor an OHLCV header (a time column "
+            "named datetime, timestamp, open_time, time or date, and open, high, low, close, "
+            "volume)"
         )
     by_count = {8: _AGG_SPOT, 7: _AGG_UM, 12: _KLINES}
     if len(cells) not in by_count:
         raise DataFormatError(
             f"{name}: line 1: {len(cells)} columns: expected 8 (spot aggTrades), "
-            "7 (USD-M aggTrades) or 12 (klines)"
+            "7 (USD-M aggTrades) or 12 (klines); for OHLCV bars add a header line such as "
+            "timestamp,open,high,low,close,volume"
         )
     return by_count[len(cells)], False
 
@@ -239,35 +251,110 @@ def _diagnose(
     return DataFormatError(f"{name}: could not be parsed as {fmt.name}")
 
 
-def to_ns(times: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
-    """Binance epoch times (ms, or us in spot files from 2025 on) -> ns, by magnitude."""
-    values = np.asarray(times.to_numpy())
+UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+EARLIEST = dt.datetime(2009, 1, 1, tzinfo=dt.UTC)  # before any crypto market existed
+_EARLIEST_NS = int(EARLIEST.timestamp()) * 1_000_000_000
+# below 1e11 s is the year 5138; 1e14 ms the year 5138; 1e17 us the year 5138
+_UNIT_BOUNDS = np.array([1e11, 1e14, 1e17])
+_UNITS = ("s", "ms", "us", "ns")
+
+
+def epoch_unit(value: float) -> str:
+    """The unit of an epoch time, by magnitude: s, ms, us or ns."""
+    return _UNITS[int(np.searchsorted(_UNIT_BOUNDS, abs(value), side="right"))]
+
+
+def format_ns(ts_ns: int) -> str:
+    """A UTC time for messages, e.g. 2024-01-01 00:00:00 UTC."""
+    seconds, rest = divmod(int(ts_ns), 1_000_000_000)
+    try:
+        when = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
+    except OverflowError:
+        return "a time out of the calendar's range"
+    text = when.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{rest // 1_000_000:03d} UTC" if rest else f"{text} UTC"
+
+
+def check_plausible(ts_ns: np.ndarray, name: str, where: Callable[[int], str]) -> None:
+    """Refuse a time before 2009 or after now, naming its line (`where(row)`)."""
+    now_ns = time.time_ns()
+    bad = (ts_ns < _EARLIEST_NS) | (ts_ns > now_ns)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        when = "before 2009" if ts_ns[row] < _EARLIEST_NS else "in the future"
+        raise DataFormatError(
+            f"{name}: {where(row)}: time {format_ns(int(ts_ns[row]))} is {when}: "
+            "fix or remove the row (a wrong unit or time zone gives such dates)"
+        )
+
+
+def epoch_to_ns(
+    values: np.ndarray,
+    name: str,
+    where: Callable[[int], str],
+    units: Collection[str] = ("s", "ms", "us", "ns"),
+    layout: str = "",
+) -> np.ndarray:
+    """Epoch times (integers or floats) -> int64 ns. The unit is the first row's by
+    magnitude (`epoch_unit`), every row must share it, it must be one of `units` (the
+    layout's, named by `layout` in the message) and every time must be plausible."""
     if len(values) == 0:
-        return pa.array(values, type=pa.int64())
-    is_us = values > 100_000_000_000_000  # 1e14 ms would be the year 5138
-    if is_us.any() and not is_us.all():
-        row = int(np.flatnonzero(is_us != is_us[0])[0])
+        return np.asarray(values, dtype=np.int64)
+    magnitude = np.searchsorted(_UNIT_BOUNDS, np.abs(values.astype(np.float64)), side="right")
+    unit = _UNITS[int(magnitude[0])]
+    if (magnitude != magnitude[0]).any():
+        row = int(np.flatnonzero(magnitude != magnitude[0])[0])
+        other = _UNITS[int(magnitude[row])]
         raise DataFormatError(
-            f"{name}: timestamps mix milliseconds and microseconds (data row {row + 1})"
+            f"{name}: {where(row)}: timestamps mix {UNIT_NAMES[unit]} and {UNIT_NAMES[other]} "
+            f"({values[0]} on {where(0)}, {values[row]} here): use one unit for every row"
         )
-    if (values <= 0).any():
-        row = int(np.flatnonzero(values <= 0)[0])
+    factor = UNIT_NS[unit]
+    approx = values.astype(np.float64) * factor  # before the exact product can overflow
+    check_plausible(approx, name, where)
+    if unit not in units:
+        allowed = " or ".join(UNIT_NAMES[u] for u in _UNITS if u in units)
         raise DataFormatError(
-            f"{name}: data row {row + 1}: timestamp {values[row]} is not positive"
+            f"{name}: {where(0)}: timestamp {values[0]} is in {UNIT_NAMES[unit]} "
+            f"({format_ns(int(approx[0]))}); {layout or 'this layout'} holds {allowed}: "
+            f"convert the times to {allowed.split(' or ')[0]}, or give the file an OHLCV "
+            "header (timestamp,open,high,low,close,volume) to read it as generic OHLCV"
         )
-    return pa.array(values * (1_000 if is_us[0] else 1_000_000), type=pa.int64())
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64) * factor
+    return np.round(values * factor).astype(np.int64)
+
+
+def to_ns(
+    times: pa.Array | pa.ChunkedArray, name: str, where: Callable[[int], str] | None = None
+) -> pa.Array:
+    """Binance epoch times (ms, or us in spot files from 2025 on) -> ns, by magnitude;
+    seconds, nanoseconds and implausible dates are refused at their line (`where(row)`,
+    by default "data row N")."""
+    values = np.asarray(times.to_numpy())
+    ns = epoch_to_ns(
+        values,
+        name,
+        where or (lambda row: f"data row {row + 1}"),
+        units=("ms", "us"),
+        layout="a Binance file",
+    )
+    return pa.array(ns, type=pa.int64())
 
 
 def _side_from_buyer_maker(buyer_maker: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.if_else(buyer_maker, pa.scalar(SELLER, pa.int8()), pa.scalar(BUYER, pa.int8()))
 
 
-def _to_lake(raw: pa.Table, fmt: CsvFormat, name: str) -> pa.Table:
+def _to_lake(
+    raw: pa.Table, fmt: CsvFormat, name: str, where: Callable[[int], str] | None = None
+) -> pa.Table:
     columns = {}
     for lake_column, raw_column in _LAKE_COLUMNS[fmt.lake_kind].items():
         values = raw.column(raw_column)
         if lake_column == "ts_ns":
-            values = to_ns(values, name)
+            values = to_ns(values, name, where)
         elif lake_column == "aggressor_side":
             values = _side_from_buyer_maker(values)
         columns[lake_column] = values
@@ -320,10 +407,28 @@ def _read_csv(
     if any(count for count in frame.null_count().row(0)):
         raise diagnose()
     raw = frame.select(list(_LAKE_COLUMNS[fmt.lake_kind].values())).to_arrow()
-    return fmt.lake_kind, _to_lake(raw, fmt, name)
+
+    def where(row: int) -> str:
+        text = source if isinstance(source, bytes) else source.read_bytes()
+        return f"line {line_of_row(text, row, has_header)}"
+
+    return fmt.lake_kind, _to_lake(raw, fmt, name, where)
 
 
-def read_zip_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[str, pa.Table]:
+def line_of_row(text: bytes, row: int, has_header: bool) -> int:
+    """The 1-based line of data row `row` (0-based) of a CSV, blank lines skipped as the
+    readers skip them."""
+    wanted, seen = row + int(has_header), -1
+    for lineno, line in enumerate(text.split(b"\n"), start=1):
+        if line.strip():
+            seen += 1
+            if seen == wanted:
+                return lineno
+    return wanted + 1
+
+
+def zip_member(data: bytes, name: str) -> tuple[str, bytes]:
+    """The one CSV inside a zip archive: (its name, its bytes)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
@@ -331,10 +436,14 @@ def read_zip_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[s
                 raise DataFormatError(
                     f"{name}: expected one CSV inside the zip, found {len(members)}"
                 )
-            payload = archive.read(members[0])
+            return members[0], archive.read(members[0])
     except zipfile.BadZipFile as exc:
         raise DataFormatError(f"{name}: not a valid zip archive ({exc})") from None
-    return read_csv_bytes(payload, f"{name}:{members[0]}", expect)
+
+
+def read_zip_bytes(data: bytes, name: str, expect: str | None = None) -> tuple[str, pa.Table]:
+    member, payload = zip_member(data, name)
+    return read_csv_bytes(payload, f"{name}:{member}", expect)
 
 
 def read_binance_file(path: Path, expect: str | None = None) -> tuple[str, pa.Table]:

@@ -1,14 +1,21 @@
-"""Ingest local files: Binance archive CSV/zip, Nautilus-style Parquet quote and trade
-samples, Tardis book_snapshot_5 CSV, Binance depth snapshots, and lake-schema Parquet.
+"""Ingest local files: Binance archive CSV/zip (aggTrades, bookTicker, klines, funding),
+generic OHLCV bars as CSV, zip or Parquet (trading/data/ohlcv.py), Nautilus-style Parquet
+quote and trade samples, Tardis book_snapshot_5 CSV, Binance depth snapshots, and
+lake-schema Parquet.
 
-Every file is parsed and checked before anything is written; then one lake batch writes
-all of them, so one bad file means nothing lands.
+A file must belong to --symbol: by its symbol column when it has one, and by its name when
+that names a symbol (`name_symbol`: a Binance archive name such as
+ADABTC-1m-2024-01-01.zip, or a name starting with a symbol-looking token such as
+ETHUSDT_1m.csv); a name without one (mydata.csv) is accepted. Every file is parsed and
+checked before anything is written; then one lake batch writes all of them (several files
+of the same day merged into one day), so one bad file means nothing lands.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +23,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trading.data.binance_formats import read_binance_file, to_ns
+from trading.data.binance_formats import (
+    FORMATS,
+    read_binance_file,
+    read_csv_bytes,
+    to_ns,
+    zip_member,
+)
 from trading.data.lake import Lake, Written
+from trading.data.ohlcv import (
+    LAKE_BAR_SECONDS,
+    check_bar_options,
+    is_ohlcv_header,
+    read_ohlcv_csv,
+    read_ohlcv_table,
+)
 from trading.data.schemas import BUYER, SCHEMAS, SELLER
 from trading.errors import DataFormatError, InputError
 from trading.settings import AppConfig
@@ -36,6 +56,44 @@ _DEPTH_HEADER = (
 )
 
 
+# Quote assets that end a Binance symbol name; a longest-first match.
+QUOTE_ASSETS = ("FDUSD", "USDT", "BUSD", "USDC", "TUSD", "BTC", "ETH", "BNB")
+# <SYMBOL>-<kind or kline interval>-<YYYY-MM[-DD]>, as data.binance.vision names its files
+_ARCHIVE_NAME = re.compile(
+    r"(?P<symbol>[A-Z0-9]{5,})-(?:aggTrades|trades|bookTicker|bookDepth|fundingRate|metrics"
+    r"|markPriceKlines|indexPriceKlines|premiumIndexKlines|\d+[smhdwM])"
+    r"-\d{4}-\d{2}(?:-\d{2})?(?:[._-].*)?"
+)
+_BINANCE_HEADERS = {fmt.columns for fmt in FORMATS.values()}
+
+
+def name_symbol(file_name: str) -> str | None:
+    """The symbol a file's name names, or None: a Binance archive name
+    (BTCUSDT-aggTrades-2024-01-01.zip, BTCUSDT-1m-2024-01.csv), or a name whose first
+    token (split on - _ . or space) is upper-case letters and digits ending in a quote
+    asset (ETHUSDT_1m.csv)."""
+    stem = file_name.rsplit("/", 1)[-1]
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    match = _ARCHIVE_NAME.fullmatch(stem)
+    if match:
+        return match.group("symbol")
+    token = re.split(r"[-_. ]", stem, maxsplit=1)[0]
+    if re.fullmatch(r"[A-Z0-9]+", token) and any(
+        token.endswith(quote) and len(token) > len(quote) + 1 for quote in QUOTE_ASSETS
+    ):
+        return token
+    return None
+
+
+def _check_name(file_name: str, symbol: str) -> None:
+    named = name_symbol(file_name)
+    if named is not None and named != symbol:
+        raise DataFormatError(
+            f"{file_name}: the file name names symbol {named}, not {symbol} (--symbol): "
+            f"ingest it with --symbol {named}, or rename the file if it holds {symbol}"
+        )
+
+
 def _check_symbol(values: list[str], symbol: str, name: str) -> None:
     found = {v.replace("/", "").replace("-", "").upper() for v in values}
     wrong = sorted(found - {symbol})
@@ -43,7 +101,7 @@ def _check_symbol(values: list[str], symbol: str, name: str) -> None:
         raise DataFormatError(f"{name}: holds symbol {', '.join(wrong)}, not {symbol} (--symbol)")
 
 
-def _read_parquet(path: Path, symbol: str) -> tuple[str, pa.Table]:
+def _read_parquet(path: Path, symbol: str, bar_time: str, bar_seconds: int) -> tuple[str, pa.Table]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -56,6 +114,8 @@ def _read_parquet(path: Path, symbol: str) -> tuple[str, pa.Table]:
     for kind in ("quotes", "trades", "bars"):
         if set(SCHEMAS[kind].names) <= names:
             return kind, table.select(SCHEMAS[kind].names)
+    if is_ohlcv_header(table.column_names):
+        return "bars", read_ohlcv_table(table, path.name, symbol, bar_time, bar_seconds)
     if "timestamp" not in names:
         raise DataFormatError(f"{path.name}: no ts_ns or timestamp column")
     ts_ns = pc.cast(table.column("timestamp"), pa.timestamp("ns", tz="UTC")).cast(pa.int64())
@@ -80,7 +140,9 @@ def _read_parquet(path: Path, symbol: str) -> tuple[str, pa.Table]:
             }
         )
     raise DataFormatError(
-        f"{path.name}: columns {', '.join(table.column_names)} match no known quotes or trades layout"
+        f"{path.name}: columns {', '.join(table.column_names)} match no known quotes, trades "
+        "or OHLCV layout (OHLCV: a time column named datetime, timestamp, open_time, time or "
+        "date, and open, high, low, close, volume)"
     )
 
 
@@ -179,36 +241,91 @@ def _read_depth_snapshot(path: Path, rows: list[list[str]], symbol: str) -> pa.T
     )
 
 
-def read_local_file(path: Path, symbol: str) -> tuple[str, pa.Table]:
-    """Parse one local file into (lake kind, table) after checking it belongs to symbol."""
+def _header_cells(head: bytes) -> list[str]:
+    first = head.lstrip().split(b"\n", 1)[0].decode("utf-8", "replace")
+    return [cell.strip().strip('"') for cell in first.strip().lstrip("\ufeff").split(",")]
+
+
+def _check_kline_options(kind: str, name: str, bar_time: str, bar_seconds: int) -> None:
+    """Binance files carry their own time fields: the bar options are for OHLCV files."""
+    if kind == "bars" and (bar_time != "open" or bar_seconds != LAKE_BAR_SECONDS):
+        raise InputError(
+            f"{name}: a Binance klines file is stamped by its open_time column and holds "
+            "1-minute bars: --bar-time and --bar-seconds apply to generic OHLCV files only; "
+            "leave them at their defaults"
+        )
+
+
+def _read_csv_payload(
+    source: bytes | Path, head: bytes, name: str, symbol: str, bar_time: str, bar_seconds: int
+) -> tuple[str, pa.Table]:
+    """A CSV that is a generic OHLCV file or a Binance file, told apart by its header."""
+    cells = _header_cells(head)
+    if tuple(cells) not in _BINANCE_HEADERS and is_ohlcv_header(cells):
+        return "bars", read_ohlcv_csv(source, name, symbol, bar_time, bar_seconds)
+    if isinstance(source, bytes):
+        kind, table = read_csv_bytes(source, name)
+    else:
+        kind, table = read_binance_file(source)
+    _check_kline_options(kind, name, bar_time, bar_seconds)
+    return kind, table
+
+
+def read_local_file(
+    path: Path,
+    symbol: str,
+    bar_time: str = "open",
+    bar_seconds: int = LAKE_BAR_SECONDS,
+) -> tuple[str, pa.Table]:
+    """Parse one local file into (lake kind, table) after checking it belongs to symbol.
+    `bar_time` (open or close) and `bar_seconds` say how a generic OHLCV file stamps its
+    bars (see trading/data/ohlcv.py)."""
+    check_bar_options(bar_time, bar_seconds)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataFormatError(f"{path.name}: empty file")
+    _check_name(path.name, symbol)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return _read_parquet(path, symbol)
+        return _read_parquet(path, symbol, bar_time, bar_seconds)
     if suffix not in (".csv", ".zip"):
         raise InputError(
             f"{path.name}: unsupported file type {suffix or '(none)'}: use .csv, .zip or .parquet"
         )
-    if suffix == ".csv":
-        head = path.open("r", errors="replace").readline().strip()
-        if tuple(head.split(",")[:5]) == _TARDIS_PREFIX or tuple(head.split(",")) == _DEPTH_HEADER:
-            rows = [r for r in csv.reader(io.StringIO(path.read_text())) if r]
-            if tuple(head.split(",")) == _DEPTH_HEADER:
-                return "quotes", _read_depth_snapshot(path, rows, symbol)
-            return "quotes", _read_tardis_snapshot(path, rows, symbol)
-    return read_binance_file(path)
+    if suffix == ".zip":
+        member, payload = zip_member(path.read_bytes(), path.name)
+        _check_name(member, symbol)
+        name = f"{path.name}:{member}"
+        return _read_csv_payload(payload, payload[:65536], name, symbol, bar_time, bar_seconds)
+    head = path.open("r", errors="replace").readline().strip()
+    if tuple(head.split(",")[:5]) == _TARDIS_PREFIX or tuple(head.split(",")) == _DEPTH_HEADER:
+        rows = [r for r in csv.reader(io.StringIO(path.read_text())) if r]
+        if tuple(head.split(",")) == _DEPTH_HEADER:
+            return "quotes", _read_depth_snapshot(path, rows, symbol)
+        return "quotes", _read_tardis_snapshot(path, rows, symbol)
+    with path.open("rb") as stream:
+        start = stream.read(65536)
+    return _read_csv_payload(path, start, path.name, symbol, bar_time, bar_seconds)
 
 
-def ingest_files(config: AppConfig, lake: Lake, paths: list[Path], symbol: str) -> list[Written]:
-    """Parse every file, then write them all in one batch (nothing lands on any error)."""
+def ingest_files(
+    config: AppConfig,
+    lake: Lake,
+    paths: list[Path],
+    symbol: str,
+    bar_time: str = "open",
+    bar_seconds: int = LAKE_BAR_SECONDS,
+) -> list[Written]:
+    """Parse every file, then write them all in one batch (nothing lands on any error).
+    Files holding the same day are merged (repeated keys counted as dropped, the later
+    file's row kept): the counts returned are the rows the lake holds afterwards."""
     symbol = symbol.upper()
     config.symbol(symbol)
+    check_bar_options(bar_time, bar_seconds)
     if not paths:
         raise InputError("no files given")
-    parsed = [(path, *read_local_file(Path(path), symbol)) for path in paths]
+    parsed = [(path, *read_local_file(Path(path), symbol, bar_time, bar_seconds)) for path in paths]
     with lake.batch() as batch:
         for path, kind, table in parsed:
             batch.put(

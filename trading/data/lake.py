@@ -3,9 +3,11 @@
 Layout: <root>/venue=V/symbol=S/kind=K/date=YYYY-MM-DD/data.parquet (hive style, so
 pyarrow.dataset and DuckDB read it as partitioned). Writes go to a hidden temp file in
 the target directory and are renamed into place only when every file of the batch was
-written, so a failed ingest leaves the lake as it was. Re-ingesting a day replaces it.
-Every file is written sorted by time without repeated keys; what that changed in the
-input (rows dropped, rows out of order) is counted in the `Written` record, never silent.
+written, so a failed ingest leaves the lake as it was. Re-ingesting a day replaces it;
+within one batch, several tables for the same day (two half-day files) are merged into
+one file, never one replacing the other. Every file is written sorted by time without
+repeated keys; what that changed in the input (rows dropped, rows out of order) is
+counted in the `Written` record, never silent.
 """
 
 from __future__ import annotations
@@ -172,16 +174,36 @@ class _Staged:
     tmp: Path
     final: Path
     written: Written
+    sources: tuple[str, ...] = ()
+    derived: bool = False
 
 
 @dataclass
 class LakeBatch:
     """Files written to temp names; `Lake.batch()` renames them all on success (after
-    deleting the files staged with `remove`)."""
+    deleting the files staged with `remove`). One staged file per final path: a table put
+    for a day already staged in this batch is merged into it (its keys deduplicated, the
+    later put winning), so the batch reports each day once, with the rows the lake will
+    hold."""
 
     lake: Lake
     staged: list[_Staged] = field(default_factory=list)
     removals: list[Path] = field(default_factory=list)
+    _slot: dict[Path, int] = field(default_factory=dict)  # final path -> index in staged
+
+    def _staged_at(self, final: Path) -> _Staged | None:
+        slot = self._slot.get(final)
+        return None if slot is None else self.staged[slot]
+
+    def _stage(self, item: _Staged) -> None:
+        """Add a staged file, or put it in the place of the one staged for the same path."""
+        slot = self._slot.get(item.final)
+        if slot is None:
+            self._slot[item.final] = len(self.staged)
+            self.staged.append(item)
+        else:
+            self.staged[slot].tmp.unlink(missing_ok=True)
+            self.staged[slot] = item
 
     def remove(self, venue: str, symbol: str, kind: str, day: dt.date) -> Path | None:
         """Stage the deletion of one day's file of `kind` (e.g. features made from data the
@@ -210,21 +232,35 @@ class LakeBatch:
         written = []
         for day, rows in split_by_day(table):
             final = self.lake.path(venue, symbol, kind, day)
-            if merge and final.exists():
+            fixed = fixes.get(day, RowFixes())
+            dropped, reordered = fixed.duplicates_dropped, fixed.reordered
+            sources: tuple[str, ...] = (source,)
+            meta = dict(metadata or {})
+            earlier = self._staged_at(final)
+            if earlier is not None and not earlier.derived:
+                # the same day from another table of this batch: one file holding both.
+                # Rows of both with the same key count as dropped (this table's win); the
+                # merge's own sorting is not counted as reordering: each input was sorted.
+                before = pq.read_table(earlier.tmp)
+                meta = {**(before.schema.metadata or {}), **meta}
+                merged = conform(
+                    pa.concat_tables([before.replace_schema_metadata(None), rows]), kind
+                )
+                dropped += earlier.written.duplicates_dropped
+                dropped += before.num_rows + rows.num_rows - merged.num_rows
+                reordered += earlier.written.reordered
+                sources = tuple(dict.fromkeys((*earlier.sources, source)))
+                rows = merged
+            elif merge and final.exists():
                 rows = conform(pa.concat_tables([pq.read_table(final), rows]), kind)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = temp_path(final)
-            meta = {
-                **(metadata or {}),
-                b"hmmtrader.kind": kind.encode(),
-                b"hmmtrader.source": source.encode(),
-            }
-            pq.write_table(rows.replace_schema_metadata(meta), tmp, compression="zstd")
-            fixed = fixes.get(day, RowFixes())
-            item = Written(
-                venue, symbol, kind, day, rows.num_rows, fixed.duplicates_dropped, fixed.reordered
+            meta.update(
+                {b"hmmtrader.kind": kind.encode(), b"hmmtrader.source": ", ".join(sources).encode()}
             )
-            self.staged.append(_Staged(tmp, final, item))
+            pq.write_table(rows.replace_schema_metadata(meta), tmp, compression="zstd")
+            item = Written(venue, symbol, kind, day, rows.num_rows, dropped, reordered)
+            self._stage(_Staged(tmp, final, item, sources))
             written.append(item)
         return written
 
@@ -245,7 +281,7 @@ class LakeBatch:
         meta = {b"hmmtrader.kind": kind.encode(), **metadata}
         pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
         item = Written(venue, symbol, kind, day, table.num_rows)
-        self.staged.append(_Staged(tmp, final, item))
+        self._stage(_Staged(tmp, final, item, derived=True))  # a recomputed day replaces
         return item
 
     @property

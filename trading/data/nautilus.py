@@ -1,4 +1,11 @@
-"""Lake rows -> NautilusTrader instruments and QuoteTick / TradeTick objects.
+"""Lake rows -> NautilusTrader instruments and QuoteTick / TradeTick / Bar objects.
+
+Bars (BARS_V1 models): each lake bar becomes a Nautilus `Bar` (1-MINUTE-LAST-EXTERNAL,
+stamped at its close) for the strategy, and a `QuoteTick` at its open price stamped just
+after its open (the order latency later) for the simulated venue only. The venue runs with
+bar execution off, so a market order decided on bar t's close reaches the venue after the
+latency and fills at bar t+1's open (plus the fill model's slippage and the fees), never
+at a price bar t's high or low made.
 
 Instruments are built from configs/symbols.yaml (real exchange metadata), never from
 Nautilus' TestInstrumentProvider, whose fees and precisions are not Binance's.
@@ -13,7 +20,7 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 from nautilus_trader.model.currencies import Currency
-from nautilus_trader.model.data import QuoteTick, TradeTick
+from nautilus_trader.model.data import Bar, BarType, QuoteTick, TradeTick
 from nautilus_trader.model.enums import AggressorSide
 from nautilus_trader.model.identifiers import InstrumentId, Symbol, Venue
 from nautilus_trader.model.instruments import CurrencyPair
@@ -53,6 +60,17 @@ def make_instrument(symbol: str, spec: SymbolSpec, venue: str) -> CurrencyPair:
 
 
 log = logging.getLogger(__name__)
+
+
+def usd_instrument(config: AppConfig, symbol: str) -> CurrencyPair:
+    """The symbol's instrument, refused unless it is quoted in a USD coin (the simulated
+    account is in USDT)."""
+    spec = config.symbol(symbol)
+    if spec.quote not in ("USDT", "USDC", "USD", "FDUSD"):
+        raise InputError(
+            f"{symbol}: the backtest account is in USDT; {spec.quote} pairs are not supported"
+        )
+    return make_instrument(symbol, spec, config.instruments.venue)
 
 
 def _sizes(values: np.ndarray, instrument: CurrencyPair, what: str) -> np.ndarray:
@@ -153,17 +171,11 @@ def load_ticks(
 ) -> tuple[list[CurrencyPair], list[QuoteTick | TradeTick], int]:
     """Instruments and the quote + trade ticks of [start_ns, end_ns) (the backtest's and the
     replay node's input), with a clear error for a window without quotes."""
-    venue = config.instruments.venue
     first, last = window_days(start_ns, end_ns)
     instruments: list[CurrencyPair] = []
     data: list[QuoteTick | TradeTick] = []
     for symbol in symbols:
-        spec = config.symbol(symbol)
-        if spec.quote not in ("USDT", "USDC", "USD", "FDUSD"):
-            raise InputError(
-                f"{symbol}: the backtest account is in USDT; {spec.quote} pairs are not supported"
-            )
-        instrument = make_instrument(symbol, spec, venue)
+        instrument = usd_instrument(config, symbol)
         quotes = quote_ticks(lake, instrument, first, last, (start_ns, end_ns))
         trades = trade_ticks(lake, instrument, first, last, (start_ns, end_ns))
         if not quotes:  # the day files exist (require_ticks) but hold nothing in this window
@@ -175,3 +187,87 @@ def load_ticks(
         data.extend(quotes)
         data.extend(trades)
     return instruments, data, len(data)
+
+
+BAR_SPEC = "1-MINUTE-LAST-EXTERNAL"
+BAR_NS = 60 * 1_000_000_000
+
+
+def bar_type(instrument: InstrumentId) -> BarType:
+    """The 1-minute external bar type of an instrument (what BARS_V1 strategies subscribe)."""
+    return BarType.from_str(f"{instrument}-{BAR_SPEC}")
+
+
+def bar_events(
+    lake: Lake,
+    instrument: CurrencyPair,
+    start: dt.date,
+    end: dt.date,
+    between_ns: tuple[int, int],
+    fill_delay_ns: int,
+) -> tuple[list[Bar], list[QuoteTick]]:
+    """The bars that open in [lo, hi) and close by hi, as Bars stamped at their close, and
+    one QuoteTick per bar at its open price stamped `fill_delay_ns` after its open (bid =
+    ask = open; the size is the instrument's maximum, bars say nothing of depth)."""
+    lo, hi = between_ns
+    table, ts = _lake_rows(lake, instrument, "bars", start, end, (lo, hi - BAR_NS + 1))
+    if table.num_rows == 0:
+        return [], []
+    column = {c: np.array(table.column(c).to_numpy(), dtype=np.float64) for c in (
+        "open", "high", "low", "close", "volume")}  # fmt: skip
+    closes_at = ts + np.uint64(BAR_NS)
+    bars = Bar.from_raw_arrays_to_list(
+        bar_type(instrument.id),
+        instrument.price_precision,
+        instrument.size_precision,
+        column["open"],
+        column["high"],
+        column["low"],
+        column["close"],
+        np.round(column["volume"], instrument.size_precision),
+        closes_at,
+        closes_at,
+    )
+    depth = np.full(len(ts), float(instrument.max_quantity or 1e6))
+    opens_at = ts + np.uint64(max(1, fill_delay_ns))
+    quotes = QuoteTick.from_raw_arrays_to_list(
+        instrument.id,
+        instrument.price_precision,
+        instrument.size_precision,
+        column["open"],
+        column["open"],
+        depth,
+        depth,
+        opens_at,
+        opens_at,
+    )
+    return bars, quotes
+
+
+def load_bars(
+    config: AppConfig,
+    lake: Lake,
+    symbols: list[str],
+    start_ns: int,
+    end_ns: int,
+    fill_delay_ns: int,
+) -> tuple[list[CurrencyPair], list[Bar | QuoteTick], int]:
+    """Instruments and the bar events of [start_ns, end_ns) (see the module's docstring),
+    with a clear error for a window without bars. The count is the number of bars."""
+    first, last = window_days(start_ns, end_ns)
+    instruments: list[CurrencyPair] = []
+    data: list[Bar | QuoteTick] = []
+    n_bars = 0
+    for symbol in symbols:
+        instrument = usd_instrument(config, symbol)
+        bars, quotes = bar_events(lake, instrument, first, last, (start_ns, end_ns), fill_delay_ns)
+        if not bars:
+            raise InputError(
+                f"no {symbol} 1-minute bars in {Window(start_ns, end_ns)} although the lake "
+                "has the day: choose a window inside the recorded hours"
+            )
+        instruments.append(instrument)
+        data.extend(bars)
+        data.extend(quotes)
+        n_bars += len(bars)
+    return instruments, data, n_bars

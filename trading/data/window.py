@@ -13,6 +13,13 @@ from trading.errors import InputError
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
+TICK_KINDS = ("quotes", "trades")
+BAR_KINDS = ("bars",)
+
+
+def market_kinds(bars: bool) -> tuple[str, ...]:
+    """The lake kinds a model trades on: 1-minute bars for BARS_V1, else quotes and trades."""
+    return BAR_KINDS if bars else TICK_KINDS
 
 
 @dataclass(frozen=True)
@@ -71,12 +78,19 @@ def window_of(start: str, end: str) -> Window:
     return window
 
 
-def require_ticks(lake: Lake, venue: str, symbols: Sequence[str], window: Window) -> None:
-    """Every symbol has quotes and trades on every day of the window, or a clear error."""
+def require_ticks(
+    lake: Lake,
+    venue: str,
+    symbols: Sequence[str],
+    window: Window,
+    kinds: Sequence[str] = TICK_KINDS,
+) -> None:
+    """Every symbol has quotes and trades (or `kinds`) on every day of the window, or a
+    clear error."""
     first, last = window.days
     wanted = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     for symbol in symbols:
-        for kind in ("quotes", "trades"):
+        for kind in kinds:
             days = lake.days(venue, symbol, kind)
             missing = [d for d in wanted if d not in set(days)]
             if missing:
@@ -92,46 +106,58 @@ def require_ticks(lake: Lake, venue: str, symbols: Sequence[str], window: Window
                 )
 
 
-def common_tick_days(lake: Lake, venue: str, symbols: Sequence[str]) -> list[dt.date]:
-    """The lake days on which every symbol has quotes and trades, oldest first."""
+def common_tick_days(
+    lake: Lake, venue: str, symbols: Sequence[str], kinds: Sequence[str] = TICK_KINDS
+) -> list[dt.date]:
+    """The lake days on which every symbol has quotes and trades (or `kinds`), oldest
+    first."""
     days: set[dt.date] | None = None
     for symbol in symbols:
-        have = set(lake.days(venue, symbol, "quotes")) & set(lake.days(venue, symbol, "trades"))
+        have = set.intersection(*(set(lake.days(venue, symbol, kind)) for kind in kinds))
         days = have if days is None else days & have
     return sorted(days or ())
 
 
-def last_quote_ns(lake: Lake, venue: str, symbols: Sequence[str], day: dt.date) -> int:
-    """The earliest of the symbols' last quote times on `day` (all symbols have data up to
-    it)."""
+def last_quote_ns(
+    lake: Lake, venue: str, symbols: Sequence[str], day: dt.date, kind: str = "quotes"
+) -> int:
+    """The earliest of the symbols' last quote (or `kind` row) times on `day` (all symbols
+    have data up to it)."""
     import pyarrow.compute as pc
 
     return min(
-        int(pc.max(lake.read(venue, s, "quotes", day, day, columns=["ts_ns"])["ts_ns"]).as_py())
+        int(pc.max(lake.read(venue, s, kind, day, day, columns=["ts_ns"])["ts_ns"]).as_py())
         for s in symbols
     )
 
 
-def clip_to_ticks(lake: Lake, venue: str, symbols: Sequence[str], window: Window) -> Window:
+def clip_to_ticks(
+    lake: Lake, venue: str, symbols: Sequence[str], window: Window, kind: str = "quotes"
+) -> Window:
     """The window ending at the minute after the last quote every symbol has on the
     window's last day: a partly recorded day (a short synthetic day, today's recording)
     ends where its data ends, so the strategy flattens before it and the KPIs' clock
-    stops there. Unchanged when a symbol has no quotes file for that day."""
+    stops there. Unchanged when a symbol has no quotes file for that day. With `kind`
+    bars, the last row is a bar's open and the window ends at that bar's close."""
     _, last = window.days
-    if not all(lake.path(venue, s, "quotes", last).is_file() for s in symbols):
+    if not all(lake.path(venue, s, kind, last).is_file() for s in symbols):
         return window
-    end_ns = (last_quote_ns(lake, venue, symbols, last) // MINUTE_NS + 1) * MINUTE_NS
+    end_ns = (last_quote_ns(lake, venue, symbols, last, kind) // MINUTE_NS + 1) * MINUTE_NS
     return Window(window.start_ns, end_ns) if window.start_ns < end_ns < window.end_ns else window
 
 
-def last_hours(lake: Lake, venue: str, symbols: Sequence[str], hours: float) -> Window:
-    """The last `hours` (to the minute) before the newest quote of the newest lake day that
-    every symbol has."""
-    days = common_tick_days(lake, venue, symbols)
+def last_hours(
+    lake: Lake, venue: str, symbols: Sequence[str], hours: float, bars: bool = False
+) -> Window:
+    """The last `hours` (to the minute) before the newest quote (or bar close, with `bars`)
+    of the newest lake day that every symbol has."""
+    kinds = market_kinds(bars)
+    days = common_tick_days(lake, venue, symbols, kinds)
     if not days:
         raise InputError(
-            f"the lake under {lake.root} has no day with quotes and trades of "
+            f"the lake under {lake.root} has no day with {' and '.join(kinds)} of "
             f"{', '.join(symbols)}: ingest data first (hmmtrader ingest ...)"
         )
-    end_ns = last_quote_ns(lake, venue, symbols, days[-1]) // MINUTE_NS * MINUTE_NS
+    last_ns = last_quote_ns(lake, venue, symbols, days[-1], kinds[0])
+    end_ns = (last_ns // MINUTE_NS + (1 if bars else 0)) * MINUTE_NS
     return Window(end_ns - int(hours * 3600) * NS, end_ns)

@@ -14,7 +14,7 @@ from typing import Any
 
 from trading.data.inputs import day_range
 from trading.data.lake import Lake, Written, day_start_ns
-from trading.data.window import Window, clip_to_ticks
+from trading.data.window import Window, clip_to_ticks, market_kinds
 from trading.errors import HmmTraderError, InputError
 from trading.nightly.config import SymbolSet
 from trading.paths import StatePaths
@@ -55,6 +55,17 @@ class NightPlan:
             "ingest": f"{self.first_day}..{self.night}",
             "symbols": list(self.symbols),
         }
+
+
+def trades_bars(config: AppConfig) -> bool:
+    """Whether the configured model (regime.feature_set bars_v1) trades on 1-minute bars."""
+    return config.settings.regime.feature_set == "bars_v1"
+
+
+def raw_kinds(config: AppConfig) -> tuple[str, ...]:
+    """The lake kinds a night ingests and validates: bars for a BARS_V1 model, else quotes
+    and trades."""
+    return market_kinds(trades_bars(config))
 
 
 def all_symbols(config: AppConfig) -> tuple[str, ...]:
@@ -170,11 +181,14 @@ def ingest_symbol(config: AppConfig, symbol: str, plan: NightPlan) -> IngestOutc
     # Binance's public archives have spot trades and klines but no spot quotes: those come
     # from the trading node's recording (source "lake": nothing is downloaded at all).
     # Days without quotes stay missing, and validate blocks on them (data_present).
+    # A bar model needs the klines only.
+    bars = trades_bars(config)
     kinds = {"trades": "aggTrades", "bars": "klines"} if flows.source == "archive" else {}
+    needed = ("bars",) if bars else ("trades", "bars")
     for day in plan.days:
-        missing = [k for k in ("trades", "bars") if not lake.path(venue, symbol, k, day).is_file()]
+        missing = [k for k in needed if not lake.path(venue, symbol, k, day).is_file()]
         if not missing or not kinds:
-            if lake.path(venue, symbol, "quotes", day).is_file() and "trades" not in missing:
+            if not missing and (bars or lake.path(venue, symbol, "quotes", day).is_file()):
                 present.append(day)
             continue
         from trading.data.archive import ingest_archive
@@ -355,7 +369,8 @@ def holdout(config: AppConfig, plan: NightPlan, symbols: Sequence[str]) -> Windo
     symbols' data (midnight, for whole days)."""
     whole = Window(day_start_ns(plan.holdout_start), day_start_ns(plan.holdout_end + ONE_DAY))
     lake = Lake(StatePaths(config.home).lake)
-    return clip_to_ticks(lake, config.instruments.venue, symbols, whole)
+    kind = raw_kinds(config)[0]
+    return clip_to_ticks(lake, config.instruments.venue, symbols, whole, kind)
 
 
 def _window_text(window: Window) -> str:  # as the canary tags it
@@ -545,7 +560,7 @@ def run_night(config: AppConfig, night: dt.date | None = None, log: Log = _quiet
     for symbol in plan.symbols:
         report.ingest.append(ingest_symbol(config, symbol, plan))
         log(f"ingest {symbol}: {report.ingest[-1].rows:,} rows")
-    raw = validate(config, plan.symbols, plan.first_day, plan.night, ("quotes", "trades"))
+    raw = validate(config, plan.symbols, plan.first_day, plan.night, raw_kinds(config))
     report.quality.append(raw)
     if not raw.passed:
         report.stopped = "validate: " + "; ".join(raw.blocking)

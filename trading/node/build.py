@@ -35,11 +35,13 @@ class NodeOptions:
 
 @dataclass
 class Replay:
-    """A replay's window and its ticks (warm-up included), loaded from the lake."""
+    """A replay's window and its ticks (warm-up included), loaded from the lake; for a
+    BARS_V1 model, its bars and each bar's open quote (trading.data.nautilus.load_bars)."""
 
     window: Window
     instruments: list[Any]
     ticks: list[Any]
+    bars: bool = False
 
 
 @dataclass
@@ -135,6 +137,9 @@ def _clients(session: NodeSession, key: str) -> tuple[Any, Any, Any, Any]:
                 slippage_bp=bt.slippage_bp,
                 latency_ms=bt.latency_ms,
                 seed=bt.seed,
+                # bars feed the strategy; the venue fills on quotes (a bar model's replay:
+                # each bar's open quote)
+                bar_execution=False,
             ),
         )
     else:
@@ -222,6 +227,9 @@ def build_node(session: NodeSession, inference: Any) -> BuiltNode:
             ),
             measure_inference_latency=True,
             inference_retry_s=s.node.inference_retry_s,
+            # paper, testnet and live: a bar model subscribes quotes too, for the venue's
+            # fills (a replay plays each bar's open quote to the venue itself)
+            venue_quotes=session.mode != "replay",
         ),
         inference=metered,
         kill_engaged=switch.engaged,
@@ -270,6 +278,8 @@ def _add_tick_recorder(session: NodeSession, node: Any, ids: tuple[Any, ...]) ->
     node_s = session.config.settings.node
     if not node_s.record_ticks or (session.mode == "replay" and node_s.record_lake is None):
         return
+    if session.replay is not None and session.replay.bars:
+        return  # a bar replay's quotes are the bars' opens, not ticks worth recording
     from trading.data.lake import Lake
     from trading.node.actors import TickRecorder, TickRecorderConfig
 
@@ -293,7 +303,8 @@ def _wire_replay(session: NodeSession, built: BuiltNode) -> Any:
     for instrument in session.replay.instruments:
         node.kernel.cache.add_instrument(instrument)
     client = replay_client(built.replay_key)
-    wanted = {(k, str(i.id)) for i in session.replay.instruments for k in ("quotes", "trades")}
+    kinds = ("bars",) if session.replay.bars else ("quotes", "trades")
+    wanted = {(k, str(i.id)) for i in session.replay.instruments for k in kinds}
     client.load(session.replay.ticks, wanted)
     session.replay.ticks = []  # the client holds them now
     client.fast_until_ns = session.recover_until_ns

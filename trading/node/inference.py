@@ -20,7 +20,7 @@ import numpy as np
 from trading.features.descriptor import FeatureSet
 from trading.regime.slots import LoadedModel, ModelSlots, load_version
 from trading.regime.streams import StreamHistory
-from trading.strategy.inference import ModelMismatchError, require_tick_features
+from trading.strategy.inference import ModelMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ class ReloadingInference:
         self._thread: threading.Thread | None = None
 
     def _load(self, version: int) -> LoadedModel:
-        loaded = load_version(self.registry, version, self.history)
-        require_tick_features(loaded.model.feature_set, str(version))
-        return loaded
+        return load_version(self.registry, version, self.history)
 
     @property
     def _active(self) -> LoadedModel:
@@ -70,7 +68,11 @@ class ReloadingInference:
 
     @property
     def horizon_s(self) -> float:
-        return float(self._active.model.policy_settings.horizon_s)
+        return self._active.model.horizon_s
+
+    @property
+    def drift_limit(self) -> float:
+        return self._active.model.drift_limit()
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
         if self._next is not None:  # swap on the caller's thread, between two steps

@@ -78,6 +78,12 @@ class ReplayDataClient(LiveMarketDataClient):
     async def _subscribe_trade_ticks(self, command: Any) -> None:
         self._subscribed("trades", command.instrument_id)
 
+    async def _subscribe_bars(self, command: Any) -> None:
+        self._subscribed("bars", command.bar_type.instrument_id)
+
+    async def _unsubscribe_bars(self, command: Any) -> None:
+        pass
+
     async def _unsubscribe_quote_ticks(self, command: Any) -> None:
         pass
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trading.data.lake import Lake
-from trading.data.window import MINUTE_NS, NS, Window, require_ticks, window_of
+from trading.data.window import MINUTE_NS, NS, Window, market_kinds, require_ticks, window_of
 from trading.errors import InputError
 from trading.node.build import BuiltNode, NodeOptions, NodeSession, Replay, build_node
 from trading.node.state import open_state
@@ -57,15 +57,18 @@ class NodeResult:
     run_s: float = 0.0  # the node's run (wall)
 
 
-def _replay_window(config: AppConfig, opts: NodeOptions, symbols: list[str]) -> Window:
+def _replay_window(
+    config: AppConfig, opts: NodeOptions, symbols: list[str], bars: bool = False
+) -> Window:
     node = config.settings.node
     start, end = opts.start or node.start, opts.end or node.end
     if start is None or end is None:
         lake = Lake(config.home / "lake")
-        days = lake.days(config.instruments.venue, symbols[0], "quotes")
+        kind = market_kinds(bars)[0]
+        days = lake.days(config.instruments.venue, symbols[0], kind)
         if not days:
             raise InputError(
-                f"the lake under {config.home / 'lake'} has no {symbols[0]} quotes to replay: "
+                f"the lake under {config.home / 'lake'} has no {symbols[0]} {kind} to replay: "
                 "ingest some (hmmtrader ingest synthetic|archive|files) or run the demo first"
             )
         start = start or days[-1].isoformat()
@@ -78,22 +81,47 @@ def _load_replay(
 ) -> Replay:
     """The replay's window checked against the lake (and its data-quality gate), and its
     ticks from the warm-up on."""
-    from trading.backtest.engine import quality_gate
-    from trading.data.nautilus import load_ticks
+    from trading.backtest.engine import quality_gate, warmup_ns
+    from trading.data.nautilus import load_bars, load_ticks
+    from trading.features.descriptor import bars_v1, features_v1
 
-    window = _replay_window(config, opts, symbols)
+    bars = _model_trades_bars(config)
+    window = _replay_window(config, opts, symbols, bars)
     lake = Lake(config.home / "lake")
-    require_ticks(lake, config.instruments.venue, symbols, window)
+    require_ticks(lake, config.instruments.venue, symbols, window, market_kinds(bars))
     if opts.run_dir is None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         opts.run_dir = config.home / "runs" / f"node-replay-{stamp}"
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     if opts.gate:
         echo(f"data-quality gate on {window} ...")
-        quality_gate(config, lake, symbols, window, opts.run_dir)
-    warm_start = window.start_ns - int(config.settings.backtest.warmup_s * NS)
-    instruments, ticks, _ = load_ticks(config, lake, symbols, warm_start, window.end_ns)
-    return Replay(window, instruments, ticks)
+        quality_gate(config, lake, symbols, window, opts.run_dir, bars=bars)
+    s = config.settings
+    fs = bars_v1(s.bars) if bars else features_v1(s.features)
+    warm_start = window.start_ns - warmup_ns(config, fs)
+    if bars:
+        latency_ns = int(s.backtest.latency_ms * 1_000_000)
+        instruments, ticks, _ = load_bars(
+            config, lake, symbols, warm_start, window.end_ns, latency_ns
+        )
+    else:
+        instruments, ticks, _ = load_ticks(config, lake, symbols, warm_start, window.end_ns)
+    return Replay(window, instruments, ticks, bars)
+
+
+def _model_trades_bars(config: AppConfig) -> bool:
+    """Whether the model the node will trade (strategy.model's version) is a BARS_V1 model,
+    by its feature_version tag; False when the registry cannot say (loading the model
+    later gives the error)."""
+    from trading.backtest.canary import trades_bars
+    from trading.errors import HmmTraderError
+    from trading.regime.registry import Registry
+
+    try:
+        registry = Registry(config.settings.registry, config.home)
+        return trades_bars(registry.info(registry.resolve(config.settings.strategy.model)).tags)
+    except HmmTraderError:
+        return False
 
 
 def _inference(config: AppConfig, kind: str) -> Any:

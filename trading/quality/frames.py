@@ -2,12 +2,14 @@
 
 The lake writer sorts rows and drops repeated keys, but other tools can write the lake, so
 the gate reads each file without conforming it: an out-of-order row stays out of order.
-Price jumps (`price_jumps`) are measured here, in file order, for the `price_jump` check.
+Price jumps (`price_jumps`) are measured here, in file order, for the `price_jump` check,
+and the day's coverage (`day_coverage`) for the `coverage` check.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,17 +19,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trading.data.lake import Lake, day_start_ns
+from trading.data.lake import Lake, day_of, day_start_ns
 from trading.data.schemas import SCHEMAS
 from trading.errors import HmmTraderError
-from trading.features.descriptor import FeatureSet, feature_kind, features_v1
+from trading.features.descriptor import BARS_V1, FeatureSet, feature_kind, features_v1
 
 if TYPE_CHECKING:
-    from trading.settings import QualitySettings
+    from trading.settings import BarLimits, QualitySettings, QuoteLimits, TradeLimits
 
 FEATURES_KIND = feature_kind(features_v1())  # the lake kind of FEATURES_V1 files
 # The prices whose jumps the gate checks, per kind (mid = (bid + ask) / 2).
-JUMP_PRICES: dict[str, tuple[str, ...]] = {"quotes": ("bid", "ask", "mid"), "trades": ("price",)}
+# Bars: the close only; a wick (high, low) can legitimately move further than a close.
+JUMP_PRICES: dict[str, tuple[str, ...]] = {
+    "quotes": ("bid", "ask", "mid"),
+    "trades": ("price",),
+    "bars": ("close",),
+}
+BAR_NS = 60 * 1_000_000_000  # the lake's bars are 1-minute bars (trading.data.schemas)
+DAY_NS = 86_400 * 1_000_000_000
 # A price is compared with the median of this many prices before it: a one-row spike is
 # flagged once (the row after it is compared with the prices before the spike), and a
 # steady trend moves the reference along with the price.
@@ -55,10 +64,17 @@ def read_raw(path: Path, kind: str) -> pa.Table:
         raise BatchSchemaError(f"column types do not fit the lake schema: {exc}") from exc
 
 
+def feature_bar_s(feature_set: FeatureSet) -> float | None:
+    """Seconds between the rows of a bar feature set (BARS_V1: one row per bar, stamped at
+    its close); None for a set on the tick grid (FEATURES_V1)."""
+    return float(feature_set.params["bar_s"]) if feature_set.name == BARS_V1 else None
+
+
 def read_features_day(
     lake: Lake, venue: str, symbol: str, day: dt.date, expected: FeatureSet
 ) -> pa.Table:
-    """One day of FEATURES_V1 as stored; a file of another feature set is a BatchSchemaError."""
+    """One day of the `expected` set's features as stored (its lake kind: features_v1,
+    bars_v1); a file of another feature set is a BatchSchemaError."""
     from trading.features.store import read_features  # imports the numba kernels
 
     try:
@@ -78,7 +94,7 @@ def feature_table_columns(table: pa.Table, feature_set: FeatureSet) -> pa.Table:
     try:
         return table.select(names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise BatchSchemaError(f"column types do not fit FEATURES_V1: {exc}") from exc
+        raise BatchSchemaError(f"column types do not fit {feature_set.name}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -122,13 +138,101 @@ def price_jumps(prices: np.ndarray, window_rows: int, floor_bp: float) -> PriceJ
     return PriceJumps(ratio, reference, scale_bp)
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a day's expected time one symbol/kind file covers."""
+
+    fraction: float  # in [0, 1]
+    covered_s: float  # ticks, features: seconds without a silence above max_gap_s
+    expected_s: float  # the part of the day data can cover (`expected_seconds`)
+    basis: str  # what expected_s is: "the UTC day", "the 3.0 h synthetic day", ...
+    bars: int | None = None  # bars only: distinct bars present
+    expected_bars: int | None = None
+
+    def describe(self, min_coverage: float) -> str:
+        """The issue value, e.g. "1 of 1,440 bars of the UTC day (0.07 %, min_coverage
+        90 %)" or "46 s of the UTC day's 24.0 h covered (0.05 %, min_coverage 10 %)"."""
+        share = f"({self.fraction:.2%}, min_coverage {min_coverage:.0%})".replace("%", " %")
+        if self.bars is not None:
+            return f"{self.bars:,} of {self.expected_bars:,} bars of {self.basis} {share}"
+        return (
+            f"{_duration(self.covered_s)} of {self.basis}'s {_duration(self.expected_s)} "
+            f"covered {share}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def expected_seconds(day: dt.date, day_seconds: int | None, now_ns: int) -> tuple[float, str]:
+    """(seconds, basis): the part of `day` its data can cover. The UTC day, or a synthetic
+    day's own length (`day_seconds`, from the file's metadata: a 3-hour test day); today
+    only up to now. A day in the future is not cut (its data is synthetic or mis-dated)."""
+    start = day_start_ns(day)
+    length, basis = 86_400.0, "the UTC day"
+    if day_seconds is not None:
+        length, basis = float(day_seconds), f"the {day_seconds / 3600:.1f} h synthetic day"
+    if start <= now_ns < start + DAY_NS and (now_ns - start) / 1e9 < length:
+        length, basis = (now_ns - start) / 1e9, "today so far"
+    return max(length, 1.0), basis
+
+
+def is_today(day: dt.date, now_ns: int) -> bool:
+    return day_of(now_ns) == day
+
+
+def day_coverage(
+    ts_ns: np.ndarray,
+    kind: str,
+    day: dt.date,
+    expected: tuple[float, str],
+    max_gap_s: float,
+    bar_s: float | None = None,
+) -> Coverage:
+    """The share of the expected time (`expected_seconds`) the rows cover, whatever their
+    order. Bars, and features of bars (`bar_s` given: BARS_V1, one row per bar): distinct
+    bars present / bars expected (1-minute bars unless `bar_s` says otherwise). Ticks and
+    features on the tick grid: the time between consecutive rows, each step counted up to
+    `max_gap_s` (a silence longer than the kind's gap limit is not covered), over the
+    expected time; so a day whose rows span 46 s covers 46 s."""
+    expected_s, basis = expected
+    start = day_start_ns(day)
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    ts = np.unique(ts[(ts >= start) & (ts < start + int(expected_s * 1e9))])
+    if kind == "bars" or bar_s is not None:
+        bar_s = bar_s or BAR_NS / 1e9
+        expected_bars = max(1, int(expected_s // bar_s))
+        present = len(np.unique(ts // round(bar_s * 1e9)))
+        fraction = min(1.0, present / expected_bars)
+        return Coverage(fraction, present * bar_s, expected_s, basis, present, expected_bars)
+    steps = np.minimum(np.diff(ts), int(max_gap_s * 1e9)).astype(np.float64)
+    covered = float(steps.sum()) / 1e9
+    return Coverage(min(1.0, covered / expected_s), covered, expected_s, basis)
+
+
 def validation_frame(
-    table: pa.Table, kind: str, day: dt.date, quality: QualitySettings
+    table: pa.Table,
+    kind: str,
+    day: dt.date,
+    quality: QualitySettings,
+    expected: tuple[float, str] | None = None,
+    feature_set: FeatureSet | None = None,
 ) -> pd.DataFrame:
     """A pandas frame (RangeIndex = row in the file) plus the derived columns:
     gap_s (seconds since the previous row, 0 on the first), day_offset_s (seconds since
-    the file's UTC midnight), for quotes spread_bp ((ask - bid) / mid in bp) and mid, and
-    for each price of JUMP_PRICES `<price>_jump` and `<price>_reference` (`price_jumps`)."""
+    the file's UTC midnight), for quotes spread_bp ((ask - bid) / mid in bp) and mid, for
+    bars gap_bars (bars missing since the previous bar) and ohlc_ok (high >= max(open,
+    close) and low <= min(open, close); True where a price is missing: not_null reports
+    it), for each price of JUMP_PRICES `<price>_jump` and `<price>_reference`
+    (`price_jumps`), and coverage (the day's `Coverage.fraction` on every row; the
+    `Coverage` itself in `frame.attrs["coverage"]`). `expected`: `expected_seconds` of
+    the day (default: the UTC day, up to now for today). `feature_set`: the set of a
+    features file (default FEATURES_V1); the coverage of BARS_V1 counts its bars."""
     frame = table.to_pandas()
     ts = frame["ts_ns"].to_numpy()
     if len(ts):
@@ -142,12 +246,37 @@ def validation_frame(
         with np.errstate(divide="ignore", invalid="ignore"):
             frame["spread_bp"] = (ask - bid) / ((ask + bid) / 2) * 1e4
         frame["mid"] = (bid + ask) / 2
+    if kind == "bars":
+        frame["gap_bars"] = frame["gap_s"] / 60.0 - 1.0
+        frame.loc[0:0, "gap_bars"] = 0.0
+        opens, closes = frame["open"].to_numpy(), frame["close"].to_numpy()
+        with np.errstate(invalid="ignore"):
+            body_high, body_low = np.fmax(opens, closes), np.fmin(opens, closes)
+            bad = (frame["high"].to_numpy() < body_high) | (frame["low"].to_numpy() > body_low)
+        frame["ohlc_ok"] = ~bad
     if kind in JUMP_PRICES:
-        limits = quality.quotes if kind == "quotes" else quality.trades
+        by_kind: dict[str, QuoteLimits | TradeLimits | BarLimits] = {
+            "quotes": quality.quotes,
+            "trades": quality.trades,
+            "bars": quality.bars,
+        }
+        limits = by_kind[kind]
         for name in JUMP_PRICES[kind]:
             jumps = price_jumps(
                 frame[name].to_numpy(), limits.jump_window_rows, limits.jump_floor_bp
             )
             frame[f"{name}_jump"] = jumps.ratio
             frame[f"{name}_reference"] = jumps.reference
-    return frame.reset_index(drop=True)
+    if expected is None:
+        expected = expected_seconds(day, None, time.time_ns())
+    max_gap_s = {
+        "quotes": quality.quotes.max_gap_s,
+        "trades": quality.trades.max_gap_s,
+        "features": quality.features.max_gap_s,
+    }.get(kind, 60.0)  # bars: counted, not timed
+    bar_s = feature_bar_s(feature_set) if kind == "features" and feature_set else None
+    coverage = day_coverage(ts, kind, day, expected, max_gap_s, bar_s)
+    frame["coverage"] = coverage.fraction
+    frame = frame.reset_index(drop=True)
+    frame.attrs["coverage"] = coverage
+    return frame

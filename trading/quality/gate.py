@@ -4,6 +4,10 @@
 file is one batch; each failed expectation becomes issue rows in data_quality_issues.csv and
 a check result whose severity (block or warn) comes from `QualitySettings.checks`.
 
+The `features` kind checks the files of the configured feature set (`regime.feature_set`:
+FEATURES_V1 on the 1 s tick grid, or BARS_V1, a row per 1-minute bar, whose gaps and
+coverage are counted in bars).
+
 A file's results are kept (`<home>/quality/cache/`) under a key of its lake path, size and
 modification time and of the quality settings, feature set and suite code: a file that did
 not change is not validated again (a backtest, canary or replay of days validated before
@@ -24,6 +28,7 @@ from trading.atomic import atomic_copy, atomic_write_text
 from trading.data.inputs import day_range, parse_symbols
 from trading.data.lake import Lake, day_start_ns
 from trading.errors import InputError
+from trading.features.descriptor import BARS_V1, FEATURES_V1, FeatureSet, feature_kind
 from trading.paths import StatePaths
 from trading.quality import data_docs_index
 from trading.quality.checks import CHECK_NAMES
@@ -39,12 +44,18 @@ from trading.settings import AppConfig
 if TYPE_CHECKING:
     import pandas as pd
 
-    from trading.features.descriptor import FeatureSet
     from trading.quality.runner import ExpectationOutcome, SuiteRunner
     from trading.settings import QualitySettings
 
-GATE_KINDS: tuple[str, ...] = ("quotes", "trades", "features")
+GATE_KINDS: tuple[str, ...] = ("quotes", "trades", "bars", "features")
+RAW_KINDS: tuple[str, ...] = ("quotes", "trades", "bars")
+TICK_KINDS: tuple[str, ...] = ("quotes", "trades")  # FEATURES_V1 needs both
+FEATURE_SOURCES: dict[str, tuple[str, ...]] = {FEATURES_V1: TICK_KINDS, BARS_V1: ("bars",)}
 SUMMARY_FILE = "summary.json"
+
+
+class NoDataError(InputError):
+    """The selection (symbols, days, kinds) matches no lake file: nothing was validated."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +138,112 @@ def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
     if unknown or not names:
         raise InputError(
             f"unknown kind(s) {', '.join(unknown) or '(none given)'}: "
-            f"expected some of {', '.join(GATE_KINDS)}"
+            f"expected some of {', '.join(GATE_KINDS)} (or auto: the kinds the lake holds)"
         )
     return tuple(dict.fromkeys(names))
+
+
+def configured_feature_set(config: AppConfig) -> FeatureSet:
+    """The feature set whose files the `features` kind checks: regime.feature_set (as
+    `trading.regime.pipeline.configured_feature_set`, without importing the regime code),
+    its parameters from the features: / bars: settings."""
+    from trading.features.descriptor import bars_v1, features_v1
+
+    settings = config.settings
+    if settings.regime.feature_set == "bars_v1":
+        return bars_v1(settings.bars)
+    return features_v1(settings.features)
+
+
+def _lake_kind(kind: str, feature_set: FeatureSet | None = None) -> str:
+    if kind != "features":
+        return kind
+    return feature_kind(feature_set) if feature_set is not None else FEATURES_V1.lower()
+
+
+def _features_hint(feature_set: FeatureSet | None) -> str:
+    if feature_set is not None and feature_set.name == BARS_V1:
+        return "hmmtrader features --set bars_v1"
+    return "hmmtrader features"
+
+
+def held_kinds(
+    lake: Lake,
+    venue: str,
+    symbol: str,
+    start: dt.date,
+    end: dt.date,
+    feature_set: FeatureSet | None = None,
+) -> tuple[str, ...]:
+    """The kinds to validate for `symbol` when none are named: the raw kinds the lake holds
+    on a day of [start, end] (quotes and trades together: a day needs both for FEATURES_V1,
+    so one without the other is reported missing), then features (of `feature_set`,
+    default FEATURES_V1) where their source data (ticks; bars for BARS_V1) or feature
+    files are held (validated where a file exists; a bars-only lake has none to skip
+    under FEATURES_V1)."""
+
+    def held(kind: str) -> bool:
+        lake_kind = _lake_kind(kind, feature_set)
+        return any(start <= day <= end for day in lake.days(venue, symbol, lake_kind))
+
+    found = {kind for kind in GATE_KINDS if held(kind)}
+    if found & set(TICK_KINDS):
+        found |= set(TICK_KINDS)
+    sources = FEATURE_SOURCES.get(feature_set.name if feature_set else FEATURES_V1, ())
+    if found & set(sources):
+        found.add("features")
+    return tuple(k for k in GATE_KINDS if k in found)
+
+
+def _span(days: Sequence[dt.date]) -> str:
+    if len(days) == 1:
+        return days[0].isoformat()
+    return f"{days[0]}..{days[-1]} ({len(days)} days)"
+
+
+def no_data_message(
+    lake: Lake,
+    venue: str,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    kinds: Sequence[str] | None,
+    feature_set: FeatureSet | None = None,
+) -> str:
+    """Why a selection matched no file: what was asked, what the lake holds for those
+    symbols (features: of `feature_set`, default FEATURES_V1), and what to run instead."""
+    asked_kinds = ", ".join(kinds) if kinds is not None else "quotes, trades, bars or features"
+    asked = (
+        f"nothing to validate: no {asked_kinds} of {', '.join(symbols)} on "
+        f"{_span(day_range(start, end))} in the lake under {lake.root}"
+    )
+    held: list[str] = []
+    in_range: list[str] = []
+    for symbol in symbols:
+        for kind in GATE_KINDS:
+            days = lake.days(venue, symbol, _lake_kind(kind, feature_set))
+            if days:
+                held.append(f"{symbol} {kind} {_span(days)}")
+                if any(start <= day <= end for day in days):
+                    in_range.append(kind)
+    if not held:
+        others = sorted({s for v, s, _ in lake.partitions() if v == venue} - set(symbols))
+        also = f" (it holds {', '.join(others)})" if others else ""
+        return (
+            f"{asked}; it holds no quotes, trades, bars or features of "
+            f"{', '.join(symbols)}{also}: ingest them first (hmmtrader ingest ...)"
+        )
+    if in_range:
+        fix = f"validate what it holds (--kinds {','.join(dict.fromkeys(in_range))})"
+    else:
+        fix = "pick --start/--end within those days"
+    wanted = list(kinds) if kinds is not None else list(RAW_KINDS)
+    make = []
+    if any(k in RAW_KINDS for k in wanted):
+        make.append("ingest the data first (hmmtrader ingest ...)")
+    if "features" in wanted:
+        make.append(f"compute features first ({_features_hint(feature_set)})")
+    return f"{asked}; it holds {'; '.join(held)}: {fix}, or {' / '.join(make)}"
 
 
 def run_gate(
@@ -139,24 +253,44 @@ def run_gate(
     start: dt.date,
     end: dt.date,
     *,
-    kinds: Sequence[str] = GATE_KINDS,
+    kinds: Sequence[str] | None = None,
     out_dir: Path | None = None,
     require_features: bool = False,
+    skip_features: bool = False,
 ) -> GateResult:
     """Validate every (symbol, kind, day) file of [start, end] and write the issue CSV.
 
-    Missing quotes/trades files are blocking issues (`data_present`). Feature days without
-    a file are skipped unless `require_features`. Writes `data_quality_issues.csv` and
-    `summary.json` to `out_dir` (default `<home>/quality/runs/<UTC time>/`) and copies both
-    to `<home>/quality/latest/`; Data Docs go to `<home>/quality/gx/uncommitted/data_docs/`.
+    `kinds` None: per symbol, the kinds the lake holds in the range (`held_kinds`; without
+    features if `skip_features`). Missing quotes/trades/bars files are blocking issues (`data_present`). Feature days
+    without a file are skipped unless `require_features`. A selection that matches no file
+    at all raises NoDataError (never "passed" after checking nothing). Writes
+    `data_quality_issues.csv` and `summary.json` to `out_dir` (default
+    `<home>/quality/runs/<UTC time>/`) and copies both to `<home>/quality/latest/`; Data
+    Docs go to `<home>/quality/gx/uncommitted/data_docs/`. The `features` kind checks the
+    files of the configured feature set (`configured_feature_set`).
     """
-    from trading.features.descriptor import features_v1
-
     names = parse_symbols(config, list(symbols) if not isinstance(symbols, str) else symbols)
     days = day_range(start, end)
-    kind_list = parse_kinds(kinds)
+    venue = config.instruments.venue
+    named = parse_kinds(kinds) if kinds is not None else None
+    feature_set = configured_feature_set(config)
+    per_symbol: dict[str, tuple[str, ...]] = {}
+    for symbol in names:
+        if named is not None:
+            per_symbol[symbol] = named
+            continue
+        held = held_kinds(lake, venue, symbol, start, end, feature_set)
+        per_symbol[symbol] = tuple(k for k in held if k != "features" or not skip_features)
+    matched = any(
+        start <= day <= end
+        for symbol, kind_list in per_symbol.items()
+        for kind in kind_list
+        for day in lake.days(venue, symbol, _lake_kind(kind, feature_set))
+    )
+    if not matched:
+        raise NoDataError(no_data_message(lake, venue, names, start, end, kinds, feature_set))
+    used = {kind for kind_list in per_symbol.values() for kind in kind_list}
     quality = config.settings.quality
-    feature_set = features_v1(config.settings.features)
     paths = StatePaths(config.home)
 
     def open_runner() -> SuiteRunner:  # imports Great Expectations: only when needed
@@ -164,13 +298,13 @@ def run_gate(
         from trading.quality.suites import build_suites
 
         suites = build_suites(quality, feature_set)
-        return SuiteRunner(paths.quality, {k: suites[k] for k in kind_list})
+        return SuiteRunner(paths.quality, {k: suites[k] for k in GATE_KINDS if k in used})
 
     started = dt.datetime.now(dt.UTC)
     cache = ResultCache(paths.quality / "cache", quality, feature_set)
     gate = _Gate(config, lake, open_runner, cache, feature_set, started, require_features)
     for symbol in names:
-        for kind in kind_list:
+        for kind in per_symbol[symbol]:
             for day in days:
                 gate.batch(symbol, kind, day)
     if gate.runner is not None or not data_docs_index(paths.quality).is_file():
@@ -244,22 +378,28 @@ class _Gate:
         self.messages: dict[str, list[str]] = {"block": [], "warn": []}
 
     def batch(self, symbol: str, kind: str, day: dt.date) -> None:
+        from trading.data.synthetic import stored_day_seconds
         from trading.quality.frames import (
-            FEATURES_KIND,
             BatchSchemaError,
+            expected_seconds,
             feature_table_columns,
+            is_today,
             read_features_day,
             read_raw,
             validation_frame,
         )
 
-        lake_kind = FEATURES_KIND if kind == "features" else kind
+        lake_kind = feature_kind(self.feature_set) if kind == "features" else kind
         path = self.lake.path(self.venue, symbol, lake_kind, day)
         if day not in self.lake.days(self.venue, symbol, lake_kind):
             if kind == "features" and not self.require_features:
                 self.skipped.append(f"{symbol} features {day}: no feature file (not required)")
                 return
-            hint = "compute them first (hmmtrader features)" if kind == "features" else None
+            hint = None
+            if kind == "features":
+                hint = f"compute them first ({_features_hint(self.feature_set)})"
+            if kind == "bars":
+                hint = "ingest them first (hmmtrader ingest archive or files)"
             self._fail(symbol, kind, day, "data_present", f"missing: {path}", None, hint)
             return
         key = self.cache.key(self.lake, kind, path)
@@ -279,11 +419,16 @@ class _Gate:
         if table.num_rows == 0:
             self._fail(symbol, kind, day, "data_present", f"empty file: {path}", path)
             return
-        frame = validation_frame(table, kind, day, self.quality)
+        now_ns = int(self.started.timestamp() * 1e9)
+        day_seconds = stored_day_seconds(self.lake, self.venue, symbol, day)
+        expected = expected_seconds(day, day_seconds, now_ns)
+        frame = validation_frame(table, kind, day, self.quality, expected, self.feature_set)
         if self.runner is None:
             self.runner = self.open_runner()
         outcomes = self.runner.validate(kind, frame, f"{symbol} {kind} {day}", self.started)
         found, failed = self._record(symbol, kind, day, path, frame, outcomes)
+        if is_today(day, now_ns):
+            return  # its coverage is measured up to now: validate it again next time
         self.cache.put(
             key,
             {
@@ -302,7 +447,7 @@ class _Gate:
             for ts_ns, check, value, row in cached["issues"]
         ]
         self.issues.extend(found)
-        self._checks(symbol, kind, day, int(cached["rows"]), path, cached["failed"])
+        self._checks(symbol, kind, day, int(cached["rows"]), path, cached["failed"], found)
 
     def _fail(
         self,
@@ -356,6 +501,9 @@ class _Gate:
                 positions = outcome.positions[:room].tolist()
             else:
                 value = table_value(outcome.check, outcome.kwargs, outcome.observed, outcome.error)
+                if outcome.check == "coverage" and outcome.error is None:
+                    minimum = float(outcome.kwargs.get("min_value") or 0.0)
+                    value = frame.attrs["coverage"].describe(minimum)
                 rows, positions = [(day_start_ns(day), value)], [None]
             for (ts_ns, value), row in zip(rows, positions, strict=True):
                 found.append(Issue(ts_ns, symbol, outcome.check, value, severity, kind, day, row))
@@ -363,23 +511,41 @@ class _Gate:
         # file order; table-level issues (no row) first
         found.sort(key=lambda i: (-1 if i.row is None else i.row, CHECK_NAMES.index(i.check)))
         self.issues.extend(found)
-        self._checks(symbol, kind, day, len(frame), path, failed)
+        self._checks(symbol, kind, day, len(frame), path, failed, found)
         return found, failed
 
     def _checks(
-        self, symbol: str, kind: str, day: dt.date, rows: int, path: Path, failed: dict[str, int]
+        self,
+        symbol: str,
+        kind: str,
+        day: dt.date,
+        rows: int,
+        path: Path,
+        failed: dict[str, int],
+        found: Sequence[Issue] = (),
     ) -> None:
         checks = tuple(
             CheckResult(check, self.quality.severity(check), count, count == 0)
             for check, count in sorted(failed.items(), key=lambda kv: CHECK_NAMES.index(kv[0]))
         )
         self.batches.append(BatchResult(symbol, kind, day, rows, path, checks))
+        coverage = next((i.value for i in found if i.check == "coverage"), None)
         for check in checks:
-            if not check.passed:
-                self.messages[check.severity].append(
+            if check.passed:
+                continue
+            if check.check == "coverage" and coverage is not None:
+                message = (
+                    f"{symbol} {kind} {day}: coverage: {coverage}: a nearly empty or partial "
+                    f"day; ingest the whole day, leave it out of --start/--end, or lower "
+                    f"quality.{kind}.min_coverage (quality.checks.coverage: warn reports it "
+                    "without blocking)"
+                )
+            else:
+                message = (
                     f"{symbol} {kind} {day}: {check.check} failed on {check.failed_rows:,} "
                     f"row{'s' if check.failed_rows != 1 else ''}"
                 )
+            self.messages[check.severity].append(message)
 
     def finish(self, run_dir: Path, latest_dir: Path, data_docs: Path) -> GateResult:
         issues_csv = write_issues_csv(run_dir / ISSUES_FILE, self.issues)

@@ -95,6 +95,15 @@ def _value(frame: pd.DataFrame, expectation_type: str, kwargs: dict[str, Any], p
             f"{price}={format_number(frame[price].iat[pos])},"
             f"reference={format_number(reference)},jump_ratio={float(value):.1f}"
         )
+    if column == "ohlc_ok":  # ohlc_consistent: the whole bar
+        return ",".join(
+            f"{name}={format_number(frame[name].iat[pos])}"
+            for name in ("open", "high", "low", "close")
+        )
+    if column == "ts_ns":  # unique_ts: the repeated open time
+        return f"open_time={iso_ms(int(value))}"
+    if column == "gap_bars":
+        return f"{column}={float(value):g}"
     if column in ("gap_s", "day_offset_s"):
         return f"{column}={float(value):.3f}"
     if column == "spread_bp":

@@ -1,6 +1,6 @@
 """Run the suites through a Great Expectations file project under the state root.
 
-One checkpoint per gate kind (quotes, trades, features); each symbol-day file is one
+One checkpoint per gate kind (quotes, trades, bars, features); each symbol-day file is one
 checkpoint run, named "<SYMBOL> <kind> <day>" in Data Docs. Data Docs are built once per
 gate run, for its validations (an update per checkpoint run re-renders the site's index
 every time: about a second per file, growing with the stored results). The
@@ -30,7 +30,8 @@ from trading.quality.suites import open_project
 
 DATASOURCE = "lake"
 BATCH_DEFINITION = "symbol-day file"
-ASSETS = {"quotes": "quotes", "trades": "trades", "features": "features_v1"}
+# (features of another set than FEATURES_V1: an asset named after its suite, e.g. bars_v1)
+ASSETS = {"quotes": "quotes", "trades": "trades", "bars": "bars", "features": "features_v1"}
 _SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
 _COMPLETE = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
 
@@ -65,10 +66,11 @@ class SuiteRunner:
         self._validated: list[Any] = []  # this run's validation result identifiers
         for kind, suite in suites.items():
             stored = self.context.suites.add_or_update(suite)
+            asset_name = suite.name if kind == "features" else ASSETS[kind]
             try:
-                asset = datasource.get_asset(ASSETS[kind])
+                asset = datasource.get_asset(asset_name)
             except LookupError:
-                asset = datasource.add_dataframe_asset(ASSETS[kind])
+                asset = datasource.add_dataframe_asset(asset_name)
             try:
                 batch_definition = asset.get_batch_definition(BATCH_DEFINITION)
             except KeyError:

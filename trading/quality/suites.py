@@ -5,7 +5,9 @@ result maps back to a check and its severity. Where GX has no native expectation
 checks a column the gate derives before validation (see `trading.quality.frames`):
 `gap_s` (seconds since the previous row, 0 on the first), `day_offset_s` (seconds since the
 file's UTC midnight), for quotes `spread_bp`, and the price jumps `bid_jump`, `ask_jump`,
-`mid_jump` (quotes) and `price_jump` (trades).
+`mid_jump` (quotes), `price_jump` (trades) and `close_jump` (bars), for bars `gap_bars`
+(bars missing before a bar) and `ohlc_ok`, and `coverage` (the day's share covered, the
+same on every row).
 
 Imports Great Expectations (about 6 s): import this module inside functions only.
 """
@@ -23,21 +25,26 @@ import great_expectations.expectations as gxe
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations import Expectation
 
+from trading.data.schemas import SCHEMAS
 from trading.env import disable_telemetry
-from trading.features.descriptor import FeatureSet
+from trading.features.descriptor import BARS_V1, FeatureSet, feature_kind
 from trading.quality.checks import CHECKS
-from trading.quality.frames import JUMP_PRICES
+from trading.quality.frames import JUMP_PRICES, feature_bar_s
 from trading.settings import QualitySettings
 
 SUITE_NAMES: dict[str, str] = {
     "quotes": "raw_quotes",
     "trades": "raw_trades",
-    "features": "features_v1",
+    "bars": "raw_bars",
+    "features": "features_v1",  # of another feature set: its lake kind (`features_suite_name`)
 }
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "quotes": ("ts_ns", "bid", "ask", "bid_size", "ask_size"),
-    "trades": ("ts_ns", "trade_id", "price", "qty", "aggressor_side"),
+    kind: tuple(SCHEMAS[kind].names) for kind in ("quotes", "trades", "bars")
 }
+# Bars: every value must be present but these (a generic OHLCV file has none of them).
+BAR_OPTIONAL = ("quote_volume", "n_trades", "taker_buy_volume")
+BAR_PRICES = ("open", "high", "low", "close")
+BAR_VOLUMES = ("volume", "quote_volume", "taker_buy_volume", "n_trades")
 # Bounds of the raw feature values (min, max, min exclusive); the rest only must be finite.
 RAW_FEATURE_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "raw_mid": (0.0, None, True),
@@ -46,6 +53,11 @@ RAW_FEATURE_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "raw_sign_imbalance": (-1.0, 1.0, False),
     "raw_signed_delta": (-1.0, 1.0, False),
     "raw_rv_bp": (0.0, None, False),
+}
+# ... of BARS_V1 (raw_log_return_bp and raw_volume_z have no natural bound).
+BAR_RAW_FEATURE_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "raw_parkinson_bp": (0.0, None, False),
+    "raw_autocorr_1": (-1.0, 1.0, False),
 }
 FINITE_MAX = sys.float_info.max  # "between -FINITE_MAX and FINITE_MAX" rejects +-inf
 SECONDS_PER_DAY = 86_400.0
@@ -60,11 +72,13 @@ def _common(
     expectations: list[Expectation],
     columns: list[str],
     strict_ts: bool,
-    max_gap_s: float,
+    gap: tuple[str, float],
     min_rows: int,
     max_rows: int,
+    min_coverage: float,
 ) -> None:
-    """Expectations every kind shares: columns, row count, order, day, gaps."""
+    """Expectations every kind shares: columns, row count, order, day, gaps (`gap`: the
+    derived column and its maximum), coverage."""
     expectations.append(
         gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=False, **_tag("schema"))
     )
@@ -88,7 +102,12 @@ def _common(
         )
     )
     expectations.append(
-        gxe.ExpectColumnValuesToBeBetween(column="gap_s", max_value=max_gap_s, **_tag("gap"))
+        gxe.ExpectColumnValuesToBeBetween(column=gap[0], max_value=gap[1], **_tag("gap"))
+    )
+    expectations.append(
+        gxe.ExpectColumnMinToBeBetween(
+            column="coverage", min_value=min_coverage, **_tag("coverage")
+        )
     )
 
 
@@ -121,9 +140,10 @@ def quotes_suite(quality: QualitySettings) -> gx.ExpectationSuite:
         expectations,
         list(REQUIRED_COLUMNS["quotes"]),
         quality.strict_quote_timestamps,
-        limits.max_gap_s,
+        ("gap_s", limits.max_gap_s),
         limits.min_rows,
         limits.max_rows,
+        limits.min_coverage,
     )
     _not_null(expectations, REQUIRED_COLUMNS["quotes"])
     for column in ("bid", "ask"):
@@ -155,9 +175,10 @@ def trades_suite(quality: QualitySettings) -> gx.ExpectationSuite:
         expectations,
         list(REQUIRED_COLUMNS["trades"]),
         quality.strict_trade_timestamps,
-        limits.max_gap_s,
+        ("gap_s", limits.max_gap_s),
         limits.min_rows,
         limits.max_rows,
+        limits.min_coverage,
     )
     _not_null(expectations, REQUIRED_COLUMNS["trades"])
     _positive(expectations, "price", "positive_price")
@@ -179,13 +200,71 @@ def trades_suite(quality: QualitySettings) -> gx.ExpectationSuite:
     return gx.ExpectationSuite(name=SUITE_NAMES["trades"], expectations=expectations)
 
 
+def bars_suite(quality: QualitySettings) -> gx.ExpectationSuite:
+    """1-minute bars: open times strictly increasing and unique, no more than max_gap_bars
+    missing in a row, OHLC consistent, prices > 0, volumes >= 0, no close jump."""
+    limits = quality.bars
+    expectations: list[Expectation] = []
+    _common(
+        expectations,
+        list(REQUIRED_COLUMNS["bars"]),
+        True,
+        ("gap_bars", float(limits.max_gap_bars)),
+        limits.min_rows,
+        limits.max_rows,
+        limits.min_coverage,
+    )
+    expectations.append(gxe.ExpectColumnValuesToBeUnique(column="ts_ns", **_tag("unique_ts")))
+    _not_null(expectations, [c for c in REQUIRED_COLUMNS["bars"] if c not in BAR_OPTIONAL])
+    for column in BAR_PRICES:
+        _positive(expectations, column, "positive_price")
+    for column in BAR_VOLUMES:
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=column, min_value=0.0, max_value=FINITE_MAX, **_tag("non_negative_volume")
+            )
+        )
+    expectations.append(
+        gxe.ExpectColumnValuesToBeInSet(
+            column="ohlc_ok", value_set=[True], **_tag("ohlc_consistent")
+        )
+    )
+    _jumps(expectations, JUMP_PRICES["bars"], limits.max_jump_ratio)
+    return gx.ExpectationSuite(name=SUITE_NAMES["bars"], expectations=expectations)
+
+
+def features_suite_name(feature_set: FeatureSet) -> str:
+    """features_v1 for FEATURES_V1, else the set's lake kind (bars_v1): results and Data
+    Docs of two feature sets never mix."""
+    return feature_kind(feature_set) if feature_set.name == BARS_V1 else SUITE_NAMES["features"]
+
+
+def feature_gap_s(quality: QualitySettings, feature_set: FeatureSet) -> float:
+    """The longest step between two feature rows: features.max_gap_s on the tick grid;
+    for BARS_V1 (a row per bar) bars.max_gap_bars missing bars, as for the bars."""
+    bar_s = feature_bar_s(feature_set)
+    if bar_s is None:
+        return quality.features.max_gap_s
+    return bar_s * (quality.bars.max_gap_bars + 1)
+
+
 def features_suite(quality: QualitySettings, feature_set: FeatureSet) -> gx.ExpectationSuite:
+    """The feature files of `feature_set`: values finite, z values within +-z_clip, raw
+    values within their ranges, rows increasing and no longer apart than `feature_gap_s`;
+    coverage against features.min_coverage (BARS_V1: bars present / bars expected)."""
     limits = quality.features
     z_clip = float(feature_set.params["z_clip"])
     values = feature_set.columns + feature_set.raw_columns
+    ranges = BAR_RAW_FEATURE_RANGES if feature_set.name == BARS_V1 else RAW_FEATURE_RANGES
     expectations: list[Expectation] = []
     _common(
-        expectations, ["ts_ns", *values], True, limits.max_gap_s, limits.min_rows, limits.max_rows
+        expectations,
+        ["ts_ns", *values],
+        True,
+        ("gap_s", feature_gap_s(quality, feature_set)),
+        limits.min_rows,
+        limits.max_rows,
+        limits.min_coverage,
     )
     _not_null(expectations, ["ts_ns"])
     # NaN is "missing" to GX (not-null catches it); +-inf is not, so a finite range does.
@@ -205,9 +284,9 @@ def features_suite(quality: QualitySettings, feature_set: FeatureSet) -> gx.Expe
             )
         )
     for column in feature_set.raw_columns:
-        if column not in RAW_FEATURE_RANGES:
+        if column not in ranges:
             continue
-        low, high, exclusive = RAW_FEATURE_RANGES[column]
+        low, high, exclusive = ranges[column]
         expectations.append(
             gxe.ExpectColumnValuesToBeBetween(
                 column=column,
@@ -217,16 +296,17 @@ def features_suite(quality: QualitySettings, feature_set: FeatureSet) -> gx.Expe
                 **_tag("feature_range"),
             )
         )
-    return gx.ExpectationSuite(name=SUITE_NAMES["features"], expectations=expectations)
+    return gx.ExpectationSuite(name=features_suite_name(feature_set), expectations=expectations)
 
 
 def build_suites(
     quality: QualitySettings, feature_set: FeatureSet
 ) -> dict[str, gx.ExpectationSuite]:
-    """Gate kind (quotes, trades, features) -> its suite."""
+    """Gate kind (quotes, trades, bars, features) -> its suite."""
     return {
         "quotes": quotes_suite(quality),
         "trades": trades_suite(quality),
+        "bars": bars_suite(quality),
         "features": features_suite(quality, feature_set),
     }
 

@@ -44,6 +44,10 @@ class RegimeSettings(Frozen):
     covariance_type: CovarianceType = "full"
     k_min: int = Field(default=3, ge=2, le=10)
     k_max: int = Field(default=5, ge=2, le=10)
+    # K is the smallest number of states whose held-out (validation) log-likelihood per row
+    # is at most this far (nats) below the best K's: a larger K must gain more than this per
+    # held-out row to be chosen. Per row, so the rule does not drift with the sample size.
+    k_min_gain_per_row: float = Field(default=0.05, ge=0, le=10)
     restarts: int = Field(default=3, ge=1, le=20)  # random initialisations per K
     max_iter: int = Field(default=100, ge=1, le=10_000)  # EM iterations per fit
     tol_per_row: float = Field(default=1e-5, gt=0)  # EM stops when log-lik gain < this * rows
@@ -84,15 +88,23 @@ class RegimeSettings(Frozen):
 
 
 class PolicySettings(Frozen):
-    """Policy head: direction of the forward return net of costs -> BUY / SELL / HOLD."""
+    """Policy head: direction of the forward return net of costs -> BUY / SELL / HOLD.
 
-    horizon_s: float = Field(default=60.0, gt=0, le=DAY_S)  # forward-return horizon
-    # added to the spread: 2 x 10 bp Binance spot taker fees + 2 bp slippage per round trip
+    FEATURES_V1 (ticks) uses horizon_s and extra_cost_bp (on top of each row's spread);
+    BARS_V1 (1-minute bars, no spread) uses horizon_bars and the per-side bar_fee_bp and
+    bar_slippage_bp (see `horizon_steps`, `round_trip_bp`). act_threshold and min_edge_bp
+    (bp after the round trip) apply to both."""
+
+    horizon_s: float = Field(default=60.0, gt=0, le=DAY_S)  # FEATURES_V1 forward-return horizon
+    # FEATURES_V1, added to the spread: 2 x 10 bp Binance spot taker fees + 2 bp slippage
     extra_cost_bp: float = Field(default=22.0, ge=0, le=MAX_BP)
-    # BARS_V1 has no spread: cost per trade
-    bar_cost_bp: float = Field(default=2.0, ge=0, le=MAX_BP)
     act_threshold: float = Field(default=0.6, gt=0, lt=1)  # class probability to act
     min_edge_bp: float = Field(default=8.0, ge=0, le=MAX_BP)  # expected edge after costs to act
+    # BARS_V1: forward-return horizon in bars (1 hour of 1-minute bars: the typical move
+    # then exceeds the round trip), costs per side (a round trip pays them twice)
+    horizon_bars: int = Field(default=60, ge=1, le=10_000)
+    bar_fee_bp: float = Field(default=10.0, ge=0, le=MAX_BP)  # Binance spot taker fee per side
+    bar_slippage_bp: float = Field(default=1.0, ge=0, le=MAX_BP)  # per side
     max_iter: int = Field(default=60, ge=1, le=5_000)  # boosting iterations
     learning_rate: float = Field(default=0.1, gt=0, le=1)
     max_leaf_nodes: int = Field(default=8, ge=2, le=255)
@@ -101,6 +113,16 @@ class PolicySettings(Frozen):
     calibration: Calibration = "temperature"
     calibration_fraction: float = Field(default=0.5, gt=0, lt=1)  # of the validation window
 
+    def horizon_steps(self, feature_set_name: str, step_s: float) -> int:
+        """The label horizon in rows: horizon_bars for BARS_V1, horizon_s / grid else."""
+        if feature_set_name == BARS_V1:
+            return self.horizon_bars
+        return max(1, round(self.horizon_s / step_s))
+
+    def round_trip_bp(self) -> float:
+        """BARS_V1 cost of a round trip (no spread in bars): fee and slippage, both sides."""
+        return 2.0 * (self.bar_fee_bp + self.bar_slippage_bp)
+
 
 class DriftSettings(Frozen):
     """Feature drift: KL divergence of a recent window against the training reference."""
@@ -108,7 +130,12 @@ class DriftSettings(Frozen):
     bins: int = Field(default=10, ge=3, le=100)  # quantile bins of the reference
     window_s: float = Field(default=3600.0, gt=0, le=7 * DAY_S)  # recent window scored
     min_rows: int = Field(default=60, ge=1)  # fewer rows in the window: score 0
-    threshold: float = Field(default=0.5, gt=0, le=MAX_DRIFT)  # above: confidence scaled down
+    # above the threshold confidence is scaled down. With calibration_quantile set, the
+    # model's threshold is that quantile of its own rolling score over the training rows,
+    # but never below `threshold` (a floor: a quiet training window does not make the alarm
+    # fire on noise); None: `threshold` as is. The model records the threshold it uses.
+    threshold: float = Field(default=0.5, gt=0, le=MAX_DRIFT)
+    calibration_quantile: float | None = Field(default=0.99, ge=0.5, lt=1)
     confidence_scale: float = Field(default=0.5, ge=0, le=1)
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from trading.data.lake import Lake
-from trading.errors import HmmTraderError
-from trading.features.descriptor import BARS_V1, FeatureSet
+from trading.errors import HmmTraderError, InputError
+from trading.features.descriptor import BARS_V1, FEATURES_V1, FeatureSet, feature_kind
 from trading.features.store import read_features
 from trading.features.v1 import step_ns
 from trading.regime.config import PolicySettings
@@ -114,6 +114,7 @@ def load_dataset(
     columns = row_columns(expected)
     frames = {}
     for symbol in symbols:
+        _require_files(lake, venue, symbol, start, end, expected)
         table, _ = read_features(lake, venue, symbol, start, end, expected=expected)
         ts = table.column("ts_ns").to_numpy().astype(np.int64)
         X = np.column_stack([table.column(c).to_numpy() for c in columns]).astype(np.float64)
@@ -122,6 +123,32 @@ def load_dataset(
             raise TrainingDataError(f"{symbol}: feature timestamps are not increasing")
         frames[symbol] = (ts, X)
     return Dataset(expected, list(symbols), start, end, step_ns(expected), frames)
+
+
+def _require_files(
+    lake: Lake, venue: str, symbol: str, start: dt.date, end: dt.date, expected: FeatureSet
+) -> None:
+    """No feature file of the expected set in range: say which command makes them, and
+    whether the lake holds the other set (train with --feature-set then)."""
+    kind = feature_kind(expected)
+    if any(start <= d <= end for d in lake.days(venue, symbol, kind)):
+        return
+    others = [
+        other
+        for other in (FEATURES_V1, BARS_V1)
+        if other != expected.name
+        and any(start <= d <= end for d in lake.days(venue, symbol, other.lower()))
+    ]
+    hint = "".join(
+        f"; the lake has {other} files for it: train on them with "
+        f"`hmmtrader train --feature-set {other.lower()} ...`"
+        for other in others
+    )
+    raise InputError(
+        f"no {expected.name} files for {symbol} between {start} and {end}: run "
+        f"`hmmtrader features --set {kind} --symbols {symbol} --start {start} --end {end}` "
+        f"first{hint}"
+    )
 
 
 @dataclass(frozen=True)
@@ -147,14 +174,16 @@ def forward_labels(
     segment: Segment, fs: FeatureSet, policy: PolicySettings, step: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: class (DOWN/FLAT/UP, -1 where the horizon leaves the segment), forward
-    return in bp, and the round-trip cost in bp it must beat."""
+    return in bp, and the round-trip cost in bp it must beat. The horizon is
+    policy.horizon_bars for BARS_V1 (cost: fee and slippage on both sides), horizon_s for
+    FEATURES_V1 (cost: the row's spread plus extra_cost_bp)."""
     n = len(segment.ts_ns)
-    h = max(1, round(policy.horizon_s * 1e9 / step))
+    h = policy.horizon_steps(fs.name, step / 1e9)
     base = list(fs.base)
     raw = len(fs.columns)
     if fs.name == BARS_V1:
         log_price = np.cumsum(segment.X[:, raw + base.index("log_return_bp")]) / 1e4
-        cost = np.full(n, policy.bar_cost_bp + policy.extra_cost_bp)
+        cost = np.full(n, policy.round_trip_bp())
     else:
         log_price = np.log(segment.X[:, raw + base.index("mid")])
         cost = segment.X[:, raw + base.index("spread_bp")] + policy.extra_cost_bp

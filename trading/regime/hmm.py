@@ -1,4 +1,5 @@
-"""Gaussian HMM search (K x restarts, BIC on a validation split), stable labels, quality."""
+"""Gaussian HMM search (K x restarts, held-out log-likelihood per row on a validation split),
+stable labels, quality."""
 
 from __future__ import annotations
 
@@ -31,16 +32,56 @@ class Candidate:
     seed: int
     train_loglik: float
     val_loglik: float  # total log-likelihood of the validation rows
-    val_bic: float  # -2 * val_loglik + parameters * ln(validation rows)
+    val_bic: float  # -2 * val_loglik + parameters * ln(validation rows); reported only
     iterations: int
     converged: bool
     fit_s: float
     error: str = ""
     chosen: bool = False
+    val_rows: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.error and math.isfinite(self.val_bic)
+        return not self.error and math.isfinite(self.val_loglik) and math.isfinite(self.val_bic)
+
+    @property
+    def val_loglik_per_row(self) -> float:
+        return self.val_loglik / self.val_rows if self.val_rows else math.nan
+
+
+@dataclass(frozen=True)
+class KChoice:
+    """Which K the search chose and why (see `choose_k`)."""
+
+    k: int
+    best_k: int  # the K with the highest held-out log-likelihood per row
+    per_k: dict[int, float]  # K -> held-out log-likelihood per row of its best restart
+    edge: str  # "" inside the range; "k_max": the curve may still rise; "k_min": fewer may do
+
+    @property
+    def at_edge(self) -> bool:
+        return bool(self.edge)
+
+
+def choose_k(candidates: list[Candidate], k_min: int, k_max: int, min_gain: float) -> KChoice:
+    """Per K the restart with the highest training log-likelihood stands for it; the chosen
+    K is the smallest whose held-out log-likelihood per row is at most `min_gain` below the
+    best K's. Per-row figures do not grow with the sample size as BIC's penalty-vs-fit
+    balance does. At the edge: the chosen K is k_max (more states might fit better still),
+    or k_min > 2 (fewer might do as well)."""
+    per_k: dict[int, Candidate] = {}
+    for c in candidates:
+        if c.ok and (c.k not in per_k or c.train_loglik > per_k[c.k].train_loglik):
+            per_k[c.k] = c
+    if not per_k:
+        raise ValueError("no usable candidate")
+    score = {k: c.val_loglik_per_row for k, c in sorted(per_k.items())}
+    best_k = max(score, key=lambda k: (score[k], -k))
+    k = min(k for k, v in score.items() if v >= score[best_k] - min_gain)
+    edge = "k_max" if k == k_max and k_max > k_min else ""
+    if k == k_min and k_min > 2 and k_max > k_min:
+        edge = "k_min"
+    return KChoice(k, best_k, score, edge)
 
 
 def _quiet_hmmlearn() -> None:
@@ -87,10 +128,11 @@ def search(
     settings: RegimeSettings,
     progress: Callable[[str], None] | None = None,
     step_s: float = 1.0,
-) -> tuple[object, list[Candidate]]:
+) -> tuple[object, list[Candidate], KChoice]:
     """Fit every K in [k_min, k_max] `restarts` times on train. Per K the restart with the
     highest training log-likelihood wins (restarts only fight local optima of EM); across
-    K the lowest BIC on validation wins. Validation rows are only scored, never fitted.
+    K `choose_k` decides by the held-out log-likelihood per validation row and
+    regime.k_min_gain_per_row. Validation rows are only scored, never fitted.
     A fit with a state whose expected dwell (step_s / (1 - a_ii)) is below min_dwell_s is
     kept in the table but never chosen: a state that flickers is not a regime."""
     X_train, len_train = train
@@ -119,29 +161,31 @@ def search(
                 cand = Candidate(
                     k, restart, seed, train_ll, val_ll, val_bic, int(monitor.iter),
                     bool(monitor.converged), time.perf_counter() - began, flicker,
+                    val_rows=len(X_val),
                 )  # fmt: skip
             except (ValueError, np.linalg.LinAlgError) as exc:
                 model = None
                 cand = Candidate(
                     k, restart, seed, math.nan, math.nan, math.nan, 0, False,
                     time.perf_counter() - began, str(exc).splitlines()[0][:200],
+                    val_rows=len(X_val),
                 )  # fmt: skip
             candidates.append(cand)
             models.append(model)
             if progress:
                 progress(f"K={k} restart {restart + 1}/{settings.restarts}")
-    per_k: dict[int, int] = {}
-    for i, c in enumerate(candidates):
-        if c.ok and (c.k not in per_k or c.train_loglik > candidates[per_k[c.k]].train_loglik):
-            per_k[c.k] = i
-    if not per_k:
+    if not any(c.ok for c in candidates):
         errors = "; ".join(sorted({c.error for c in candidates if c.error}))
         raise ModelFitError(
             f"no HMM fit succeeded for K in {settings.k_min}..{settings.k_max}: {errors}"
         )
-    best = min(per_k.values(), key=lambda i: candidates[i].val_bic)
+    choice = choose_k(candidates, settings.k_min, settings.k_max, settings.k_min_gain_per_row)
+    best = max(
+        (i for i, c in enumerate(candidates) if c.ok and c.k == choice.k),
+        key=lambda i: candidates[i].train_loglik,
+    )
     candidates[best] = replace(candidates[best], chosen=True)
-    return models[best], candidates
+    return models[best], candidates, choice
 
 
 def relabel(model: object, order_stat: np.ndarray) -> np.ndarray:

@@ -55,6 +55,9 @@ class RegimeModel:
     step_ns: int
     info: dict[str, Any] = field(default_factory=dict)
     max_abs_z: float | None = None  # out-of-distribution bound; None: see ood_bound()
+    # the drift threshold calibrated on the training window (train.calibrate_drift); None
+    # (models from before the calibration): drift_settings.threshold
+    drift_threshold: float | None = None
     _compiled: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -75,6 +78,20 @@ class RegimeModel:
         if self._compiled is None:
             self._compiled = Compiled.build(self)
         return self._compiled
+
+    @property
+    def horizon_s(self) -> float:
+        """The policy's label horizon in seconds: how long a position is meant to be held
+        (BARS_V1: policy.horizon_bars bars)."""
+        steps = self.policy_settings.horizon_steps(self.feature_set.name, self.step_ns / 1e9)
+        return steps * self.step_ns / 1e9
+
+    def drift_limit(self) -> float:
+        """The drift score above which confidence is scaled down: the calibrated threshold
+        recorded with the model, else the configured one."""
+        if self.drift_threshold is not None:
+            return float(self.drift_threshold)
+        return float(self.drift_settings.threshold)
 
     def ood_bound(self) -> float:
         """|z| beyond which a row is out of distribution (kernel: HOLD, confidence 0): the
@@ -196,7 +213,7 @@ class Compiled:
             np.asarray(m.state_cost_bp, dtype=np.float64),
             np.array(
                 [m.policy_settings.act_threshold, m.policy_settings.min_edge_bp,
-                 d.threshold, d.confidence_scale, m.ood_bound()],
+                 m.drift_limit(), d.confidence_scale, m.ood_bound()],
                 dtype=np.float64,
             ),
             np.ascontiguousarray(m.drift_edges, dtype=np.float64),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from trading.data.lake import Lake
+from trading.errors import InputError
 from trading.features.descriptor import FeatureSet, bars_v1, features_v1
 from trading.paths import StatePaths
 from trading.regime.dataset import Dataset, load_dataset
@@ -29,9 +30,14 @@ from trading.settings import AppConfig
 Progress = Callable[[str], None]
 
 
-def configured_feature_set(config: AppConfig) -> FeatureSet:
+def configured_feature_set(config: AppConfig, name: str | None = None) -> FeatureSet:
+    """The feature set to train on: `name` (features_v1 or bars_v1) if given, else
+    regime.feature_set; its parameters come from the features: / bars: settings."""
     s = config.settings
-    return features_v1(s.features) if s.regime.feature_set == "features_v1" else bars_v1(s.bars)
+    chosen = (name or s.regime.feature_set).lower()
+    if chosen not in ("features_v1", "bars_v1"):
+        raise InputError(f"unknown feature set {name!r}: features_v1 or bars_v1")
+    return features_v1(s.features) if chosen == "features_v1" else bars_v1(s.bars)
 
 
 @dataclass(frozen=True)
@@ -79,13 +85,15 @@ def train_and_register(
     *,
     update_from: str | None = None,
     progress: Progress | None = None,
+    feature_set: str | None = None,
 ) -> TrainOutcome:
     """Fit on the feature files of [start, end] and register a new `candidate` version.
     With update_from (a version reference), run partial_fit on that version instead.
+    feature_set (features_v1, bars_v1) overrides regime.feature_set.
     The same data and config as an existing version reuse it (nothing is registered)."""
     s = config.settings
     lake = Lake(StatePaths(config.home).lake)
-    fs = configured_feature_set(config)
+    fs = configured_feature_set(config, feature_set)
     registry = Registry(s.registry, config.home)
     parent_model, parent = None, None
     if update_from is not None:
@@ -132,11 +140,17 @@ def train_and_register(
         "kind": kind,
         "n_states": str(model.n_states),
         "rows": str(data.rows),
+        "drift_threshold": f"{model.drift_limit():.6g}",
         TAG_FINGERPRINT: fp,
         **{k: f"{v:.6g}" for k, v in metrics.items() if k in _TAGGED_METRICS},
     }
     if parent is not None:
         tags["parent_version"] = str(parent)
+    if report is not None and report.k_choice is not None:
+        choice = report.k_choice
+        # "k_max" / "k_min": the chosen K sits at that edge of the searched range; "false"
+        tags["k_at_edge"] = choice.edge or "false"
+        tags["k_range"] = f"{s.regime.k_min}..{s.regime.k_max}"
 
     def write_files(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,7 @@ def write_artifacts(
                 "edges": model.drift_edges.tolist(),
                 "log_probabilities": model.drift_ref_logp.tolist(),
                 "settings": model.drift_settings.model_dump(),
+                "threshold": model.drift_limit(),  # calibrated on the training window
             }
         )
     )

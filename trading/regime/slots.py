@@ -59,7 +59,8 @@ class LoadedModel:
             "feature_version": m.feature_set.version,
             "columns": m.columns,
             "n_states": m.n_states,
-            "horizon_s": float(m.policy_settings.horizon_s),
+            "horizon_s": m.horizon_s,
+            "drift_limit": m.drift_limit(),
             "feature_set": m.feature_set.to_dict(),
         }
 

@@ -25,13 +25,14 @@ from trading.regime.dataset import (
 )
 from trading.regime.hmm import (
     Candidate,
+    KChoice,
     ModelFitError,
     mean_dwell_steps,
     relabel,
     search,
     state_entropy,
 )
-from trading.regime.kernel import OUT_ACTION
+from trading.regime.kernel import OUT_ACTION, OUT_DRIFT
 from trading.regime.model import RegimeModel, input_transform
 
 Progress = Callable[[str], None]
@@ -46,6 +47,7 @@ class TrainReport:
     transmat: np.ndarray
     split: dict[str, Any]
     timeline: dict[str, np.ndarray] = field(default_factory=dict)  # for the plot
+    k_choice: KChoice | None = None
 
 
 def volatility_column(fs: FeatureSet) -> str:
@@ -133,7 +135,7 @@ def fit_regime_model(
     Z_va = (input_transform(X_va, index, log) - mu) / sd
 
     hmm: Any
-    hmm, candidates = search(
+    hmm, candidates, k_choice = search(
         (Z_tr, len_tr), (Z_va, len_va), regime, progress, step_s=data.step_ns / 1e9
     )
     k = int(hmm.n_components)
@@ -173,9 +175,9 @@ def fit_regime_model(
             f"{np.bincount(states_va, minlength=k).max() / len(states_va):.1%} of the rows)"
         )
 
-    # state costs: median spread seen in each state (BARS_V1: the configured cost)
+    # state costs: median spread seen in each state (BARS_V1: the configured round trip)
     if fs.name == BARS_V1:
-        model.state_cost_bp = np.full(k, policy.bar_cost_bp + policy.extra_cost_bp)
+        model.state_cost_bp = np.full(k, policy.round_trip_bp())
     else:
         spread = X_tr[:, row_columns(fs).index("raw_spread_bp")]
         overall = float(np.median(spread))
@@ -211,9 +213,12 @@ def fit_regime_model(
     model.class_mean_bp = np.array(
         [float(fwd_tr[y_tr == c].mean()) if (y_tr == c).any() else 0.0 for c in range(3)]
     )
+    model.drift_threshold, drift_metrics = calibrate_drift(model, split.train, drift)
     metrics = _metrics(
         model, candidates, hmm, Z_tr, len_tr, states_va, resets_va, test_part, policy
     )
+    metrics.update(drift_metrics)
+    metrics.update(_k_metrics(k_choice))
     metrics["fit_s"] = time.perf_counter() - began
     report = TrainReport(
         candidates=candidates,
@@ -231,8 +236,52 @@ def fit_regime_model(
             "embargo_s": regime.embargo_s,
         },
         timeline=_timeline(data, model),
+        k_choice=k_choice,
     )
     return model, report
+
+
+def drift_scores(model: RegimeModel, part: Part) -> np.ndarray:
+    """The model's rolling drift score on every row of the part, each segment run as one
+    stream (the window fills anew at a segment start, as online); rows before the window
+    holds drift.min_rows rows have no score and are left out."""
+    out = []
+    for seg in part.segments:
+        score = model.predict_array(seg.X, seg.ts_ns)[:, OUT_DRIFT]
+        out.append(score[model.drift_settings.min_rows - 1 :])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def calibrate_drift(
+    model: RegimeModel, train: Part, drift: DriftSettings
+) -> tuple[float, dict[str, float]]:
+    """The drift threshold of the model: the calibration_quantile of its own rolling drift
+    score over the training rows, floored at drift.threshold (None: drift.threshold).
+    Features of a quiet, autocorrelated series (an hour of 1-minute bars) sit far from the
+    whole window's quantile bins most of the time, so a fixed threshold can flag most of
+    the training data as drift; the quantile states what is unusual for this model."""
+    scores = drift_scores(model, train)
+    q = drift.calibration_quantile
+    quantile = float(np.quantile(scores, q)) if (q is not None and len(scores)) else 0.0
+    threshold = max(quantile, drift.threshold) if q is not None else drift.threshold
+    metrics = {
+        "drift_threshold": threshold,
+        "drift_train_quantile": quantile,
+        "drift_train_median": float(np.median(scores)) if len(scores) else 0.0,
+        "drift_train_above_threshold": float((scores > threshold).mean()) if len(scores) else 0.0,
+    }
+    return threshold, metrics
+
+
+def _k_metrics(choice: KChoice) -> dict[str, float]:
+    out = {
+        "k_best_heldout": float(choice.best_k),
+        "k_at_edge": float(choice.at_edge),
+        "k_at_edge_high": float(choice.edge == "k_max"),
+    }
+    for k, value in choice.per_k.items():
+        out[f"val_loglik_per_row_k{k}"] = value
+    return out
 
 
 def _metrics(
@@ -252,7 +301,7 @@ def _metrics(
         "n_states": float(k),
         "val_bic": chosen.val_bic,
         "val_loglik": chosen.val_loglik,
-        "val_loglik_per_row": chosen.val_loglik / max(len(states_va), 1),
+        "val_loglik_per_row": chosen.val_loglik_per_row,
         "train_loglik": chosen.train_loglik,
         "state_entropy": state_entropy(states_va, k),
         "candidates_failed": float(sum(not c.ok for c in candidates)),

@@ -87,6 +87,7 @@ class Signal:
     drift_score: float
     vol_bp: float
     inference_ms: float = 0.0
+    drift_limit: float = 0.0  # the model's calibrated drift threshold (see check_drift)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +208,7 @@ class Decider:
         block = (
             g.check_kill(killed)
             or g.check_latency((now_ns - market.last_ts_ns) / 1e6, signal.inference_ms, limits)
-            or g.check_drift(signal.drift_score, limits)
+            or g.check_drift(signal.drift_score, limits, signal.drift_limit)
             or g.check_min_conf(signal.confidence, limits)
             or g.check_spread(market.spread_bp, signal.vol_bp, limits)
             or g.check_daily(risk.daily_loss_usd(mids), limits)

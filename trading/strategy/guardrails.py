@@ -48,9 +48,13 @@ def check_latency(data_age_ms: float, inference_ms: float, limits: Limits) -> Bl
     return None
 
 
-def check_drift(drift_score: float, limits: Limits) -> Block | None:
-    if not drift_score <= limits.max_drift:  # NaN blocks too
-        return Block(Reason.DRIFT, f"drift {drift_score:.3f} > {limits.max_drift}")
+def check_drift(drift_score: float, limits: Limits, model_limit: float = 0.0) -> Block | None:
+    """Blocks above max_drift, or above the model's calibrated threshold where that is
+    higher: a model whose own training window scores above max_drift (1-minute bars, whose
+    hour-long windows hold 60 rows) does not block on its normal."""
+    cap = max(limits.max_drift, model_limit)
+    if not drift_score <= cap:  # NaN blocks too
+        return Block(Reason.DRIFT, f"drift {drift_score:.3f} > {cap:.3g}")
     return None
 
 

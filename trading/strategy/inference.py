@@ -33,22 +33,28 @@ class Inference(Protocol):
     feature_set: FeatureSet
     n_states: int
     horizon_s: float  # the policy's label horizon: how long a position is meant to be held
+    # the model's calibrated drift threshold (its own training scores' quantile); the DRIFT
+    # guardrail never blocks below it
+    drift_limit: float
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray: ...
 
 
 def require_tick_features(feature_set: FeatureSet, version: str) -> None:
+    """Remote inference (the serving client) carries FEATURES_V1 rows only, so far."""
     if feature_set.name != FEATURES_V1:
         raise ModelMismatchError(
             f"model version {version} was trained on {feature_set.name} "
-            f"({feature_set.version}); the strategy computes {FEATURES_V1} from ticks: "
-            "train a model with regime.feature_set: features_v1"
+            f"({feature_set.version}); the strategy computes {FEATURES_V1} from ticks "
+            "when it asks the inference server: trade a bars model with node.inference: "
+            "in_process, or train a model with regime.feature_set: features_v1"
         )
 
 
 class InProcessInference:
     """A registry model run in this process, one online filter per symbol. Pass the
-    history of the model it replaces to take over its streams (see trading.regime.streams)."""
+    history of the model it replaces to take over its streams (see trading.regime.streams).
+    Either feature set: the strategy computes FEATURES_V1 from ticks and BARS_V1 from bars."""
 
     def __init__(
         self, model: RegimeModel, version: int | str, history: StreamHistory | None = None
@@ -57,8 +63,8 @@ class InProcessInference:
         self.version = str(version)
         self.feature_set = model.feature_set
         self.n_states = model.n_states
-        self.horizon_s = float(model.policy_settings.horizon_s)
-        require_tick_features(self.feature_set, self.version)
+        self.horizon_s = model.horizon_s
+        self.drift_limit = model.drift_limit()
         self.history = history if history is not None else StreamHistory(0)
         self._streams = ModelStreams(model, self.history)
 

@@ -163,6 +163,7 @@ class ModelInfo(_Wire):
     n_states: int
     horizon_s: float
     feature_set: dict[str, Any]
+    drift_limit: float = 0.0  # servers before the calibrated drift threshold: none
 
 
 class Ready(_Wire):
@@ -410,6 +411,7 @@ class RemoteInference:
         self.feature_set = FeatureSet.from_dict(info.feature_set)
         self.n_states = info.n_states
         self.horizon_s = info.horizon_s
+        self.drift_limit = info.drift_limit
         require_tick_features(self.feature_set, self.version)
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:

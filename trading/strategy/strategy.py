@@ -2,7 +2,11 @@
 paper, testnet, live).
 
 Ticks -> online FEATURES_V1 (per symbol) -> inference at each completed grid step ->
-`Decider` (guardrails, sizing, VWAP rule) -> market orders. Handlers only wire events to
+`Decider` (guardrails, sizing, VWAP rule) -> market orders. A BARS_V1 model instead
+consumes closed 1-minute `Bar` events (1-MINUTE-LAST-EXTERNAL): each bar's close is the
+strategy's price (bid = ask = close: bars carry no spread), the bar's typical price and
+volume feed the VWAP, online BARS_V1 makes one row per bar and volatility is Parkinson's,
+in bp per bar. Orders decided on a bar fill at the venue on the next bar's open. Handlers only wire events to
 those plain objects. Positions are held for the model's label horizon (or until the
 signal flips, the kill switch engages or the session ends) and closed explicitly: the
 venue runs a HEDGING order-management system, one position per entry.
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from nautilus_trader.config import StrategyConfig
-from nautilus_trader.model.data import QuoteTick, TradeTick
+from nautilus_trader.model.data import Bar, QuoteTick, TradeTick
 from nautilus_trader.model.enums import AggressorSide, OrderSide
 from nautilus_trader.model.events import (
     OrderDenied,
@@ -31,6 +35,8 @@ from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
 
 from trading.data.schemas import BUYER, SELLER
+from trading.features.bars import OnlineBarFeatures
+from trading.features.descriptor import BARS_V1
 from trading.features.v1 import FeatureRow, OnlineFeatures
 from trading.regime import kernel
 from trading.strategy.config import Limits
@@ -53,6 +59,9 @@ class RegimeStrategyConfig(StrategyConfig, frozen=True):
     measure_inference_latency: bool = True  # False in backtests: decisions stay reproducible
     progress_every_s: float = 0.0  # >0: call the progress callback this often (event time)
     inference_retry_s: float = 1.0  # after inference failed, steps skip it this long (wall)
+    # a bar model on a live venue: subscribe quotes too, so the (sandbox) venue has prices
+    # to fill on between bars; they feed nothing else
+    venue_quotes: bool = False
 
 
 @dataclass(slots=True)
@@ -61,7 +70,7 @@ class _Symbol:
 
     name: str
     instrument: Instrument
-    features: OnlineFeatures
+    features: OnlineFeatures | OnlineBarFeatures
     book: Book
     vwap: Vwap
     rv_index: int
@@ -107,6 +116,8 @@ class RegimeStrategy(Strategy):
         self.inference_failures = 0
         self.inference_error: str | None = None
         self._inference_retry_at = 0.0
+        self.bars = False  # a BARS_V1 model: bars in, not ticks (set at start)
+        self._bar_ns = 60_000_000_000
 
     def snapshot(self) -> StrategySnapshot:
         return StrategySnapshot(
@@ -123,7 +134,11 @@ class RegimeStrategy(Strategy):
         if self.inference is None:
             self.inference = _registry_inference(cfg)
         inference = self.inference
-        rv_index = inference.feature_set.raw_columns.index("raw_rv_bp")
+        fs = inference.feature_set
+        self.bars = fs.name == BARS_V1
+        rv_index = fs.raw_columns.index("raw_parkinson_bp" if self.bars else "raw_rv_bp")
+        if self.bars:
+            self._bar_ns = round(fs.bar_params().bar_s * 1e9)
         venues = {}
         for instrument_id in cfg.instrument_ids:
             instrument = self.cache.instrument(instrument_id)
@@ -133,7 +148,7 @@ class RegimeStrategy(Strategy):
             slot = _Symbol(
                 name,
                 instrument,
-                OnlineFeatures(inference.feature_set),
+                OnlineBarFeatures(fs) if self.bars else OnlineFeatures(fs),
                 Book(),
                 Vwap(cfg.limits.vwap_window_s),
                 rv_index,
@@ -145,8 +160,15 @@ class RegimeStrategy(Strategy):
                 max_qty=float(instrument.max_quantity or 1e12),
                 min_notional_usd=float(instrument.min_notional or 0.0),
             )
-            self.subscribe_quote_ticks(instrument_id)
-            self.subscribe_trade_ticks(instrument_id)
+            if self.bars:
+                from trading.data.nautilus import bar_type
+
+                self.subscribe_bars(bar_type(instrument_id))
+                if cfg.venue_quotes:
+                    self.subscribe_quote_ticks(instrument_id)
+            else:
+                self.subscribe_quote_ticks(instrument_id)
+                self.subscribe_trade_ticks(instrument_id)
         self.decider = Decider(
             cfg.limits,
             venues,
@@ -166,6 +188,8 @@ class RegimeStrategy(Strategy):
     # ---- market data ----
     def on_quote_tick(self, tick: QuoteTick) -> None:
         slot = self._symbols[tick.instrument_id]
+        if self.bars:
+            return  # a bar model's venue quotes: the strategy reads bars only
         book = slot.book
         ts = tick.ts_event
         book.bid = tick.bid_price.as_double()
@@ -174,7 +198,9 @@ class RegimeStrategy(Strategy):
         book.ask_size = tick.ask_size.as_double()
         book.last_ts_ns = ts
         self._mids[slot.name] = (book.bid + book.ask) * 0.5
-        rows = slot.features.on_quote(ts, book.bid, book.ask, book.bid_size, book.ask_size)
+        features = slot.features
+        assert isinstance(features, OnlineFeatures)
+        rows = features.on_quote(ts, book.bid, book.ask, book.bid_size, book.ask_size)
         if rows:
             self._on_rows(slot, rows, ts)
 
@@ -184,7 +210,26 @@ class RegimeStrategy(Strategy):
         price, qty = tick.price.as_double(), tick.size.as_double()
         slot.book.last_ts_ns = ts
         slot.vwap.add(ts, price, qty)
-        rows = slot.features.on_trade(ts, price, qty, _SIDE.get(tick.aggressor_side, 0))
+        features = slot.features
+        assert isinstance(features, OnlineFeatures)
+        rows = features.on_trade(ts, price, qty, _SIDE.get(tick.aggressor_side, 0))
+        if rows:
+            self._on_rows(slot, rows, ts)
+
+    def on_bar(self, bar: Bar) -> None:
+        slot = self._symbols.get(bar.bar_type.instrument_id)
+        if slot is None or not isinstance(slot.features, OnlineBarFeatures):
+            return
+        book = slot.book
+        ts = bar.ts_event  # the bar's close
+        high, low = bar.high.as_double(), bar.low.as_double()
+        close, volume = bar.close.as_double(), bar.volume.as_double()
+        book.bid = book.ask = close
+        book.bid_size = book.ask_size = volume
+        book.last_ts_ns = ts
+        self._mids[slot.name] = close
+        slot.vwap.add(ts, (high + low + close) / 3.0, volume)
+        rows = slot.features.on_bar(ts - self._bar_ns, high, low, close, volume)
         if rows:
             self._on_rows(slot, rows, ts)
 
@@ -236,6 +281,7 @@ class RegimeStrategy(Strategy):
             drift_score=float(out[kernel.OUT_DRIFT]),
             vol_bp=vol_bp,
             inference_ms=inference_ms,
+            drift_limit=float(getattr(inference, "drift_limit", 0.0)),
         )
         decision = self.decider.decide(
             slot.name, now_ns, signal, book, self._mids, slot.vwap.value(now_ns)
