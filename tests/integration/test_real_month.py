@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.cli_env import cli, config_for, isolated_env
+from tests.integration.node_env import node_env
+from tests.integration.processes import node_process
 from tests.shared import copy_world, shared_dir
 from trading.backtest.engine import run_backtest
 from trading.data.lake import Lake
@@ -212,3 +214,39 @@ def test_bar_decisions_do_not_look_ahead(world: Path, tmp_path: Path) -> None:
     after2 = steps2[steps2["ts_ns"] > cut_ns + 60 * 10**9]
     assert not after.reset_index(drop=True).equals(after2.reset_index(drop=True))
     shutil.rmtree(tmp_path / "original")
+
+
+def test_the_replay_node_decides_on_bars_as_the_backtest(world: Path, tmp_path: Path) -> None:
+    """The replay node (a real `hmmtrader node` process) plays a bar model's bars: every
+    step it records is the backtest's, on six hours of the real last week."""
+    home = copy_world(world, tmp_path / "home")
+    with isolated_env(REAL):
+        assert cli(home, "promote", "1", "--force", "--reason", "replay test") == 0
+        config = config_for(home)
+    registry = Registry(config.settings.registry, home)
+    model, _ = registry.load(1)
+    start, end = "2024-01-26T00:00", "2024-01-26T06:00"
+    window = Window(
+        int(pd.Timestamp(start, tz="UTC").value), int(pd.Timestamp(end, tz="UTC").value)
+    )
+    with isolated_env(REAL):
+        run_backtest(config, InProcessInference(model, 1), SYMBOLS.split(","), window,
+                     tmp_path / "backtest", gate=False)  # fmt: skip
+    out = tmp_path / "replay"
+    args = ["--speed", "0", "--no-gate", "--start", start, "--end", end, "--out", str(out)]
+    node = node_process(home, args, tmp_path / "node.log", node_env(REAL)).start()
+    try:
+        assert node.wait(120) == 0, node.log()[-3000:]
+    finally:
+        node.kill()
+    assert "stopped cleanly" in node.log()
+    cols = ["ts_ns", "symbol", "state", "action", "confidence", "exp_edge_bp", "drift_score"]
+    replayed = pd.read_csv(out / "state_timeline.csv")[cols]
+    backtested = pd.read_csv(tmp_path / "backtest" / "state_timeline.csv")[cols]
+    assert len(backtested) == 2 * 361  # one step per bar closing in 00:00..06:00, per symbol
+    pd.testing.assert_frame_equal(replayed, backtested)
+    trade_cols = ["symbol", "side", "decision_time", "entry_price", "exit_price", "qty"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "trades.csv")[trade_cols],
+        pd.read_csv(tmp_path / "backtest" / "trades.csv")[trade_cols],
+    )

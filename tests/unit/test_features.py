@@ -14,6 +14,7 @@ import pytest
 
 from hmmtrader.cli import run
 from tests.conftest import BINANCE_SAMPLES
+from tests.real_bars import real_bars
 from trading.data.files import ingest_files
 from trading.data.lake import Lake, day_start_ns
 from trading.data.synthetic import generate
@@ -291,6 +292,27 @@ def test_bars_batch_equals_online_and_has_no_look_ahead(config: AppConfig) -> No
     assert np.array_equal(batch[:cut], after[:cut], equal_nan=True)
     assert not np.array_equal(batch[cut], after[cut], equal_nan=True)
     assert int(batch[0, 0]) * step_ns(fs) == bars.column("ts_ns")[0].as_py() + 60 * 10**9
+
+
+def test_bars_batch_equals_online_on_real_bars() -> None:
+    """Three days of the real BTCUSDT month: the online form row for row equals the batch."""
+    frame = real_bars("BTCUSDT").iloc[: 3 * 1440]
+    fs = bars_v1()
+    bars = pa.table(
+        {
+            "ts_ns": frame["open_ms"].to_numpy(dtype=np.int64) * 1_000_000,
+            **{c: frame[c].to_numpy(dtype=np.float64) for c in ("high", "low", "close", "volume")},
+        }
+    )
+    batch = bars_batch(bars, fs)
+    online = OnlineBarFeatures(fs)
+    rows = []
+    for ts, h, low, c, v in frame[["open_ms", "high", "low", "close", "volume"]].itertuples(
+        index=False
+    ):
+        rows.extend(online.on_bar(int(ts) * 1_000_000, h, low, c, v))
+    assert np.array_equal(online_to_array(rows, step_ns(fs)), batch, equal_nan=True)
+    assert (batch[:, 1] == 1.0).sum() > 3 * 1440 - 400
 
 
 def test_features_cli(config: AppConfig, home, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,7 +73,12 @@ def run_backtest(
     else:
         instruments, data, n_events = load_ticks(config, lake, symbols, warm_start, window.end_ns)
     bench = benchmarks(
-        data, window, bt.starting_balance_usd, bt.slippage_bp, {i.id: i for i in instruments}
+        data,
+        window,
+        bt.starting_balance_usd,
+        bt.slippage_bp,
+        {i.id: i for i in instruments},
+        bars=bars,
     )
     load_s = time.perf_counter() - t0
     recorder = Recorder()

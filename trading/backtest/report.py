@@ -334,9 +334,12 @@ def benchmarks(
     starting_balance_usd: float,
     slippage_bp: float,
     instruments: dict[Any, Any],
+    *,
+    bars: bool = False,
 ) -> dict[str, Any]:
     """Flat and buy-and-hold on the window, from the backtest's own market events (see the
-    module's docstring). A symbol without a price inside the window is left out."""
+    module's docstring; `bars`: the events of a bar model, which exits at the last bar's
+    close). A symbol without a price inside the window is left out."""
     from nautilus_trader.model.data import Bar, QuoteTick
 
     entry: dict[Any, float] = {}
@@ -350,10 +353,10 @@ def benchmarks(
             entry[item.instrument_id] = item.ask_price.as_double()
             if len(entry) == len(instruments):
                 break
-    for item in reversed(data):  # the last bid (bar close) inside the window
-        if isinstance(item, Bar):
+    for item in reversed(data):  # the last bid (a bar model: the last bar's close)
+        if bars and isinstance(item, Bar):
             key, price, ts = item.bar_type.instrument_id, item.close.as_double(), item.ts_event
-        elif isinstance(item, QuoteTick):
+        elif not bars and isinstance(item, QuoteTick):
             key, price, ts = item.instrument_id, item.bid_price.as_double(), item.ts_event
         else:
             continue
