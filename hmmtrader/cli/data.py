@@ -77,11 +77,13 @@ def features_cmd(
     start: StartDay,
     end: EndDay,
     feature_set: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--set", help="features_v1 (ticks: quotes + trades) or bars_v1 (1-minute klines)."
+            "--set",
+            help="features_v1 (ticks: quotes + trades) or bars_v1 (1-minute klines); "
+            "default: regime.feature_set (features_v1).",
         ),
-    ] = "features_v1",
+    ] = None,
     lookback_days: Annotated[
         int, typer.Option(help="Days before --start read to warm the rolling windows up (0-7).")
     ] = 1,
@@ -98,11 +100,12 @@ def features_cmd(
         "features_v1": lambda: features_v1(config.settings.features),
         "bars_v1": lambda: bars_v1(config.settings.bars),
     }
-    if feature_set.lower() not in sets:
+    chosen = (feature_set or config.settings.regime.feature_set).lower()
+    if chosen not in sets:
         raise InputError(f"--set must be one of {', '.join(sets)}, got {feature_set!r}")
     if not 0 <= lookback_days <= 7:
         raise InputError(f"--lookback-days must be between 0 and 7, got {lookback_days}")
-    _write_features(config, names, first, last, sets[feature_set.lower()](), lookback_days)
+    _write_features(config, names, first, last, sets[chosen](), lookback_days)
 
 
 def _write_features(
