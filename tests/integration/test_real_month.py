@@ -21,10 +21,13 @@ import pytest
 from tests.integration.cli_env import cli, config_for, isolated_env
 from tests.integration.node_env import node_env
 from tests.integration.processes import node_process
+from tests.real_bars import real_bars
 from tests.shared import copy_world, shared_dir
 from trading.backtest.engine import run_backtest
 from trading.data.lake import Lake
 from trading.data.window import Window
+from trading.features.descriptor import bars_v1
+from trading.regime import kernel
 from trading.regime.dataset import load_dataset
 from trading.regime.hmm import mean_dwell_steps
 from trading.regime.registry import Registry
@@ -250,3 +253,49 @@ def test_the_replay_node_decides_on_bars_as_the_backtest(world: Path, tmp_path: 
         pd.read_csv(out / "trades.csv")[trade_cols],
         pd.read_csv(tmp_path / "backtest" / "trades.csv")[trade_cols],
     )
+
+
+class _BuyEveryHour:
+    """A scripted bar model: BUY BTCUSDT on the bar closing at each whole hour and ETHUSDT
+    a bar later (the global cooldown allows one entry per instant), HOLD otherwise."""
+
+    version = "scripted"
+    n_states = 2
+    horizon_s = 600.0
+    drift_limit = 0.0
+
+    def __init__(self, feature_set: object) -> None:
+        self.feature_set = feature_set
+
+    def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
+        out = np.zeros(kernel.OUT_POSTERIOR + self.n_states)
+        buy = ts_ns % (3600 * 10**9) == (0 if symbol == "BTCUSDT" else 60 * 10**9)
+        out[kernel.OUT_ACTION] = 1 if buy else 0
+        out[kernel.OUT_CONFIDENCE] = 0.9
+        out[kernel.OUT_EDGE] = 30.0 if buy else 0.0
+        out[kernel.OUT_POSTERIOR] = 1.0
+        return out
+
+
+@pytest.mark.parametrize("latency_ms", ["50", "0"])
+def test_every_symbol_fills_at_the_next_bar_open(
+    world: Path, tmp_path: Path, latency_ms: str
+) -> None:
+    """An order decided on bar t's close fills at bar t+1's open (x (1 + slippage)) for
+    every symbol, whatever the order latency: never at a price of bar t."""
+    home = copy_world(world, tmp_path / "home")
+    env = {**REAL, "HMMTRADER_BACKTEST__LATENCY_MS": latency_ms}
+    with isolated_env(env):
+        config = config_for(home)
+        start = int(pd.Timestamp("2024-01-26T00:00", tz="UTC").value)
+        window = Window(start, start + 4 * 3600 * 10**9)
+        inference = _BuyEveryHour(bars_v1(config.settings.bars))
+        run_backtest(config, inference, SYMBOLS.split(","), window, tmp_path / "run", gate=False)
+    trades = pd.read_csv(tmp_path / "run" / "trades.csv")
+    assert set(trades["symbol"]) == {"BTCUSDT", "ETHUSDT"} and len(trades) >= 6
+    slip = config.settings.backtest.slippage_bp / 1e4
+    for row in trades.itertuples():
+        bars = real_bars(row.symbol)
+        decided_ms = pd.Timestamp(row.decision_time).value // 1_000_000
+        next_open = float(bars.loc[bars["open_ms"] == decided_ms, "open"].iloc[0])
+        assert row.entry_price == pytest.approx(next_open * (1 + slip), abs=0.011), row

@@ -672,6 +672,33 @@ def test_today_is_measured_up_to_now(config: AppConfig, lake: Lake) -> None:
     assert result.passed, result.blocking
 
 
+def test_a_day_that_can_only_begin_late_is_covered_from_its_first_row(
+    config: AppConfig, lake: Lake
+) -> None:
+    """A download or a recording that began at noon: its first lake day is measured from
+    its first row; the same half day between two whole days is a partial day; today's
+    last hour (what `ingest rest` brings) is covered."""
+    afternoon = real_bars().iloc[720:].reset_index(drop=True)
+    write_bars(lake, afternoon)
+    first = run_gate(config, lake, "BTCUSDT", BARS_DAY, BARS_DAY, kinds=("bars",))
+    assert first.passed, first.blocking
+    write_bars(lake, real_bars(BARS_DAY - dt.timedelta(days=1)), BARS_DAY - dt.timedelta(days=1))
+    middle = run_gate(config, lake, "BTCUSDT", BARS_DAY, BARS_DAY, kinds=("bars",))
+    assert [b.split(":")[1].strip() for b in middle.blocking] == ["coverage"]
+    assert "720 of 1,440 bars of the UTC day" in middle.blocking[0]
+
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+    minute = int(now.timestamp()) // 60 * 60 * 10**9
+    if minute - day_start_ns(today) < 61 * 60 * 10**9:
+        return  # the last hour began yesterday: nothing of today to measure
+    hour = real_bars().iloc[:60].copy()
+    hour["ts_ns"] = minute - np.arange(60, 0, -1, dtype=np.int64) * 60 * 10**9
+    write_bars(lake, hour, today)
+    recent = run_gate(config, lake, "BTCUSDT", today, today, kinds=("bars",))
+    assert recent.passed, recent.blocking
+
+
 # --- coverage of ticks ----------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from queue import Empty
 from typing import Any
 
 from trading.atomic import atomic_write_text
-from trading.backtest.engine import BacktestRun, quality_gate, run_backtest
+from trading.backtest.engine import BacktestRun, quality_gate, run_backtest, warmup_ns
 from trading.data.lake import Lake, day_start_ns
 from trading.data.window import (
     NS,
@@ -35,7 +35,7 @@ from trading.data.window import (
     window_days,
 )
 from trading.errors import InputError
-from trading.features.descriptor import BARS_V1
+from trading.features.descriptor import BARS_V1, bars_v1
 from trading.paths import StatePaths
 from trading.regime.registry import TAG_CANARY, Registry, fingerprint
 from trading.settings import AppConfig
@@ -215,10 +215,12 @@ def kpi_fingerprint(
     """What a backtest's KPIs depend on: the version (and its MLflow run), the symbols and
     window, the backtest and strategy settings, and the lake files read (size and
     modification time of each quote and trade file, or bar file, from the warm-up on; a
-    bar model's warm-up is counted as two days, more than it reads)."""
+    bar model's warm-up is counted a day longer than the configured bars need)."""
     lake = Lake(StatePaths(config.home).lake)
     s = config.settings
-    warm_ns = 2 * 86_400 * NS if bars else int(s.backtest.warmup_s * NS)
+    warm_ns = (
+        warmup_ns(config, bars_v1(s.bars)) + 86_400 * NS if bars else int(s.backtest.warmup_s * NS)
+    )
     first, last = window_days(window.start_ns - warm_ns, window.end_ns)
     files = []
     for symbol in symbols:
@@ -427,6 +429,11 @@ def _backtests(
         (run_dir / side).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "data_quality_issues.csv",
                         run_dir / side / "data_quality_issues.csv")  # fmt: skip
+    # a version that trades on the other kind of data (a tick production beside a bar
+    # candidate) gates its own data in its backtest
+    gated: dict[int, dict[str, Any] | None] = {
+        v: quality if trades_bars(registry.info(v).tags) == bars else None for _, v in jobs
+    }
     parallel = (
         len(jobs) > 1
         and config.settings.canary.workers > 1
@@ -434,7 +441,7 @@ def _backtests(
     )
     if not parallel:
         return [
-            _backtest(config, registry, v, symbols, window, run_dir / side, quality, progress)
+            _backtest(config, registry, v, symbols, window, run_dir / side, gated[v], progress)
             for side, v in jobs
         ]
     log.info("candidate and production backtests in parallel, one process each")
@@ -466,7 +473,7 @@ def _backtests(
             initargs=(queue,),
         ) as pool:
             futures = [
-                pool.submit(_child_backtest, config, v, symbols, window, run_dir / side, quality)
+                pool.submit(_child_backtest, config, v, symbols, window, run_dir / side, gated[v])
                 for side, v in jobs
             ]
             return [f.result() for f in futures]
@@ -489,7 +496,7 @@ def _child_backtest(
     symbols: list[str],
     window: Window,
     run_dir: Path,
-    quality: dict[str, Any],
+    quality: dict[str, Any] | None,
 ) -> BacktestRun:
     from trading.env import disable_telemetry
 
@@ -510,7 +517,7 @@ def _backtest(
     symbols: list[str],
     window: Window,
     run_dir: Path,
-    quality: dict[str, Any],
+    quality: dict[str, Any] | None,
     progress: Callable[[str, float], None] | None,
 ) -> BacktestRun:
     model, _ = registry.load(version)

@@ -1,11 +1,14 @@
 """Lake rows -> NautilusTrader instruments and QuoteTick / TradeTick / Bar objects.
 
 Bars (BARS_V1 models): each lake bar becomes a Nautilus `Bar` (1-MINUTE-LAST-EXTERNAL,
-stamped at its close) for the strategy, and a `QuoteTick` at its open price stamped just
-after its open (the order latency later) for the simulated venue only. The venue runs with
-bar execution off, so a market order decided on bar t's close reaches the venue after the
-latency and fills at bar t+1's open (plus the fill model's slippage and the fees), never
-at a price bar t's high or low made.
+stamped at its close) for the strategy, and its open price becomes two `QuoteTick`s for
+the simulated venue only (the strategy does not subscribe them): one stamped 1 ns before
+the bar opens, so the venue's book of every symbol holds bar t+1's open before any order
+decided on bar t's close (stamped at that same instant) reaches it, and the same price
+again when the order latency has passed, so orders settle then. The venue runs with bar
+execution off, so a market order decided on bar t's close fills at bar t+1's open (plus
+the fill model's slippage and the fees), whatever the latency and however many symbols,
+never at a price bar t made.
 
 Instruments are built from configs/symbols.yaml (real exchange metadata), never from
 Nautilus' TestInstrumentProvider, whose fees and precisions are not Binance's.
@@ -207,8 +210,9 @@ def bar_events(
     fill_delay_ns: int,
 ) -> tuple[list[Bar], list[QuoteTick]]:
     """The bars that open in [lo, hi) and close by hi, as Bars stamped at their close, and
-    one QuoteTick per bar at its open price stamped `fill_delay_ns` after its open (bid =
-    ask = open; the size is the instrument's maximum, bars say nothing of depth)."""
+    per bar two QuoteTicks at its open price: 1 ns before the open and `fill_delay_ns`
+    (the order latency) after it (none when 0: orders settle at the bar event itself);
+    bid = ask = open, the size is the instrument's maximum (bars say nothing of depth)."""
     lo, hi = between_ns
     table, ts = _lake_rows(lake, instrument, "bars", start, end, (lo, hi - BAR_NS + 1))
     if table.num_rows == 0:
@@ -229,18 +233,22 @@ def bar_events(
         closes_at,
     )
     depth = np.full(len(ts), float(instrument.max_quantity or 1e6))
-    opens_at = ts + np.uint64(max(1, fill_delay_ns))
-    quotes = QuoteTick.from_raw_arrays_to_list(
-        instrument.id,
-        instrument.price_precision,
-        instrument.size_precision,
-        column["open"],
-        column["open"],
-        depth,
-        depth,
-        opens_at,
-        opens_at,
-    )
+    stamps = [ts - np.uint64(1)] + ([ts + np.uint64(fill_delay_ns)] if fill_delay_ns > 0 else [])
+    quotes = [
+        quote
+        for at in stamps
+        for quote in QuoteTick.from_raw_arrays_to_list(
+            instrument.id,
+            instrument.price_precision,
+            instrument.size_precision,
+            column["open"],
+            column["open"],
+            depth,
+            depth,
+            at,
+            at,
+        )
+    ]
     return bars, quotes
 
 

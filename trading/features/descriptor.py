@@ -69,7 +69,8 @@ class FeatureParams(Frozen):
 class BarParams(Frozen):
     """Parameters of BARS_V1 (1-minute klines; windows in bars)."""
 
-    bar_s: float = Field(default=60.0, gt=0)
+    # the lake's bars are 1-minute bars (ingest refuses others): fixed at 60
+    bar_s: float = Field(default=60.0, ge=60.0, le=60.0)
     vol_window: int = Field(default=30, ge=2)  # Parkinson volatility window
     volume_window: int = Field(default=240, ge=2)  # volume z-score window
     autocorr_window: int = Field(default=120, ge=4)

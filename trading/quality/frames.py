@@ -169,16 +169,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def expected_seconds(day: dt.date, day_seconds: int | None, now_ns: int) -> tuple[float, str]:
+def expected_seconds(
+    day: dt.date, day_seconds: int | None, now_ns: int, from_ns: int | None = None
+) -> tuple[float, str]:
     """(seconds, basis): the part of `day` its data can cover. The UTC day, or a synthetic
     day's own length (`day_seconds`, from the file's metadata: a 3-hour test day); today
-    only up to now. A day in the future is not cut (its data is synthetic or mis-dated)."""
+    only up to now. A day in the future is not cut (its data is synthetic or mis-dated).
+    With `from_ns` (the file's first row, for a day whose data could only begin then:
+    today's, or the first day a recording or download holds) the part starts there."""
     start = day_start_ns(day)
     length, basis = 86_400.0, "the UTC day"
     if day_seconds is not None:
         length, basis = float(day_seconds), f"the {day_seconds / 3600:.1f} h synthetic day"
     if start <= now_ns < start + DAY_NS and (now_ns - start) / 1e9 < length:
         length, basis = (now_ns - start) / 1e9, "today so far"
+    if from_ns is not None and start < from_ns < start + int(length * 1e9):
+        length -= (from_ns - start) / 1e9
+        since = dt.datetime.fromtimestamp(from_ns / 1e9, dt.UTC)
+        basis = f"{basis} (from its first row, {since:%H:%M:%S} UTC)"
     return max(length, 1.0), basis
 
 
@@ -193,25 +201,33 @@ def day_coverage(
     expected: tuple[float, str],
     max_gap_s: float,
     bar_s: float | None = None,
+    from_ns: int | None = None,
 ) -> Coverage:
     """The share of the expected time (`expected_seconds`) the rows cover, whatever their
     order. Bars, and features of bars (`bar_s` given: BARS_V1, one row per bar): distinct
     bars present / bars expected (1-minute bars unless `bar_s` says otherwise). Ticks and
     features on the tick grid: the time between consecutive rows, each step counted up to
     `max_gap_s` (a silence longer than the kind's gap limit is not covered), over the
-    expected time; so a day whose rows span 46 s covers 46 s."""
+    expected time; so a day whose rows span 46 s covers 46 s. `from_ns`: the expected time
+    starts there (see `expected_seconds`), not at midnight, and the last row counts up to
+    `max_gap_s` after it."""
     expected_s, basis = expected
-    start = day_start_ns(day)
+    start = day_start_ns(day) if from_ns is None else from_ns
+    end = start + int(expected_s * 1e9)
     ts = np.asarray(ts_ns, dtype=np.int64)
-    ts = np.unique(ts[(ts >= start) & (ts < start + int(expected_s * 1e9))])
+    ts = np.unique(ts[(ts >= start) & (ts < end)])
     if kind == "bars" or bar_s is not None:
         bar_s = bar_s or BAR_NS / 1e9
         expected_bars = max(1, int(expected_s // bar_s))
         present = len(np.unique(ts // round(bar_s * 1e9)))
         fraction = min(1.0, present / expected_bars)
         return Coverage(fraction, present * bar_s, expected_s, basis, present, expected_bars)
-    steps = np.minimum(np.diff(ts), int(max_gap_s * 1e9)).astype(np.float64)
-    covered = float(steps.sum()) / 1e9
+    gap_ns = int(max_gap_s * 1e9)
+    steps = np.minimum(np.diff(ts), gap_ns).astype(np.float64)
+    # a day measured from its first row (today's, a recording's first): its last row stands
+    # up to max_gap_s after it (a one-row snapshot taken a moment ago covers that moment)
+    tail = min(gap_ns, end - int(ts[-1])) if len(ts) and from_ns is not None else 0
+    covered = (float(steps.sum()) + tail) / 1e9
     return Coverage(min(1.0, covered / expected_s), covered, expected_s, basis)
 
 
@@ -222,6 +238,7 @@ def validation_frame(
     quality: QualitySettings,
     expected: tuple[float, str] | None = None,
     feature_set: FeatureSet | None = None,
+    from_ns: int | None = None,
 ) -> pd.DataFrame:
     """A pandas frame (RangeIndex = row in the file) plus the derived columns:
     gap_s (seconds since the previous row, 0 on the first), day_offset_s (seconds since
@@ -275,7 +292,7 @@ def validation_frame(
         "features": quality.features.max_gap_s,
     }.get(kind, 60.0)  # bars: counted, not timed
     bar_s = feature_bar_s(feature_set) if kind == "features" and feature_set else None
-    coverage = day_coverage(ts, kind, day, expected, max_gap_s, bar_s)
+    coverage = day_coverage(ts, kind, day, expected, max_gap_s, bar_s, from_ns)
     frame["coverage"] = coverage.fraction
     frame = frame.reset_index(drop=True)
     frame.attrs["coverage"] = coverage

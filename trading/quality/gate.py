@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.compute as pc
+
 from trading.atomic import atomic_copy, atomic_write_text
 from trading.data.inputs import day_range, parse_symbols
 from trading.data.lake import Lake, day_start_ns
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
     from trading.quality.runner import ExpectationOutcome, SuiteRunner
     from trading.settings import QualitySettings
 
+# a first lake day whose data begins this long after midnight is measured from its first row
+LATE_START_NS = 60 * 1_000_000_000
 GATE_KINDS: tuple[str, ...] = ("quotes", "trades", "bars", "features")
 RAW_KINDS: tuple[str, ...] = ("quotes", "trades", "bars")
 TICK_KINDS: tuple[str, ...] = ("quotes", "trades")  # FEATURES_V1 needs both
@@ -421,14 +425,26 @@ class _Gate:
             return
         now_ns = int(self.started.timestamp() * 1e9)
         day_seconds = stored_day_seconds(self.lake, self.venue, symbol, day)
-        expected = expected_seconds(day, day_seconds, now_ns)
-        frame = validation_frame(table, kind, day, self.quality, expected, self.feature_set)
+        # today's data, and the first day the lake holds of it (a recording or a download
+        # that began that day), can only cover the day from their first row on
+        first_ns = int(pc.min(table.column("ts_ns")).as_py())
+        late_start = first_ns - day_start_ns(day) >= LATE_START_NS
+        opening = is_today(day, now_ns) or (
+            late_start and day == self.lake.days(self.venue, symbol, lake_kind)[0]
+        )
+        from_ns = first_ns if opening else None
+        expected = expected_seconds(day, day_seconds, now_ns, from_ns)
+        frame = validation_frame(
+            table, kind, day, self.quality, expected, self.feature_set, from_ns
+        )
         if self.runner is None:
             self.runner = self.open_runner()
         outcomes = self.runner.validate(kind, frame, f"{symbol} {kind} {day}", self.started)
         found, failed = self._record(symbol, kind, day, path, frame, outcomes)
-        if is_today(day, now_ns):
-            return  # its coverage is measured up to now: validate it again next time
+        if opening:
+            # its coverage is measured up to now, or depends on the lake's first day:
+            # validate it again next time
+            return
         self.cache.put(
             key,
             {

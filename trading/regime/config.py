@@ -116,7 +116,8 @@ class PolicySettings(Frozen):
     def horizon_steps(self, feature_set_name: str, step_s: float) -> int:
         """The label horizon in rows: horizon_bars for BARS_V1, horizon_s / grid else."""
         if feature_set_name == BARS_V1:
-            return self.horizon_bars
+            # a policy pickled before horizon_bars existed: its default
+            return int(getattr(self, "horizon_bars", 60))
         return max(1, round(self.horizon_s / step_s))
 
     def round_trip_bp(self) -> float:

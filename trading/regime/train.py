@@ -214,6 +214,7 @@ def fit_regime_model(
         [float(fwd_tr[y_tr == c].mean()) if (y_tr == c).any() else 0.0 for c in range(3)]
     )
     model.drift_threshold, drift_metrics = calibrate_drift(model, split.train, drift)
+    model._compiled = None  # calibrating compiled the kernel with the configured threshold
     metrics = _metrics(
         model, candidates, hmm, Z_tr, len_tr, states_va, resets_va, test_part, policy
     )
