@@ -21,6 +21,7 @@ import pytest
 from tests.integration.cli_env import cli, config_for, isolated_env
 from tests.integration.node_env import node_env
 from tests.integration.processes import node_process
+from tests.integration.serving_env import server
 from tests.real_bars import real_bars
 from tests.shared import copy_world, shared_dir
 from trading.backtest.engine import run_backtest
@@ -33,6 +34,7 @@ from trading.regime.hmm import mean_dwell_steps
 from trading.regime.registry import Registry
 from trading.regime.train import volatility_column
 from trading.strategy.inference import InProcessInference
+from trading.strategy.remote import RemoteInference, ServingClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -146,8 +148,8 @@ def test_real_month_ingest_train_backtest_canary(world: Path, tmp_path: Path) ->
     assert (canary_dir / "candidate" / "summary.json").is_file()
     print(
         f"real month: K={k} (range {k_min}..{k_max}, at edge: {edge or 'no'}); "
-        f"dwell (bars) per state {[round(d, 1) for d in found['dwell_bars']]}; "
-        f"Parkinson vol (bp/bar) per state {[round(v, 2) for v in found['vol_bp']]}; "
+        f"dwell (bars) per state {[round(float(d), 1) for d in found['dwell_bars']]}; "
+        f"Parkinson vol (bp/bar) per state {[round(float(v), 2) for v in found['vol_bp']]}; "
         f"last week: net PnL {summary['net_pnl_usd']:+.2f} USD, "
         f"buy-and-hold {bench['buy_hold_pnl_usd']:+.2f} USD, trades {summary['trades']}; "
         f"canary {verdict['verdict']} ({', '.join(verdict['failed_rules']) or 'no rule failed'})"
@@ -248,6 +250,10 @@ def test_the_replay_node_decides_on_bars_as_the_backtest(world: Path, tmp_path: 
     backtested = pd.read_csv(tmp_path / "backtest" / "state_timeline.csv")[cols]
     assert len(backtested) == 2 * 361  # one step per bar closing in 00:00..06:00, per symbol
     pd.testing.assert_frame_equal(replayed, backtested)
+    # the same buy-and-hold prices beside both reports
+    replay_bench = json.loads((out / "summary.json").read_text())["benchmarks"]["buy_hold"]
+    backtest_summary = json.loads((tmp_path / "backtest" / "summary.json").read_text())
+    assert replay_bench == backtest_summary["benchmarks"]["buy_hold"]
     trade_cols = ["symbol", "side", "decision_time", "entry_price", "exit_price", "qty"]
     pd.testing.assert_frame_equal(
         pd.read_csv(out / "trades.csv")[trade_cols],
@@ -299,3 +305,30 @@ def test_every_symbol_fills_at_the_next_bar_open(
         decided_ms = pd.Timestamp(row.decision_time).value // 1_000_000
         next_open = float(bars.loc[bars["open_ms"] == decided_ms, "open"].iloc[0])
         assert row.entry_price == pytest.approx(next_open * (1 + slip), abs=0.011), row
+
+
+def test_the_inference_server_serves_a_bar_model(world: Path, tmp_path: Path) -> None:
+    """`hmmtrader serve` loads the bar model and answers the strategy's BARS_V1 rows as the
+    model does in process: remote inference works for bar models too."""
+    home = copy_world(world, tmp_path / "home")
+    with isolated_env(REAL):
+        assert cli(home, "promote", "1", "--force", "--reason", "serving test") == 0
+        config = config_for(home)
+    model, _ = Registry(config.settings.registry, home).load(1)
+    local = InProcessInference(model, 1)
+    ts, X = load_dataset(
+        Lake(home / "lake"), "BINANCE", ["BTCUSDT"], dt.date(2024, 1, 26), dt.date(2024, 1, 26),
+        model.feature_set,
+    ).frames["BTCUSDT"]  # fmt: skip
+    srv = server(home, tmp_path / "serve.log", REAL).start()
+    try:
+        srv.wait_ready(1)
+        with ServingClient(srv.url) as client:
+            remote = RemoteInference(client, session="bars")
+            assert (remote.horizon_s, remote.drift_limit) == (3600.0, local.drift_limit)
+            assert remote.feature_set.version == model.feature_set.version
+            for i in range(240):
+                want = local.step("BTCUSDT", X[i], int(ts[i])).copy()
+                assert np.array_equal(remote.step("BTCUSDT", X[i], int(ts[i])), want), i
+    finally:
+        srv.stop()

@@ -20,11 +20,7 @@ from trading.features.descriptor import bars_v1
 from trading.regime import kernel
 from trading.settings import AppConfig
 from trading.strategy.config import CanarySettings, GuardrailSettings
-from trading.strategy.inference import (
-    InProcessInference,
-    ModelMismatchError,
-    require_tick_features,
-)
+from trading.strategy.inference import InProcessInference
 
 NS = 1_000_000_000
 
@@ -49,15 +45,13 @@ def test_in_process_inference_matches_the_models_online_form() -> None:
     assert batch[:, kernel.OUT_ACTION].min() >= -1
 
 
-def test_a_bars_model_runs_in_process_but_not_over_http_yet() -> None:
+def test_a_bars_model_runs_in_process() -> None:
     model, _ = fitted_model(settings=fast_settings())
     model.feature_set = bars_v1()
     inference = InProcessInference(model, 3)  # the strategy computes BARS_V1 from bars
     assert inference.feature_set.name == "BARS_V1"
-    with pytest.raises(
-        ModelMismatchError, match=r"trained on BARS_V1 .*computes FEATURES_V1 from ticks"
-    ):
-        require_tick_features(model.feature_set, "3")  # the serving client's check
+    assert inference.horizon_s == model.horizon_s == 60 * model.step_ns / 1e9  # 60 rows
+    assert inference.drift_limit == model.drift_limit()
 
 
 def test_times_and_windows() -> None:

@@ -342,15 +342,20 @@ def benchmarks(
     close). A symbol without a price inside the window is left out."""
     from nautilus_trader.model.data import Bar, QuoteTick
 
+    from trading.data.nautilus import BAR_NS
+
     entry: dict[Any, float] = {}
     exit_: dict[Any, float] = {}
-    for item in data:  # the first ask inside the window, per instrument
-        if (
-            isinstance(item, QuoteTick)
-            and item.instrument_id not in entry
-            and window.start_ns <= item.ts_event < window.end_ns
-        ):
-            entry[item.instrument_id] = item.ask_price.as_double()
+    for item in data:  # the first ask (a bar model: the first bar's open) in the window
+        if bars and isinstance(item, Bar):
+            key, price = item.bar_type.instrument_id, item.open.as_double()
+            ts = item.ts_event - BAR_NS  # the bar's open time
+        elif not bars and isinstance(item, QuoteTick):
+            key, price, ts = item.instrument_id, item.ask_price.as_double(), item.ts_event
+        else:
+            continue
+        if key not in entry and window.start_ns <= ts < window.end_ns:
+            entry[key] = price
             if len(entry) == len(instruments):
                 break
     for item in reversed(data):  # the last bid (a bar model: the last bar's close)

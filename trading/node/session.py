@@ -302,7 +302,7 @@ class _NodeView:
 
 
 def _write_replay_reports(session: NodeSession, built: BuiltNode, result: NodeResult) -> Path:
-    from trading.backtest.report import write_reports
+    from trading.backtest.report import benchmarks, write_reports
 
     s = session.config.settings
     run_dir = session.opts.run_dir
@@ -314,6 +314,14 @@ def _write_replay_reports(session: NodeSession, built: BuiltNode, result: NodeRe
         # a stopped replay reports what it replayed: its equity curve and time span end
         # at the minute of its last tick, not at the window's end
         window = Window(window.start_ns, (cursor_ns // MINUTE_NS + 1) * MINUTE_NS)
+    bench = benchmarks(
+        built.replay_client.ticks,  # what the client played (it keeps them)
+        window,
+        s.node.starting_balance_usd,
+        s.backtest.slippage_bp,
+        {i.id: i for i in session.replay.instruments},
+        bars=session.replay.bars,
+    )
     result.summary = write_reports(
         _NodeView(built.node),
         strategy,
@@ -327,6 +335,7 @@ def _write_replay_reports(session: NodeSession, built: BuiltNode, result: NodeRe
             "model_version": strategy.inference.version if strategy.inference else None,
             "symbols": session.symbols,
             "events": result.ticks,
+            "benchmarks": bench,
             "run_s": round(result.run_s, 3),
             "events_per_s": round(result.ticks / result.run_s, 1) if result.run_s > 0 else None,
             "finished": result.finished,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from trading.errors import HmmTraderError, InputError
-from trading.features.descriptor import FEATURES_V1, FeatureSet
+from trading.features.descriptor import FeatureSet
 from trading.regime.streams import ModelStreams, StreamHistory
 
 if TYPE_CHECKING:
@@ -38,17 +38,6 @@ class Inference(Protocol):
     drift_limit: float
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray: ...
-
-
-def require_tick_features(feature_set: FeatureSet, version: str) -> None:
-    """Remote inference (the serving client) carries FEATURES_V1 rows only, so far."""
-    if feature_set.name != FEATURES_V1:
-        raise ModelMismatchError(
-            f"model version {version} was trained on {feature_set.name} "
-            f"({feature_set.version}); the strategy computes {FEATURES_V1} from ticks "
-            "when it asks the inference server: trade a bars model with node.inference: "
-            "in_process, or train a model with regime.feature_set: features_v1"
-        )
 
 
 class InProcessInference:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from trading.errors import HmmTraderError
 from trading.features.descriptor import FeatureSet
 from trading.regime import kernel
-from trading.strategy.inference import InferenceUnavailableError, require_tick_features
+from trading.strategy.inference import InferenceUnavailableError
 
 
 # ---- wire format ----------------------------------------------------------------------
@@ -412,7 +412,6 @@ class RemoteInference:
         self.n_states = info.n_states
         self.horizon_s = info.horizon_s
         self.drift_limit = info.drift_limit
-        require_tick_features(self.feature_set, self.version)
 
     def step(self, symbol: str, row: np.ndarray, ts_ns: int) -> np.ndarray:
         try:
