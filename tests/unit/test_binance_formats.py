@@ -155,10 +155,21 @@ KLINE_UM_HEADER = (
 
 def test_usdm_klines_with_header_and_spot_klines_in_microseconds() -> None:
     _, with_header = read_csv_bytes(KLINE_UM_HEADER + KLINE, "BTCUSDT-1m-2024-01-01.csv")
-    us = KLINE.replace(b"1704067200000,", b"1704067200000000,", 1)
+    us = KLINE.replace(b"1704067200000,", b"1704067200000000,", 1).replace(
+        b"1704067259999,", b"1704067259999999,", 1
+    )
     _, in_us = read_csv_bytes(us, "BTCUSDT-1m-2025-01-01.csv")
     assert with_header.column("ts_ns").to_pylist() == [1_704_067_200 * 10**9]
     assert in_us.equals(with_header)
+
+
+def test_klines_of_another_interval_are_refused_with_the_line() -> None:
+    """5-minute klines would land as 1-minute bars: refused at the first such line."""
+    five = KLINE.replace(b"1704067200000,", b"1704067260000,", 1).replace(
+        b"1704067259999,", b"1704067559999,", 1
+    )
+    with pytest.raises(DataFormatError, match=r"k\.csv: line 2: a 300 s kline .*1-minute bars"):
+        read_csv_bytes(KLINE + five, "k.csv")
 
 
 @pytest.mark.parametrize("header", [b"", KLINE_UM_HEADER])

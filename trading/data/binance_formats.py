@@ -412,7 +412,28 @@ def _read_csv(
         text = source if isinstance(source, bytes) else source.read_bytes()
         return f"line {line_of_row(text, row, has_header)}"
 
-    return fmt.lake_kind, _to_lake(raw, fmt, name, where)
+    table = _to_lake(raw, fmt, name, where)
+    if fmt is _KLINES:
+        _require_one_minute(frame, name, where)
+    return fmt.lake_kind, table
+
+
+def _require_one_minute(frame: pl.DataFrame, name: str, where: Callable[[int], str]) -> None:
+    """Klines span close_time - open_time = one minute less one tick of their unit (59,999
+    ms, or 59,999,999 us): the lake holds 1-minute bars, so other intervals are refused."""
+    opened = frame["open_time"].to_numpy()
+    span = frame["close_time"].to_numpy() - opened
+    tick = np.where(opened > 100_000_000_000_000, 1, 1_000)  # us files, else ms
+    expected = 60_000_000 // tick - 1
+    bad = np.flatnonzero(span != expected)
+    if len(bad):
+        row = int(bad[0])
+        seconds = (int(span[row]) + 1) * int(tick[row]) / 1e6
+        raise DataFormatError(
+            f"{name}: {where(row)}: a {seconds:g} s kline (close_time - open_time = "
+            f"{int(span[row]):,}), not a 1-minute one: the lake holds 1-minute bars; "
+            "download the 1m klines (hmmtrader ingest archive --kind klines)"
+        )
 
 
 def line_of_row(text: bytes, row: int, has_header: bool) -> int:
