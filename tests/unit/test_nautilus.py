@@ -8,7 +8,7 @@ from nautilus_trader.model.enums import AggressorSide
 from tests.conftest import BINANCE_SAMPLES
 from trading.data.files import ingest_files
 from trading.data.lake import Lake
-from trading.data.nautilus import make_instrument, quote_ticks, trade_ticks
+from trading.data.nautilus import bar_open_ns, make_instrument, quote_ticks, trade_ticks
 from trading.settings import AppConfig
 
 DAY = dt.date(2021, 1, 8)
@@ -47,3 +47,11 @@ def test_lake_rows_become_ticks(config: AppConfig, lake: Lake) -> None:
     # 2021 trades below today's 0.00001 lot become one lot, never zero
     assert min(float(t.size) for t in trades) == 0.00001
     assert str(trades[0].size) == "0.00026"
+
+
+def test_a_bars_open_time_from_its_event_time() -> None:
+    """A lake bar's Bar is stamped at its close; Binance's kline stream stamps the close
+    time, 1 ms before it: both give the bar's open."""
+    open_ns = 1_706_227_200 * 10**9  # 2024-01-26 00:00 UTC
+    assert bar_open_ns(open_ns + 60 * 10**9) == open_ns
+    assert bar_open_ns(open_ns + 60 * 10**9 - 1_000_000) == open_ns

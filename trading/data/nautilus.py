@@ -196,6 +196,12 @@ BAR_SPEC = "1-MINUTE-LAST-EXTERNAL"
 BAR_NS = 60 * 1_000_000_000
 
 
+def bar_open_ns(ts_event_ns: int) -> int:
+    """A 1-minute bar's open time from its event time: the close (a lake bar's Bar) or, from
+    Binance's kline stream, the close time 1 ms before it (xx:xx:59.999)."""
+    return (ts_event_ns + BAR_NS // 2) // BAR_NS * BAR_NS - BAR_NS
+
+
 def bar_type(instrument: InstrumentId) -> BarType:
     """The 1-minute external bar type of an instrument (what BARS_V1 strategies subscribe)."""
     return BarType.from_str(f"{instrument}-{BAR_SPEC}")

@@ -34,6 +34,7 @@ from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
 
+from trading.data.nautilus import bar_open_ns, bar_type
 from trading.data.schemas import BUYER, SELLER
 from trading.features.bars import OnlineBarFeatures
 from trading.features.descriptor import BARS_V1
@@ -117,7 +118,6 @@ class RegimeStrategy(Strategy):
         self.inference_error: str | None = None
         self._inference_retry_at = 0.0
         self.bars = False  # a BARS_V1 model: bars in, not ticks (set at start)
-        self._bar_ns = 60_000_000_000
 
     def snapshot(self) -> StrategySnapshot:
         return StrategySnapshot(
@@ -137,8 +137,6 @@ class RegimeStrategy(Strategy):
         fs = inference.feature_set
         self.bars = fs.name == BARS_V1
         rv_index = fs.raw_columns.index("raw_parkinson_bp" if self.bars else "raw_rv_bp")
-        if self.bars:
-            self._bar_ns = round(fs.bar_params().bar_s * 1e9)
         venues = {}
         for instrument_id in cfg.instrument_ids:
             instrument = self.cache.instrument(instrument_id)
@@ -161,8 +159,6 @@ class RegimeStrategy(Strategy):
                 min_notional_usd=float(instrument.min_notional or 0.0),
             )
             if self.bars:
-                from trading.data.nautilus import bar_type
-
                 self.subscribe_bars(bar_type(instrument_id))
                 if cfg.venue_quotes:
                     self.subscribe_quote_ticks(instrument_id)
@@ -229,7 +225,7 @@ class RegimeStrategy(Strategy):
         book.last_ts_ns = ts
         self._mids[slot.name] = close
         slot.vwap.add(ts, (high + low + close) / 3.0, volume)
-        rows = slot.features.on_bar(ts - self._bar_ns, high, low, close, volume)
+        rows = slot.features.on_bar(bar_open_ns(ts), high, low, close, volume)
         if rows:
             self._on_rows(slot, rows, ts)
 
