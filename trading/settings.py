@@ -31,8 +31,14 @@ from trading.config_sources import (
     read_variables,
     read_yaml_mapping,
 )
-from trading.errors import ConfigError
-from trading.features.descriptor import BarParams, FeatureParams
+from trading.errors import ConfigError, InputError
+from trading.features.descriptor import (
+    BarParams,
+    FeatureParams,
+    FeatureSet,
+    bars_v1,
+    features_v1,
+)
 from trading.frozen import DAY_S, Frozen
 from trading.nightly.config import FlowSettings
 from trading.quality.checks import CHECK_NAMES, DEFAULT_SEVERITY, Severity
@@ -421,3 +427,13 @@ def load_settings(config_dir: Path | None = None) -> AppConfig:
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, symbols_path)) from None
     return AppConfig(settings=settings, instruments=instruments, config_dir=config_dir)
+
+
+def configured_feature_set(config: AppConfig, name: str | None = None) -> FeatureSet:
+    """The feature set `name` (features_v1 or bars_v1, any case) if given, else
+    regime.feature_set; its parameters come from the features: / bars: settings."""
+    s = config.settings
+    chosen = (name or s.regime.feature_set).lower()
+    if chosen not in ("features_v1", "bars_v1"):
+        raise InputError(f"unknown feature set {name!r}: features_v1 or bars_v1")
+    return features_v1(s.features) if chosen == "features_v1" else bars_v1(s.bars)

@@ -90,22 +90,18 @@ def features_cmd(
 ) -> None:
     """Compute features for a date range and write them to the lake with their descriptor."""
     from trading.data.inputs import check_range, parse_day, parse_symbols
-    from trading.features.descriptor import bars_v1, features_v1
+    from trading.settings import configured_feature_set
 
     config = load_config()
     names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     check_range(first, last)
-    sets = {
-        "features_v1": lambda: features_v1(config.settings.features),
-        "bars_v1": lambda: bars_v1(config.settings.bars),
-    }
-    chosen = (feature_set or config.settings.regime.feature_set).lower()
-    if chosen not in sets:
-        raise InputError(f"--set must be one of {', '.join(sets)}, got {feature_set!r}")
+    if feature_set is not None and feature_set.lower() not in ("features_v1", "bars_v1"):
+        raise InputError(f"--set must be one of features_v1, bars_v1, got {feature_set!r}")
     if not 0 <= lookback_days <= 7:
         raise InputError(f"--lookback-days must be between 0 and 7, got {lookback_days}")
-    _write_features(config, names, first, last, sets[chosen](), lookback_days)
+    fs = configured_feature_set(config, feature_set)
+    _write_features(config, names, first, last, fs, lookback_days)
 
 
 def _write_features(

@@ -341,8 +341,9 @@ def run_canary(
             )
             notes.append(note)
             log.info(note)
+        trades_on = {version: bars, **({production: production_bars} if production else {})}
         runs = _backtests(
-            config, registry, jobs, names, window, run_dir, progress, validated, bars=bars
+            config, registry, jobs, names, window, run_dir, progress, validated, trades_on
         )
         for (_, v), run in zip(jobs, runs, strict=True):
             s = run.summary
@@ -351,14 +352,7 @@ def run_canary(
                 v, s["net_pnl_usd"], s["trades"], s["sharpe"], s["max_drawdown_usd"], run.run_dir,
             )  # fmt: skip
             records.put(
-                kpi_fingerprint(
-                    config,
-                    registry,
-                    v,
-                    names,
-                    window,
-                    bars=bars if v == version else production_bars,
-                ),
+                kpi_fingerprint(config, registry, v, names, window, bars=trades_on[v]),
                 run,
             )
         candidate = runs[0]
@@ -411,20 +405,24 @@ def _backtests(
     run_dir: Path,
     progress: Callable[[str, float], None] | None,
     validated: Path | None = None,
-    *,
-    bars: bool = False,
+    trades_on: dict[int, bool] | None = None,
 ) -> list[BacktestRun]:
     """Backtest each (side, version) on the same data, gated once (not at all when the
-    caller validated these files: its issue CSV is copied); two at once in two processes
+    caller validated these files: its issue CSV is copied); `trades_on`: per version,
+    whether it trades on bars (default: none does); two at once in two processes
     when canary.workers allows it (not from a daemonic process, such as a Dask worker:
     those cannot have children)."""
+
+    def bars_of(version: int) -> bool:
+        return (trades_on or {}).get(version, False)
+
     if validated is not None and validated.is_file():
         shutil.copyfile(validated, run_dir / "data_quality_issues.csv")
         quality: dict[str, Any] = {"passed": True, "validated_before": str(validated)}
         log.info("data-quality gate: passed before the canary (%s)", validated)
     else:
         lake = Lake(StatePaths(config.home).lake)
-        quality = quality_gate(config, lake, symbols, window, run_dir, bars=bars)
+        quality = quality_gate(config, lake, symbols, window, run_dir, bars=bars_of(jobs[0][1]))
     for side, _ in jobs:
         (run_dir / side).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "data_quality_issues.csv",
@@ -432,7 +430,7 @@ def _backtests(
     # a version that trades on the other kind of data (a tick production beside a bar
     # candidate) gates its own data in its backtest
     gated: dict[int, dict[str, Any] | None] = {
-        v: quality if trades_bars(registry.info(v).tags) == bars else None for _, v in jobs
+        v: quality if bars_of(v) == bars_of(jobs[0][1]) else None for _, v in jobs
     }
     parallel = (
         len(jobs) > 1

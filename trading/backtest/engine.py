@@ -208,9 +208,10 @@ def warmup_ns(config: AppConfig, fs: FeatureSet) -> int:
     warm = int(config.settings.backtest.warmup_s * NS)
     if not is_bars(fs):
         return warm
+    from trading.features.bars import raw_ready_bars
+
     p = fs.bar_params()
-    need = max(p.vol_window, p.volume_window + 1, p.autocorr_window + 1) + 1
-    return max(warm, int((need + p.standardize_window) * p.bar_s * NS))
+    return max(warm, int((raw_ready_bars(p) + p.standardize_window) * p.bar_s * NS))
 
 
 def quality_gate(

@@ -253,6 +253,27 @@ def _to_bars(
     return pa.table(out)
 
 
+def _bars_of(
+    found: dict[str, str],
+    series: Callable[[str], pl.Series],
+    times: np.ndarray,
+    n: int,
+    file: tuple[str, str, str, int],
+    where: Where,
+) -> pa.Table:
+    """What both readers share once the times are read: the symbol column checked, bar
+    open times, the columns as numbers. `series(file column)` reads one column; `file` is
+    (name, --symbol, bar_time, bar_seconds)."""
+    name, symbol, bar_time, bar_seconds = file
+    if "symbol" in found:
+        _check_symbol(series(found.pop("symbol")).unique().to_list(), symbol, name)
+    opens = _open_times(times, bar_time, bar_seconds, name, where)
+    return _to_bars(
+        opens, lambda lake_name: _numbers(series(found[lake_name]), found[lake_name], name, where),
+        found, n,
+    )  # fmt: skip
+
+
 def _diagnose_csv(text: bytes, name: str, exc: Exception) -> DataFormatError:
     rows = csv.reader(io.StringIO(text.decode("utf-8", "replace")))
     width = None
@@ -289,15 +310,13 @@ def read_ohlcv_csv(
     def where(row: int) -> str:
         return f"line {line_of_row(text, row, has_header=True)}"
 
-    if "symbol" in found:
-        _check_symbol(frame[found.pop("symbol")].unique().to_list(), symbol, name)
-    times = _text_times_to_ns(frame[time_name], time_name, name, where)
-    opens = _open_times(times, bar_time, bar_seconds, name, where)
-    return _to_bars(
-        opens,
-        lambda lake_name: _numbers(frame[found[lake_name]], found[lake_name], name, where),
+    return _bars_of(
         found,
+        lambda column: frame[column],
+        _text_times_to_ns(frame[time_name], time_name, name, where),
         frame.height,
+        (name, symbol, bar_time, bar_seconds),
+        where,
     )
 
 
@@ -317,15 +336,11 @@ def read_ohlcv_table(
     def where(row: int) -> str:
         return f"row {row + 1}"
 
-    if "symbol" in found:
-        _check_symbol(pc.unique(table.column(found.pop("symbol"))).to_pylist(), symbol, name)
-    times = _arrow_times_to_ns(table.column(time_name), time_name, name, where)
-    opens = _open_times(times, bar_time, bar_seconds, name, where)
-    return _to_bars(
-        opens,
-        lambda lake_name: _numbers(
-            _series(table.column(found[lake_name])), found[lake_name], name, where
-        ),
+    return _bars_of(
         found,
+        lambda column: _series(table.column(column)),
+        _arrow_times_to_ns(table.column(time_name), time_name, name, where),
         table.num_rows,
+        (name, symbol, bar_time, bar_seconds),
+        where,
     )

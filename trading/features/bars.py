@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from trading.errors import DataFormatError
 from trading.features import kernel as k
-from trading.features.descriptor import BARS_V1, FeatureSet, bars_v1
+from trading.features.descriptor import BARS_V1, BarParams, FeatureSet, bars_v1
 from trading.features.v1 import FeatureRow
 
 _LN2x4 = 4.0 * math.log(2.0)
@@ -36,6 +36,11 @@ F_SUM_AC = k.F_SUM_A  # 2 slots used: r * r1, r * r
 N_BAR_FEATURES = 4
 
 
+def raw_ready_bars(p: BarParams) -> int:
+    """Bars a segment needs before its raw features are complete (standardizing starts)."""
+    return max(p.vol_window, p.volume_window + 1, p.autocorr_window + 1) + 1
+
+
 def make_bar_state(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     p = fs.bar_params()
     nfeat = N_BAR_FEATURES
@@ -45,7 +50,7 @@ def make_bar_state(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     si[k.I_NV], si[k.I_NF], si[k.I_NA] = p.vol_window, p.volume_window, p.autocorr_window
     si[k.I_NZ] = p.standardize_window
     si[k.I_MIN_Z] = p.standardize_min
-    si[k.I_RAW_READY] = max(p.vol_window, p.volume_window + 1, p.autocorr_window + 1) + 1
+    si[k.I_RAW_READY] = raw_ready_bars(p)
     si[k.I_NFEAT] = nfeat
     off = k.F_HEADER
     si[k.I_OFF_V] = off

@@ -30,7 +30,12 @@ from trading.atomic import atomic_copy, atomic_write_text
 from trading.data.inputs import day_range, parse_symbols
 from trading.data.lake import Lake, day_start_ns
 from trading.errors import InputError
-from trading.features.descriptor import BARS_V1, FEATURES_V1, FeatureSet, feature_kind
+from trading.features.descriptor import (
+    BARS_V1,
+    FEATURES_V1,
+    FeatureSet,
+    feature_kind,
+)
 from trading.paths import StatePaths
 from trading.quality import data_docs_index
 from trading.quality.checks import CHECK_NAMES
@@ -41,7 +46,7 @@ from trading.quality.issues import (
     table_value,
     write_issues_csv,
 )
-from trading.settings import AppConfig
+from trading.settings import AppConfig, configured_feature_set
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,18 +150,6 @@ def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
             f"expected some of {', '.join(GATE_KINDS)} (or auto: the kinds the lake holds)"
         )
     return tuple(dict.fromkeys(names))
-
-
-def configured_feature_set(config: AppConfig) -> FeatureSet:
-    """The feature set whose files the `features` kind checks: regime.feature_set (as
-    `trading.regime.pipeline.configured_feature_set`, without importing the regime code),
-    its parameters from the features: / bars: settings."""
-    from trading.features.descriptor import bars_v1, features_v1
-
-    settings = config.settings
-    if settings.regime.feature_set == "bars_v1":
-        return bars_v1(settings.bars)
-    return features_v1(settings.features)
 
 
 def _lake_kind(kind: str, feature_set: FeatureSet | None = None) -> str:
@@ -271,7 +264,7 @@ def run_gate(
     `data_quality_issues.csv` and `summary.json` to `out_dir` (default
     `<home>/quality/runs/<UTC time>/`) and copies both to `<home>/quality/latest/`; Data
     Docs go to `<home>/quality/gx/uncommitted/data_docs/`. The `features` kind checks the
-    files of the configured feature set (`configured_feature_set`).
+    files of the configured feature set (`trading.settings.configured_feature_set`).
     """
     names = parse_symbols(config, list(symbols) if not isinstance(symbols, str) else symbols)
     days = day_range(start, end)
@@ -395,7 +388,8 @@ class _Gate:
 
         lake_kind = feature_kind(self.feature_set) if kind == "features" else kind
         path = self.lake.path(self.venue, symbol, lake_kind, day)
-        if day not in self.lake.days(self.venue, symbol, lake_kind):
+        held = self.lake.days(self.venue, symbol, lake_kind)
+        if day not in held:
             if kind == "features" and not self.require_features:
                 self.skipped.append(f"{symbol} features {day}: no feature file (not required)")
                 return
@@ -429,9 +423,7 @@ class _Gate:
         # that began that day), can only cover the day from their first row on
         first_ns = int(pc.min(table.column("ts_ns")).as_py())
         late_start = first_ns - day_start_ns(day) >= LATE_START_NS
-        opening = is_today(day, now_ns) or (
-            late_start and day == self.lake.days(self.venue, symbol, lake_kind)[0]
-        )
+        opening = is_today(day, now_ns) or (late_start and day == held[0])
         from_ns = first_ns if opening else None
         expected = expected_seconds(day, day_seconds, now_ns, from_ns)
         frame = validation_frame(

@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 
 from trading.data.lake import Lake
-from trading.errors import InputError
-from trading.features.descriptor import FeatureSet, bars_v1, features_v1
 from trading.paths import StatePaths
 from trading.regime.dataset import Dataset, load_dataset
 from trading.regime.registry import (
@@ -25,19 +23,9 @@ from trading.regime.registry import (
     git_commit,
 )
 from trading.regime.train import TrainReport, fit_regime_model, partial_fit
-from trading.settings import AppConfig
+from trading.settings import AppConfig, configured_feature_set
 
 Progress = Callable[[str], None]
-
-
-def configured_feature_set(config: AppConfig, name: str | None = None) -> FeatureSet:
-    """The feature set to train on: `name` (features_v1 or bars_v1) if given, else
-    regime.feature_set; its parameters come from the features: / bars: settings."""
-    s = config.settings
-    chosen = (name or s.regime.feature_set).lower()
-    if chosen not in ("features_v1", "bars_v1"):
-        raise InputError(f"unknown feature set {name!r}: features_v1 or bars_v1")
-    return features_v1(s.features) if chosen == "features_v1" else bars_v1(s.bars)
 
 
 @dataclass(frozen=True)

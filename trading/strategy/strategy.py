@@ -277,7 +277,7 @@ class RegimeStrategy(Strategy):
             drift_score=float(out[kernel.OUT_DRIFT]),
             vol_bp=vol_bp,
             inference_ms=inference_ms,
-            drift_limit=float(getattr(inference, "drift_limit", 0.0)),
+            drift_limit=inference.drift_limit,
         )
         decision = self.decider.decide(
             slot.name, now_ns, signal, book, self._mids, slot.vwap.value(now_ns)
