@@ -142,6 +142,16 @@ def test_real_month_ingest_train_backtest_canary(world: Path, tmp_path: Path) ->
     assert summary["data"] == "1-minute bars"
     assert bench["flat_pnl_usd"] == 0.0
     assert set(bench["buy_hold"]) == {"BTCUSDT", "ETHUSDT"}
+    for symbol, held in bench[
+        "buy_hold"
+    ].items():  # in at the week's first open, out at its last close
+        bars = real_bars(symbol).set_index("open_ms")
+        first_ms = pd.Timestamp(HOLDOUT[0], tz="UTC").value // 1_000_000
+        last_ms = pd.Timestamp("2024-01-31T23:59", tz="UTC").value // 1_000_000
+        assert (held["entry_price"], held["exit_price"]) == (
+            bars.loc[first_ms, "open"],
+            bars.loc[last_ms, "close"],
+        )
     canary_dir = Path(registry.info(1).tags["canary_run_dir"])
     verdict = json.loads((canary_dir / "verdict.json").read_text())
     assert verdict["benchmarks"]["candidate"]["buy_hold_pnl_usd"] == bench["buy_hold_pnl_usd"]

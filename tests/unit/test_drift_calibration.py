@@ -97,3 +97,15 @@ def test_calibration_rule_and_the_kernel_uses_the_recorded_threshold(tmp_path):
     with open(files["drift_reference"]) as fh:
         reference = json.load(fh)
     assert reference["threshold"] == pytest.approx(model.drift_limit())
+
+
+def test_the_training_report_scores_with_the_calibrated_threshold():
+    """The policy metrics `train` reports run the kernel with the calibrated threshold, not
+    the configured one that calibrating compiled it with."""
+    from tests.regime_fixtures import _real_fit, _settings_key
+
+    _, _, drift = real_settings()
+    fitted, _ = _real_fit(_settings_key(real_settings()))  # as fit_regime_model left it
+    assert fitted._compiled is not None  # the report's metrics and timeline compiled it
+    kernel_threshold = fitted._compiled.params[-3][2]
+    assert kernel_threshold == fitted.drift_limit() > drift.threshold
