@@ -277,6 +277,15 @@ class NodeSettings(Frozen):
     start: str | None = None
     end: str | None = None
     starting_balance_usd: float = Field(default=10_000.0, gt=0)  # sandbox account (replay, paper)
+    # paper/testnet: a Binance-compatible exchange at http://HOST:PORT (`hmmtrader exchange`)
+    # instead of Binance; a live node ignores it unless --live-exchange-url is given
+    exchange_url: str | None = None
+    # after the venue's rate-limit answer (429/418): no new entries this long, doubling
+    # while they keep coming (a 418's ban end when it says one)
+    rate_limit_backoff_s: float = Field(default=30.0, gt=0, le=600)
+    # paper/testnet/live: quotes and trades arrive on two connections, not always in time
+    # order; each tick waits this long (market time) so they are used in order
+    reorder_s: float = Field(default=0.25, ge=0, le=60)
     kill_db: Path | None = None  # default HMMTRADER_HOME/node/node.db
     start_enabled: bool = True  # a fresh kill-switch database starts with trading enabled
     switch_poll_s: float = Field(default=0.25, gt=0, le=10)

@@ -14,6 +14,7 @@ from hmmtrader.cli import (
     data,
     demo,
     evaluate,
+    exchange,
     flows,
     ingest,
     models,
@@ -42,7 +43,7 @@ app.add_typer(flows.flow_app, name="flow")
 app.add_typer(ops.ops_app, name="ops")
 app.add_typer(bench.app, name="bench")
 # top-level commands, in the order of the README
-for module in (data, models, evaluate, demo, serve, node, ops, quickcheck):
+for module in (data, models, evaluate, demo, serve, node, exchange, ops, quickcheck):
     app.add_typer(module.app)
 
 

@@ -48,6 +48,19 @@ def node_cmd(
     gate: Annotated[
         bool, typer.Option(help="Replay: run the data-quality gate on the window first.")
     ] = True,
+    exchange_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Paper/testnet: a Binance-compatible exchange at http://HOST:PORT, e.g. "
+            "`hmmtrader exchange` (default node.exchange_url; unset: Binance)."
+        ),
+    ] = None,
+    live_exchange_url: Annotated[
+        bool,
+        typer.Option(
+            "--live-exchange-url", help="Let a live node use the exchange URL override too."
+        ),
+    ] = False,
     max_seconds: Annotated[
         float | None, typer.Option(min=0.1, help="Stop after this many seconds (wall clock).")
     ] = None,
@@ -69,6 +82,8 @@ def node_cmd(
         run_dir=out,
         max_seconds=max_seconds,
         gate=gate,
+        exchange_url=exchange_url,
+        live_exchange_url=live_exchange_url,
     )
     result = run_node(config, opts, echo=lambda text: console.print(text, highlight=False))
     if result.summary.get("net_pnl_usd") is not None:

@@ -200,3 +200,74 @@ def test_in_process_inference_follows_the_production_alias(home: Path) -> None:
         inference.step("BTCUSDT", X[201], int(ts[201]))
         assert inference.version == str(v2)  # still trading v2
         assert inference.last_error is None or str(v3) in inference.last_error
+
+
+LIVE_OPT_INS = {"TRADING_ENABLED": "true", "BINANCE_API_KEY": "k", "BINANCE_API_SECRET": "s"}
+
+
+@pytest.mark.parametrize("mode", ["paper", "testnet"])
+def test_an_exchange_url_points_paper_and_testnet_elsewhere(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--exchange-url` (or node.exchange_url): REST there, market streams at ws://host:port,
+    the WebSocket API at /ws-api/v3; the environment stays the enum (keys, account type)."""
+    from nautilus_trader.adapters.binance.common.enums import BinanceEnvironment
+
+    for key, value in TESTNET_KEYS.items():
+        monkeypatch.setenv(key, value)
+    configs = binance_configs(mode, SYMBOLS, NodeSecrets(), "http://127.0.0.1:8090")
+    urls = endpoints(configs)
+    assert urls["data_http"] == "http://127.0.0.1:8090"
+    assert urls["data_ws"] == "ws://127.0.0.1:8090"
+    assert _live_hosts(urls) == []
+    if mode == "testnet":
+        assert urls["execution_ws"] == "ws://127.0.0.1:8090/ws-api/v3"
+        assert configs.execution.environment is BinanceEnvironment.TESTNET
+
+
+@pytest.mark.parametrize("source", ["flag", "config"])
+def test_an_exchange_url_is_never_applied_silently_to_live(
+    home: Path,
+    source: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_network: list[object],
+) -> None:
+    """Live with both opt-ins and an exchange URL (on the command line or in the
+    configuration) is refused unless --live-exchange-url says so; then it is built with
+    that URL, and without any override live resolves to Binance's live hosts."""
+    for key, value in LIVE_OPT_INS.items():
+        monkeypatch.setenv(key, value)
+    url = "http://127.0.0.1:8090"
+    args = ["node", "--mode", "live", "--live", "--symbol", "BTCUSDT.BINANCE"]
+    if source == "flag":
+        args += ["--exchange-url", url]
+    else:
+        monkeypatch.setenv("HMMTRADER_NODE__EXCHANGE_URL", url)
+    assert cli(home, *args) == 1
+    err = capsys.readouterr().err
+    assert "refusing to point a LIVE node at http://127.0.0.1:8090" in err
+    assert "--live-exchange-url" in err
+    assert no_network == []
+
+    config = config_for(home)
+    opts = NodeOptions(mode="live", symbols=["BTCUSDT"], live=True, build_only=True,
+                       exchange_url=url if source == "flag" else None,
+                       live_exchange_url=True)  # fmt: skip
+    said: list[str] = []
+    result = run_node(config, opts, echo=said.append)
+    assert "market data: ws://127.0.0.1:8090; execution: http://127.0.0.1:8090" in said
+    assert result.summary["clients"]["execution"] == "BinanceExecClientConfig"
+    monkeypatch.delenv("HMMTRADER_NODE__EXCHANGE_URL", raising=False)
+    live = endpoints(binance_configs("live", SYMBOLS, NodeSecrets()))
+    assert len(_live_hosts(live)) == 4, live  # no override: Binance's live hosts
+    assert no_network == []
+
+
+def test_a_malformed_exchange_url_is_refused(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["node", "--mode", "paper", "--symbol", "BTCUSDT.BINANCE",
+            "--exchange-url", "127.0.0.1:8090/api"]  # fmt: skip
+    assert cli(home, *args) == 1
+    assert "write it as http://HOST:PORT" in capsys.readouterr().err

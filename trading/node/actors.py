@@ -4,6 +4,7 @@ heartbeat) and the tick recorder (what the node receives goes into the lake)."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -104,6 +105,7 @@ class TickRecorder(Actor):
         self.trades: dict[str, list[tuple[int, int, float, float, int]]] = {}
         self.written_rows = 0
         self.errors = 0
+        self._flushing = threading.Lock()
 
     def on_start(self) -> None:
         cfg: TickRecorderConfig = self.config
@@ -142,6 +144,12 @@ class TickRecorder(Actor):
         )
 
     def flush(self) -> None:
+        # the flush timer and the stop can run at once (the live clock's timers fire from
+        # another thread): one flush at a time
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         import pyarrow as pa
 
         from trading.data.schemas import SCHEMAS
@@ -152,7 +160,7 @@ class TickRecorder(Actor):
         )
         for kind, buffers in pairs:
             for symbol in list(buffers):
-                rows = buffers.pop(symbol)
+                rows = buffers.pop(symbol, None)
                 if not rows:
                     continue
                 names = SCHEMAS[kind].names

@@ -5,6 +5,7 @@ mode (lake replay or Binance; sandbox fills or Binance), the strategy, the super
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import time
 import uuid
@@ -31,6 +32,10 @@ class NodeOptions:
     max_seconds: float | None = None  # stop after this long (wall); None: until the end/signal
     gate: bool = True  # replay: the data-quality gate on the window first, as a backtest
     build_only: bool = False  # build the TradingNode (clients, strategy) and stop: no connection
+    exchange_url: str | None = (
+        None  # paper/testnet: a Binance-compatible exchange; None: node.exchange_url
+    )
+    live_exchange_url: bool = False  # the explicit flag a live node needs to take exchange_url
 
 
 @dataclass
@@ -230,6 +235,15 @@ def build_node(session: NodeSession, inference: Any) -> BuiltNode:
             # paper, testnet and live: a bar model subscribes quotes too, for the venue's
             # fills (a replay plays each bar's open quote to the venue itself)
             venue_quotes=session.mode != "replay",
+            # one position per entry, as in backtests, also on Binance spot (a NETTING
+            # venue): each round trip keeps its own realized PnL
+            oms_type="HEDGING",
+            # orders of these instruments found open on the venue at start (a crash, or
+            # placed by hand) become the strategy's: reported, and cancelled by the kill
+            # switch like its own
+            external_order_claims=list(ids) if session.mode != "replay" else None,
+            rate_limit_backoff_s=s.node.rate_limit_backoff_s,
+            reorder_s=s.node.reorder_s if session.mode != "replay" else 0.0,
         ),
         inference=metered,
         kill_engaged=switch.engaged,
@@ -272,6 +286,15 @@ def build_node(session: NodeSession, inference: Any) -> BuiltNode:
     return built
 
 
+def session_run_dir(config: AppConfig, opts: NodeOptions, mode: str) -> Path:
+    """Where a session's reports go: --out, else HOME/runs/node-<mode>-<UTC time>."""
+    if opts.run_dir is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        opts.run_dir = config.home / "runs" / f"node-{mode}-{stamp}"
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    return opts.run_dir
+
+
 def _add_tick_recorder(session: NodeSession, node: Any, ids: tuple[Any, ...]) -> None:
     """Paper, testnet and live record what they receive into the lake (a replay only into
     another lake, node.record_lake)."""
@@ -283,10 +306,22 @@ def _add_tick_recorder(session: NodeSession, node: Any, ids: tuple[Any, ...]) ->
     from trading.data.lake import Lake
     from trading.node.actors import TickRecorder, TickRecorderConfig
 
+    root = node_s.record_lake
+    if root is None:
+        # what a node receives from another exchange than Binance (`hmmtrader exchange`
+        # replaying this very lake) is not market history: it goes to the session's folder
+        configs = session.venue_configs
+        elsewhere = configs is not None and configs.data.base_url_http is not None
+        root = (
+            session_run_dir(session.config, session.opts, session.mode) / "lake"
+            if elsewhere
+            else session.config.home / "lake"
+        )
+
     node.trader.add_actor(
         TickRecorder(
             TickRecorderConfig(instrument_ids=ids, flush_s=node_s.record_flush_s),
-            Lake(node_s.record_lake or session.config.home / "lake"),
+            Lake(root),
             session.config.instruments.venue,
             f"node:{session.mode}",
         )

@@ -24,10 +24,18 @@ from typing import Any
 from trading.data.lake import Lake
 from trading.data.window import MINUTE_NS, NS, Window, market_kinds, require_ticks, window_of
 from trading.errors import InputError
-from trading.node.build import BuiltNode, NodeOptions, NodeSession, Replay, build_node
+from trading.node.build import (
+    BuiltNode,
+    NodeOptions,
+    NodeSession,
+    Replay,
+    build_node,
+    session_run_dir,
+)
 from trading.node.state import open_state
 from trading.node.venues import (
     binance_configs,
+    check_exchange_url,
     check_mode,
     endpoints,
     load_secrets,
@@ -170,7 +178,10 @@ def _open_session(
         replay = _load_replay(config, opts, symbols, echo)
         prefix = f"replay:{','.join(symbols)}:{replay.window.start_ns}:{replay.window.end_ns}"
     else:
-        venue_configs = binance_configs(mode, symbols, secrets)
+        url = check_exchange_url(
+            mode, opts.exchange_url or s.node.exchange_url, opts.live_exchange_url
+        )
+        venue_configs = binance_configs(mode, symbols, secrets, url)
         prefix = f"{mode}:{','.join(symbols)}"
     previous = state.last_session()
     recover = (
@@ -281,6 +292,9 @@ def _run(session: NodeSession, built: BuiltNode, inference: Any) -> NodeResult:
         if session.replay is not None:
             result.ticks = built.replay_client.played
             result.run_dir = _write_replay_reports(session, built, result)
+        else:
+            result.ticks = built.strategy.ticks_seen
+            result.run_dir = _write_session_reports(session, built, result)
         result.new_orders = built.recorder.new_orders
         result.recovered_orders = built.recorder.recovered_orders
         result.summary.setdefault("status", built.status())
@@ -345,3 +359,70 @@ def _write_replay_reports(session: NodeSession, built: BuiltNode, result: NodeRe
         },
     )
     return run_dir
+
+
+def _write_session_reports(session: NodeSession, built: BuiltNode, result: NodeResult) -> Path:
+    """A paper, testnet or live session's record, written at its clean stop:
+    - fills.csv: every fill the venue reported (Nautilus' fills report);
+    - orders.csv: every order the strategy decided, with its market context;
+    - state_timeline.csv: the strategy's decision timeline (one row per symbol and step);
+    - guardrails.csv: every block;
+    - account.json: the venue account's balances as the node holds them;
+    - summary.json: the session's counts and status."""
+    import json
+    from dataclasses import asdict
+
+    import pandas as pd
+    from nautilus_trader.model.identifiers import Venue
+
+    from trading.backtest.report import timeline_frame
+
+    run_dir = session_run_dir(session.config, session.opts, session.mode)
+    node, recorder = built.node, built.recorder
+    fills = node.trader.generate_fills_report()
+    fills.to_csv(run_dir / "fills.csv", index=not fills.empty)
+    orders = pd.DataFrame([asdict(c) for c in recorder.orders.values()])
+    orders.to_csv(run_dir / "orders.csv", index=False)
+    # the decision timeline and the blocks as a backtest writes them (same columns and
+    # number format), so the two compare row for row
+    timeline = timeline_frame(recorder)
+    timeline.insert(0, "time", _iso(timeline["ts_ns"]))
+    timeline.to_csv(run_dir / "state_timeline.csv", index=False, float_format="%.8g")
+    guard = pd.DataFrame.from_records(
+        recorder.blocks, columns=["ts_ns", "symbol", "reason", "detail"]
+    )
+    guard.insert(0, "time", _iso(guard["ts_ns"]))
+    guard.to_csv(run_dir / "guardrails.csv", index=False)
+    account = node.cache.account_for_venue(Venue(session.config.instruments.venue))
+    balances = {}
+    if account is not None:
+        for currency, bal in account.balances().items():
+            balances[str(currency)] = {
+                "total": str(bal.total.as_decimal()),
+                "locked": str(bal.locked.as_decimal()),
+                "free": str(bal.free.as_decimal()),
+            }
+    (run_dir / "account.json").write_text(json.dumps(balances, indent=2) + "\n")
+    status = built.status()
+    summary = {
+        "mode": session.mode,
+        "session": result.session_id,
+        "symbols": session.symbols,
+        "orders_decided": len(recorder.orders),
+        "fills": len(fills),
+        "blocks": len(recorder.blocks),
+        "ticks": built.strategy.ticks_seen,
+        # ticks that arrived after node.reorder_s had passed them: used out of time order
+        "late_ticks": built.strategy.late_ticks,
+        "new_orders": built.recorder.new_orders,
+        "status": status,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    result.summary["status"] = status
+    return run_dir
+
+
+def _iso(ts_ns: Any) -> Any:
+    import pandas as pd
+
+    return pd.to_datetime(ts_ns, utc=True).map(lambda t: t.isoformat())

@@ -123,6 +123,18 @@ class StatusReporter:
             ),
             "regime": {k: dict(v) for k, v in self.metrics.last.items()},
             "orders": len(self.recorder.orders),
+            "open_orders": [
+                {
+                    "client_order_id": o.client_order_id.value,
+                    "venue_order_id": o.venue_order_id.value if o.venue_order_id else None,
+                    "symbol": o.instrument_id.symbol.value,
+                    "side": o.side_string(),
+                    "type": o.type_string(),
+                    "qty": float(o.quantity),
+                    "price": float(o.price) if o.has_price else None,
+                }
+                for o in self.cache.orders_open(venue=None)
+            ],
             "market_time": (
                 dt.datetime.fromtimestamp(book_ts / NS, dt.UTC).isoformat() if book_ts else None
             ),

@@ -136,10 +136,41 @@ class VenueConfigs:
     execution: Any | None  # BinanceExecClientConfig; None: sandbox fills (paper)
 
 
-def binance_configs(mode: str, symbols: list[str], secrets: NodeSecrets) -> VenueConfigs:
+def exchange_urls(url: str) -> dict[str, str]:
+    """The adapter's base URLs for an exchange at `url` (http://host:port): REST there,
+    market streams at ws://host:port, the WebSocket API at ws://host:port/ws-api/v3."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise InputError(
+            f"exchange URL {url!r}: write it as http://HOST:PORT (e.g. http://127.0.0.1:8090, "
+            "where `hmmtrader exchange` listens)"
+        )
+    ws = ("wss" if parts.scheme == "https" else "ws") + "://" + parts.netloc
+    return {"http": f"{parts.scheme}://{parts.netloc}", "ws": ws, "ws_api": ws + "/ws-api/v3"}
+
+
+def check_exchange_url(mode: str, url: str | None, live_flag: bool) -> str | None:
+    """A base-URL override is for paper and testnet; a live node takes one only with the
+    explicit --live-exchange-url flag, never from configuration alone."""
+    if url is None or mode != "live" or live_flag:
+        return url
+    raise InputError(
+        f"refusing to point a LIVE node at {url}: an exchange URL override (--exchange-url or "
+        "node.exchange_url) applies to paper and testnet only; for live, also pass "
+        "--live-exchange-url, or unset it to trade on Binance"
+    )
+
+
+def binance_configs(
+    mode: str, symbols: list[str], secrets: NodeSecrets, exchange_url: str | None = None
+) -> VenueConfigs:
     """Binance data (and, for testnet and live, execution) client configurations. Paper
     uses the public live market data without keys; testnet uses the spot testnet with
-    BINANCE_TESTNET_API_KEY/SECRET; live uses BINANCE_API_KEY/SECRET."""
+    BINANCE_TESTNET_API_KEY/SECRET; live uses BINANCE_API_KEY/SECRET. `exchange_url`
+    points both clients at another Binance-compatible exchange (`hmmtrader exchange`);
+    the environment enum still decides the key variables."""
     from nautilus_trader.adapters.binance import (
         BinanceAccountType,
         BinanceDataClientConfig,
@@ -162,12 +193,15 @@ def binance_configs(mode: str, symbols: list[str], secrets: NodeSecrets) -> Venu
         key = secret = None  # paper: public market data only, never an account
     api_key = key.get_secret_value() if key else None
     api_secret = secret.get_secret_value() if secret else None
+    urls = exchange_urls(exchange_url) if exchange_url else None
     data = BinanceDataClientConfig(
         api_key=api_key,
         api_secret=api_secret,
         account_type=BinanceAccountType.SPOT,
         environment=environment,
         instrument_provider=provider,
+        base_url_http=urls["http"] if urls else None,
+        base_url_ws=urls["ws"] if urls else None,
     )
     execution = None
     if mode in ("testnet", "live"):
@@ -177,6 +211,8 @@ def binance_configs(mode: str, symbols: list[str], secrets: NodeSecrets) -> Venu
             account_type=BinanceAccountType.SPOT,
             environment=environment,
             instrument_provider=provider,
+            base_url_http=urls["http"] if urls else None,
+            base_url_ws=urls["ws_api"] if urls else None,
         )
     return VenueConfigs(data, execution)
 

@@ -24,6 +24,7 @@ class Reason(StrEnum):
     POS = "POS"
     MIN_NOTIONAL = "MIN_NOTIONAL"
     VWAP = "VWAP"  # the execution rule, not a limit; counted the same way
+    RATE_LIMIT = "RATE_LIMIT"  # the venue answered 429/418: no new orders until it allows
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ venue runs a HEDGING order-management system, one position per entry.
 
 from __future__ import annotations
 
+import heapq
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +65,12 @@ class RegimeStrategyConfig(StrategyConfig, frozen=True):
     # a bar model on a live venue: subscribe quotes too, so the (sandbox) venue has prices
     # to fill on between bars; they feed nothing else
     venue_quotes: bool = False
+    # after the venue's rate-limit answer: no new entries this long (doubling while the
+    # answers keep coming, at most 10 min; a 418's ban end when it says one)
+    rate_limit_backoff_s: float = 30.0
+    # a live venue: hold ticks this long (market time) to use them in time order; 0: as
+    # they come (backtests and replays deliver them in order)
+    reorder_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -78,6 +86,10 @@ class _Symbol:
 
 
 _SIDE = {AggressorSide.BUYER: BUYER, AggressorSide.SELLER: SELLER}
+# a venue's rate-limit answer in an order rejection: Binance's -1003 (429 too much weight,
+# 418 banned) and -1015 (too many new orders)
+_RATE_LIMITED = re.compile(r"-1003|-1015|Too many requests|Too much request weight|banned", re.I)
+_BANNED_UNTIL = re.compile(r"banned until (\d{13})")
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,18 @@ class RegimeStrategy(Strategy):
         self._next_progress_ns = 0
         # inference health (the node's status): failures, the last error, retry time
         self.inference_failures = 0
+        self.ticks_seen = 0  # market events received (quotes, trades, bars)
+        self.rate_limit_events = 0  # the venue's 429/418 answers
+        # live venues: ticks held back to be used in time order (see _hold)
+        self._reorder_ns = int(config.reorder_s * 1e9)
+        self._pending: list[tuple[int, int, int, int, QuoteTick | TradeTick]] = []
+        self._pending_seq = 0
+        self._newest_ns = 0
+        self._released_ns = 0
+        self._order: dict[InstrumentId, int] = {}
+        self.late_ticks = 0
+        self._rate_limited_until = 0.0  # monotonic: no new entries before
+        self._rate_limit_streak = 0
         self.inference_error: str | None = None
         self._inference_retry_at = 0.0
         self.bars = False  # a BARS_V1 model: bars in, not ticks (set at start)
@@ -152,6 +176,7 @@ class RegimeStrategy(Strategy):
                 rv_index,
             )
             self._symbols[instrument_id] = self._by_name[name] = slot
+            self._order[instrument_id] = len(self._order)
             venues[name] = Venue(
                 lot_size=float(instrument.size_increment),
                 min_qty=float(instrument.min_quantity or instrument.size_increment),
@@ -176,13 +201,54 @@ class RegimeStrategy(Strategy):
             on_block=self._on_block,
         )
         self._adopt_open_positions()
+        self._report_open_orders()
 
     def on_stop(self) -> None:
+        self._release(self._newest_ns)
         for slot in self._symbols.values():
             self._close_all(slot)
 
     # ---- market data ----
     def on_quote_tick(self, tick: QuoteTick) -> None:
+        self.ticks_seen += 1
+        if self._reorder_ns:
+            self._hold(tick, 0)
+        else:
+            self._on_quote(tick)
+
+    def on_trade_tick(self, tick: TradeTick) -> None:
+        self.ticks_seen += 1
+        if self._reorder_ns:
+            self._hold(tick, 1)
+        else:
+            self._on_trade(tick)
+
+    def _hold(self, tick: QuoteTick | TradeTick, kind: int) -> None:
+        """A live venue's quotes and trades come on separate connections and may arrive
+        out of time order; a backtest reads them in time order (then symbol, quotes before
+        trades). Ticks wait here until `reorder_s` of market time has passed after them,
+        then go on in that order, so the node decides on what a backtest would. A tick
+        older than one already passed on is late: counted, and used as it is."""
+        ts = tick.ts_event
+        if ts < self._released_ns:
+            self.late_ticks += 1
+        order = self._order.get(tick.instrument_id, 0)
+        heapq.heappush(self._pending, (ts, order, kind, self._pending_seq, tick))
+        self._pending_seq += 1
+        self._newest_ns = max(self._newest_ns, ts)
+        self._release(self._newest_ns - self._reorder_ns)
+
+    def _release(self, until_ns: int) -> None:
+        pending = self._pending
+        while pending and pending[0][0] <= until_ns:
+            ts, _, kind, _, tick = heapq.heappop(pending)
+            self._released_ns = max(self._released_ns, ts)
+            if kind == 0:
+                self._on_quote(tick)
+            else:
+                self._on_trade(tick)
+
+    def _on_quote(self, tick: QuoteTick) -> None:
         slot = self._symbols[tick.instrument_id]
         if self.bars:
             return  # a bar model's venue quotes: the strategy reads bars only
@@ -200,7 +266,7 @@ class RegimeStrategy(Strategy):
         if rows:
             self._on_rows(slot, rows, ts)
 
-    def on_trade_tick(self, tick: TradeTick) -> None:
+    def _on_trade(self, tick: TradeTick) -> None:
         slot = self._symbols[tick.instrument_id]
         ts = tick.ts_event
         price, qty = tick.price.as_double(), tick.size.as_double()
@@ -213,6 +279,7 @@ class RegimeStrategy(Strategy):
             self._on_rows(slot, rows, ts)
 
     def on_bar(self, bar: Bar) -> None:
+        self.ticks_seen += 1
         slot = self._symbols.get(bar.bar_type.instrument_id)
         if slot is None or not isinstance(slot.features, OnlineBarFeatures):
             return
@@ -308,6 +375,13 @@ class RegimeStrategy(Strategy):
         )
 
     def _enter(self, slot: _Symbol, enter: Enter, signal: Signal, now_ns: int) -> None:
+        if self.rate_limited():
+            assert self.decider is not None
+            self.decider.book.on_entry_failed(slot.name)
+            self.decider.count_block(
+                now_ns, slot.name, Block(Reason.RATE_LIMIT, "the venue's rate limit: waiting")
+            )
+            return
         order = self.order_factory.market(
             slot.instrument.id,
             OrderSide.BUY if enter.side > 0 else OrderSide.SELL,
@@ -321,6 +395,12 @@ class RegimeStrategy(Strategy):
     def _close_all(
         self, slot: _Symbol, reason: str = "stop", signal: Signal | None = None, now_ns: int = 0
     ) -> None:
+        if self.rate_limited() and reason != "stop":
+            # the venue refuses orders now: the close is tried again after the wait
+            book = self.decider.book.positions.get(slot.name) if self.decider else None
+            if book is not None:
+                book.closing = False
+            return
         for position in self.cache.positions_open(
             instrument_id=slot.instrument.id, strategy_id=self.id
         ):
@@ -400,6 +480,18 @@ class RegimeStrategy(Strategy):
                 )
                 self.log.warning(f"adopted open position {position.id} of {slot.name}")
 
+    def _report_open_orders(self) -> None:
+        """Orders open on the venue when the strategy starts (a live venue's reconciliation
+        after a restart, or placed by hand): said in the log; the status lists them."""
+        for slot in self._symbols.values():
+            for order in self.cache.orders_open(instrument_id=slot.instrument.id):
+                self.log.warning(
+                    f"found open order {order.client_order_id} ({order.side_string()} "
+                    f"{order.type_string()} {order.quantity} {slot.name}"
+                    + (f" @ {order.price}" if order.has_price else "")
+                    + f", venue id {order.venue_order_id}) at start"
+                )
+
     def _on_block(self, ts_ns: int, symbol: str, block: Block) -> None:
         self.recorder.block(ts_ns, symbol, block.reason.value, block.detail)
 
@@ -426,9 +518,40 @@ class RegimeStrategy(Strategy):
 
     def on_order_rejected(self, event: OrderRejected) -> None:
         self._order_failed(event.client_order_id.value, event.instrument_id.symbol.value)
+        self._check_rate_limited(str(event.reason), event.instrument_id.symbol.value)
 
     def on_order_denied(self, event: OrderDenied) -> None:
         self._order_failed(event.client_order_id.value, event.instrument_id.symbol.value)
+
+    def _check_rate_limited(self, reason: str, symbol: str) -> None:
+        """A venue's rate-limit answer (Binance -1003 with 429 or 418, -1015): no new
+        entries until it has passed. The wait is the ban's end when the venue says it (418),
+        else `rate_limit_backoff_s`, doubling while the answers keep coming (at most 10 min).
+        Each answer is counted as a RATE_LIMIT block."""
+        if not _RATE_LIMITED.search(reason):
+            return
+        now = time.monotonic()
+        streak = self._rate_limit_streak if now < self._rate_limited_until + 60.0 else 0
+        wait = min(self.config.rate_limit_backoff_s * 2.0**streak, 600.0)
+        banned = _BANNED_UNTIL.search(reason)
+        if banned:
+            wait = max(wait, int(banned.group(1)) / 1000.0 - time.time())
+        self._rate_limit_streak = streak + 1
+        self._rate_limited_until = max(self._rate_limited_until, now + wait)
+        self.rate_limit_events += 1
+        self.log.warning(
+            f"the venue rate-limits us ({reason[:160]}): no new orders for {wait:.0f} s"
+        )
+        if self.decider is not None:
+            ts = self._symbols_last_ts(symbol)
+            self.decider.count_block(ts, symbol, Block(Reason.RATE_LIMIT, reason[:200]))
+
+    def rate_limited(self) -> bool:
+        return time.monotonic() < self._rate_limited_until
+
+    def _symbols_last_ts(self, symbol: str) -> int:
+        slot = self._by_name.get(symbol)
+        return int(slot.book.last_ts_ns) if slot is not None else 0
 
     def _order_failed(self, client_order_id: str, symbol: str) -> None:
         assert self.decider is not None
