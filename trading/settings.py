@@ -286,6 +286,9 @@ class NodeSettings(Frozen):
     # paper/testnet/live: quotes and trades arrive on two connections, not always in time
     # order; each tick waits this long (market time) so they are used in order
     reorder_s: float = Field(default=0.25, ge=0, le=60)
+    # no tick of any symbol for this long (wall): a market-data outage (counted, and no
+    # new entry until ticks come again)
+    stale_after_s: float = Field(default=5.0, gt=0, le=3600)
     kill_db: Path | None = None  # default HMMTRADER_HOME/node/node.db
     start_enabled: bool = True  # a fresh kill-switch database starts with trading enabled
     switch_poll_s: float = Field(default=0.25, gt=0, le=10)

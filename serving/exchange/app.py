@@ -14,7 +14,8 @@ Binance adapter (and any Binance client) pointed at it with base-URL overrides.
 - Anything else is answered with Binance's error shape ({"code", "msg"}) and logged as an
   error, so a gap is never silent.
 - Admin (not Binance): GET /_exchange/state, POST /_exchange/fault (drop_ws, refuse,
-  delay, market_cut, throttle, clear), POST /_exchange/start (begin the market replay now).
+  delay, market_cut, throttle, clear), POST /_exchange/start (begin the market replay now),
+  POST /_exchange/speed (change the replay's pace).
 
 The market replays the lake from the window's start at `speed` x real time, beginning with
 the first market-stream subscription (or /_exchange/start). Stream events carry the market
@@ -294,6 +295,17 @@ def create_app(server: ExchangeServer) -> FastAPI:
         server.begin()
         return {"market_time_ms": server.now_ms()}
 
+    @app.post(f"{ADMIN}/speed")
+    async def admin_speed(request: Request) -> Response:
+        try:
+            speed = float(json.loads(await request.body() or b"{}")["speed"])
+            assert speed > 0
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return _error(400, -1102, 'send {"speed": x} with x > 0 (market seconds per wall second)')  # fmt: skip
+        server.clock.set_speed(speed)
+        log.warning("market replay speed now %g", speed)
+        return JSONResponse({"speed": speed, "market_time_ms": server.now_ms()})
+
     @app.post(f"{ADMIN}/fault")
     async def admin_fault(request: Request) -> Response:
         try:
@@ -310,7 +322,7 @@ def create_app(server: ExchangeServer) -> FastAPI:
         elif kind == "refuse":
             f.refuse_until = now + seconds
             dropped = await server.drop(None)
-        elif kind == "market_cut":
+        elif kind == "market_cut":  # the market streams drop and stay silent
             f.market_cut_until = now + seconds
             dropped = await server.drop("market")
         elif kind == "throttle":
@@ -497,7 +509,7 @@ def create_app(server: ExchangeServer) -> FastAPI:
             pump.cancel()
 
     async def market_socket(ws: WebSocket, streams: list[str], combined: bool) -> None:
-        if server.faults.refusing() or server.faults.market_cut():
+        if server.faults.refusing():
             await ws.close(code=1013)
             return
         await ws.accept()

@@ -227,7 +227,7 @@ def test_an_exchange_url_points_paper_and_testnet_elsewhere(
 
 @pytest.mark.parametrize("source", ["flag", "config"])
 def test_an_exchange_url_is_never_applied_silently_to_live(
-    home: Path,
+    tmp_path: Path,
     source: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -236,6 +236,8 @@ def test_an_exchange_url_is_never_applied_silently_to_live(
     """Live with both opt-ins and an exchange URL (on the command line or in the
     configuration) is refused unless --live-exchange-url says so; then it is built with
     that URL, and without any override live resolves to Binance's live hosts."""
+    with isolated_env({}):  # a copy of its own: other tests here move production
+        home = served_home(tmp_path / "home")
     for key, value in LIVE_OPT_INS.items():
         monkeypatch.setenv(key, value)
     url = "http://127.0.0.1:8090"

@@ -94,6 +94,13 @@ class MarketClock:
     def running(self) -> bool:
         return self._began is not None
 
+    def set_speed(self, speed: float) -> None:
+        """Change the pace from now on (market time goes on from where it is)."""
+        if self._began is not None:
+            self.start_ns = self.now_ns()
+            self._began = time.monotonic()
+        self.speed = speed
+
     def now_ns(self) -> int:
         if self._began is None:
             return self.start_ns

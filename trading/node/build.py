@@ -256,8 +256,11 @@ def build_node(session: NodeSession, inference: Any) -> BuiltNode:
     )  # fmt: skip
     model_created = ModelCreated(config)
 
+    metrics.stale_after_s = s.node.stale_after_s
+
     def on_beat(body: dict[str, Any]) -> None:
         metrics.heartbeat(body, strategy.snapshot().last_tick_ns, switch.engaged())
+        strategy.market_stale(metrics.stale, metrics.outage_count)
         version = str(metered.version)
         metrics.model(s.registry.model_name, version, inference_kind(metered),
                       model_created.get(version))  # fmt: skip

@@ -96,6 +96,17 @@ class NodeMetrics:
             "funding_proximity_seconds", "Seconds to the next perpetual funding time",
             ["symbol"], registry=r,
         )  # fmt: skip
+        self.outages = Counter(
+            "market_data_outages", "Times the market data went silent for node.stale_after_s",
+            registry=r,
+        )  # fmt: skip
+        self.outage_seconds = Gauge(
+            "market_data_outage_seconds",
+            "Wall seconds of the current market-data outage, else of the last one", registry=r,
+        )  # fmt: skip
+        self.outage_seconds.set(0.0)
+        self.stale_since: float | None = None  # wall time the current outage began
+        self.outage_count = 0
         self.model_created.set(math.nan)
         # the last step per symbol (also the dashboard's regime panel, via the status)
         self.last: dict[str, dict[str, Any]] = {}
@@ -161,9 +172,33 @@ class NodeMetrics:
                 self._tick_seen[symbol] = seen = (ts, now_wall)
             if seen is not None:
                 self.staleness.labels(symbol).set(max(0.0, now_wall - seen[1]))
+        self._track_outage(now_wall)
         if status.get("equity_usd") is not None:
             self.equity.set(float(status["equity_usd"]))
         self.kill.set(1.0 if kill_engaged else 0.0)
+
+    stale_after_s = 5.0  # node.stale_after_s
+
+    def _track_outage(self, now_wall: float) -> None:
+        """An outage: no tick of any symbol for stale_after_s (wall); counted once, its
+        length kept until the next one."""
+        seen = [w for _, w in self._tick_seen.values()]
+        if not seen:
+            return
+        silent = now_wall - max(seen)
+        if silent >= self.stale_after_s:
+            if self.stale_since is None:
+                self.stale_since = max(seen)
+                self.outage_count += 1
+                self.outages.inc()
+            self.outage_seconds.set(now_wall - self.stale_since)
+        elif self.stale_since is not None:
+            self.outage_seconds.set(max(seen) - self.stale_since)
+            self.stale_since = None
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
 
     def model(self, name: str, version: str, inference: str, created_s: float | None) -> None:
         key = (name, version, inference)

@@ -414,6 +414,7 @@ def _write_session_reports(session: NodeSession, built: BuiltNode, result: NodeR
         "ticks": built.strategy.ticks_seen,
         # ticks that arrived after node.reorder_s had passed them: used out of time order
         "late_ticks": built.strategy.late_ticks,
+        "first_late_tick_ns": built.strategy.first_late_ns,
         "new_orders": built.recorder.new_orders,
         "status": status,
     }

@@ -123,6 +123,12 @@ class StatusReporter:
             ),
             "regime": {k: dict(v) for k, v in self.metrics.last.items()},
             "orders": len(self.recorder.orders),
+            "market_data": {
+                "stale": self.metrics.stale,
+                "outages": self.metrics.outage_count,
+                "ticks": self.strategy.ticks_seen,
+                "late_ticks": self.strategy.late_ticks,
+            },
             "open_orders": [
                 {
                     "client_order_id": o.client_order_id.value,

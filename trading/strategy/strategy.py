@@ -137,8 +137,10 @@ class RegimeStrategy(Strategy):
         self._released_ns = 0
         self._order: dict[InstrumentId, int] = {}
         self.late_ticks = 0
+        self.first_late_ns: int | None = None  # market time of the first late tick
         self._rate_limited_until = 0.0  # monotonic: no new entries before
         self._rate_limit_streak = 0
+        self._stale = False  # the market data is silent (the node's heartbeat says)
         self.inference_error: str | None = None
         self._inference_retry_at = 0.0
         self.bars = False  # a BARS_V1 model: bars in, not ticks (set at start)
@@ -232,6 +234,15 @@ class RegimeStrategy(Strategy):
         ts = tick.ts_event
         if ts < self._released_ns:
             self.late_ticks += 1
+            if self.first_late_ns is None:
+                self.first_late_ns = ts
+            if self.late_ticks <= 5:
+                self.log.warning(
+                    f"late {'trade' if kind else 'quote'} of {tick.instrument_id.symbol}: "
+                    f"{(self._released_ns - ts) / 1e9:.3f} s older than ticks already used "
+                    f"(newest {(self._newest_ns - ts) / 1e9:.3f} s ahead; node.reorder_s "
+                    f"{self._reorder_ns / 1e9:g}); used out of order"
+                )
         order = self._order.get(tick.instrument_id, 0)
         heapq.heappush(self._pending, (ts, order, kind, self._pending_seq, tick))
         self._pending_seq += 1
@@ -375,6 +386,13 @@ class RegimeStrategy(Strategy):
         )
 
     def _enter(self, slot: _Symbol, enter: Enter, signal: Signal, now_ns: int) -> None:
+        if self._stale:
+            assert self.decider is not None
+            self.decider.book.on_entry_failed(slot.name)
+            self.decider.count_block(
+                now_ns, slot.name, Block(Reason.LATENCY, "market data was silent: waiting")
+            )
+            return
         if self.rate_limited():
             assert self.decider is not None
             self.decider.book.on_entry_failed(slot.name)
@@ -545,6 +563,23 @@ class RegimeStrategy(Strategy):
         if self.decider is not None:
             ts = self._symbols_last_ts(symbol)
             self.decider.count_block(ts, symbol, Block(Reason.RATE_LIMIT, reason[:200]))
+
+    def market_stale(self, stale: bool, outages: int) -> None:
+        """The node's heartbeat: whether the market data is silent (no tick for
+        node.stale_after_s of wall time). Entering an outage counts a LATENCY block per
+        symbol; until a heartbeat sees ticks again, entries are blocked."""
+        if stale and not self._stale:
+            self.log.warning(
+                f"market data silent: outage {outages}; no new entries until it is back"
+            )
+            if self.decider is not None:
+                for name, slot in self._by_name.items():
+                    self.decider.count_block(
+                        slot.book.last_ts_ns, name, Block(Reason.LATENCY, "market data silent")
+                    )
+        elif not stale and self._stale:
+            self.log.warning("market data is back")
+        self._stale = stale
 
     def rate_limited(self) -> bool:
         return time.monotonic() < self._rate_limited_until
