@@ -591,3 +591,19 @@ def test_waiting_out_a_short_ban_is_not_banned_again() -> None:
     assert (ban.status, ban.retry_after_s) == (418, 2)
     clock.t += ban.retry_after_s  # the client waits exactly what the 418 said
     assert limiter.check(1).status == 200
+
+
+def test_the_market_clock_changes_speed_from_where_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trading.exchange.tape as tape
+
+    wall = [1000.0]
+    monkeypatch.setattr(tape.time, "monotonic", lambda: wall[0])
+    clock = tape.MarketClock(start_ns=0, speed=60.0)
+    assert clock.now_ns() == 0  # before the replay begins
+    clock.begin()
+    wall[0] += 2.0
+    assert clock.now_ns() == 120 * 10**9
+    clock.set_speed(2.0)
+    wall[0] += 10.0
+    assert clock.now_ns() == 140 * 10**9  # 120 s, then 10 wall s at 2x
+    assert clock.wall_delay_s(150 * 10**9) == pytest.approx(5.0)

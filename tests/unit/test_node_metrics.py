@@ -140,3 +140,23 @@ def test_metered_inference_times_every_call_and_passes_errors_through() -> None:
     with pytest.raises(TimeoutError):
         metered.step("BTCUSDT", np.ones(3), 2)
     assert _samples(m)[("inference_latency_seconds_count", (("symbol", "BTCUSDT"),))] == 2
+
+
+def test_a_silent_feed_is_one_outage_with_its_length() -> None:
+    """No tick of any symbol for stale_after_s (wall) opens an outage, counted once; its
+    length grows while it lasts and stays once ticks come again."""
+    m = NodeMetrics(["BTCUSDT", "ETHUSDT"])
+    m.stale_after_s = 5.0
+    body = {"realized_by_symbol": {}, "unrealized_by_symbol": {}}
+    m.heartbeat(body, {"BTCUSDT": 1, "ETHUSDT": 1}, False, now_wall=100.0)
+    m.heartbeat(body, {"BTCUSDT": 2, "ETHUSDT": 1}, False, now_wall=103.0)
+    assert not m.stale
+    for wall in (107.9, 110.0, 115.0):  # ETH silent since 100, BTC since 103
+        m.heartbeat(body, {"BTCUSDT": 2, "ETHUSDT": 1}, False, now_wall=wall)
+    assert m.stale and m.outage_count == 1
+    assert _samples(m)[("market_data_outage_seconds", ())] == pytest.approx(12.0)
+    m.heartbeat(body, {"BTCUSDT": 3, "ETHUSDT": 1}, False, now_wall=121.0)  # a tick again
+    assert not m.stale
+    samples = _samples(m)
+    assert samples[("market_data_outages_total", ())] == 1.0
+    assert samples[("market_data_outage_seconds", ())] == pytest.approx(18.0)  # 103 -> 121
