@@ -168,3 +168,52 @@ def test_realized_limit_usage_per_day_and_state() -> None:
     # day 0 state 0: -3, -5 (dd 5); state 1: +5, +1 (dd 4); day 1 state 0: dd 2.5
     assert worst_state == pytest.approx(5.0)
     assert realized_limit_usage(trades.iloc[:0]) == (0.0, 0.0)
+
+
+def test_a_live_venues_ticks_are_used_in_time_order() -> None:
+    """Quotes and trades of a live venue come on two sockets, out of order by a little:
+    held for reorder_s of market time, they go on in the backtest's order (time, then
+    symbol, then quotes before trades); one that comes after its turn is counted late."""
+    from nautilus_trader.model.data import QuoteTick, TradeTick
+    from nautilus_trader.model.enums import AggressorSide
+    from nautilus_trader.model.identifiers import InstrumentId, TradeId
+    from nautilus_trader.model.objects import Price, Quantity
+
+    from trading.settings import load_settings
+    from trading.strategy.config import limits_of
+    from trading.strategy.strategy import RegimeStrategy, RegimeStrategyConfig
+
+    btc, eth = InstrumentId.from_str("BTCUSDT.BINANCE"), InstrumentId.from_str("ETHUSDT.BINANCE")
+    limits = limits_of(load_settings().settings.strategy, ["BTCUSDT", "ETHUSDT"])
+    config = RegimeStrategyConfig(instrument_ids=(btc, eth), limits=limits, reorder_s=1.0)
+    strategy = RegimeStrategy(config, inference=object())  # type: ignore[arg-type]
+    strategy._order = {btc: 0, eth: 1}
+    used: list[tuple[int, str, str]] = []
+    strategy._on_quote = lambda t: used.append((t.ts_event, t.instrument_id.symbol.value, "q"))
+    strategy._on_trade = lambda t: used.append((t.ts_event, t.instrument_id.symbol.value, "t"))
+    s = 1_000_000_000
+
+    def quote(i: InstrumentId, ts: int) -> QuoteTick:
+        px, qty = Price.from_str("100.00"), Quantity.from_str("1.00000")
+        return QuoteTick(i, px, px, qty, qty, ts, ts)
+
+    def trade(i: InstrumentId, ts: int) -> TradeTick:
+        return TradeTick(i, Price.from_str("100.00"), Quantity.from_str("1.00000"),
+                         AggressorSide.BUYER, TradeId(str(ts)), ts, ts)  # fmt: skip
+
+    # arrival order (the trade socket ahead of the quote socket)
+    strategy.on_trade_tick(trade(btc, 2 * s))
+    strategy.on_trade_tick(trade(eth, 2 * s))
+    strategy.on_quote_tick(quote(eth, 2 * s))
+    strategy.on_quote_tick(quote(btc, int(1.5 * s)))
+    strategy.on_quote_tick(quote(btc, 2 * s))
+    assert used == []  # nothing is 1 s old yet
+    strategy.on_quote_tick(quote(btc, int(3.2 * s)))  # releases everything up to 2.2 s
+    assert used == [(int(1.5 * s), "BTCUSDT", "q"), (2 * s, "BTCUSDT", "q"),
+                    (2 * s, "BTCUSDT", "t"), (2 * s, "ETHUSDT", "q"), (2 * s, "ETHUSDT", "t")]  # fmt: skip
+    assert strategy.late_ticks == 0
+    strategy.on_trade_tick(trade(btc, int(1.9 * s)))  # after its turn: late, used as it comes
+    assert strategy.late_ticks == 1 and strategy.first_late_ns == int(1.9 * s)
+    assert used[-1] == (int(1.9 * s), "BTCUSDT", "t")
+    strategy._release(strategy._newest_ns)  # the stop: the rest goes on
+    assert used[-1] == (int(3.2 * s), "BTCUSDT", "q")
