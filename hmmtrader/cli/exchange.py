@@ -88,8 +88,7 @@ def exchange_cmd(
     replays the lake at --speed and matches orders against the replayed book. Point a node
     at it with `hmmtrader node --mode testnet --exchange-url http://127.0.0.1:PORT`."""
     from serving.exchange.app import Keys, build_server, create_app
-    from trading.data.lake import Lake
-    from trading.data.window import window_of
+    from trading.node.session import lake_window
 
     check_log_level(log_level)
     if not api_key or not api_secret:
@@ -118,17 +117,7 @@ def exchange_cmd(
                 f"--balance {item!r}: write ASSET=AMOUNT with a non-negative amount, e.g. USDT=10000"
             )
         balances[asset.strip().upper()] = amount.strip()
-    lake = Lake(config.home / "lake")
-    if start is None or end is None:
-        days = lake.days(config.instruments.venue, syms[0], "quotes")
-        if not days:
-            raise InputError(
-                f"the lake under {config.home / 'lake'} has no {syms[0]} quotes to replay: ingest "
-                "some (hmmtrader ingest synthetic|archive|files) or run the demo first"
-            )
-        start = start or days[-1].isoformat()
-        end = end or start
-    window = window_of(start, end)
+    window = lake_window(config, syms[0], "quotes", start, end)
     ledger_path = ledger or config.home / "exchange" / "ledger.jsonl"
     check_port(host, port)
     configure_logging(log_level)

@@ -81,7 +81,6 @@ class Conn:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.logged_on = False
         self.subscription: int | None = None
-        self.id = uuid.uuid4().hex[:8]
 
     def send(self, text: str) -> None:
         self.queue.put_nowait(text)
@@ -273,7 +272,7 @@ def create_app(server: ExchangeServer) -> FastAPI:
 
     m = server.m
 
-    @asynccontextmanager_lifespan
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not server.start_on_subscribe:
             server.begin()
@@ -544,10 +543,6 @@ def create_app(server: ExchangeServer) -> FastAPI:
         await serve_socket(conn, lambda text: _ws_api_request(server, conn, text), delayed=True)
 
     return app
-
-
-def asynccontextmanager_lifespan(fn: Any) -> Any:
-    return contextlib.asynccontextmanager(fn)
 
 
 def _symbols_param(p: dict[str, str]) -> set[str] | None:

@@ -73,6 +73,7 @@ class Matching:
     publish: Callable[[dict[str, Any]], None] = lambda event: None
     books: dict[str, Book] = field(default_factory=dict)
     orders: dict[int, Order] = field(default_factory=dict)
+    resting: dict[int, Order] = field(default_factory=dict)  # the open ones (a quote's work)
     fills: list[Fill] = field(default_factory=list)
     next_order_id: int = 1
     next_trade_id: int = 1
@@ -109,7 +110,7 @@ class Matching:
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         sym = self.instrument(symbol).symbol if symbol else None
-        return [o for o in self.orders.values() if o.is_open and (sym is None or o.symbol == sym)]
+        return [o for o in self.resting.values() if sym is None or o.symbol == sym]
 
     # ---- orders -----------------------------------------------------------------------------
     def new_order(self, p: dict[str, str], now_ms: int) -> tuple[Order, list[Fill]]:
@@ -159,6 +160,7 @@ class Matching:
             self._report(order, "EXPIRED", None, now_ms)
         else:
             self._lock_funds(inst, order, now_ms)
+            self.resting[order.order_id] = order
             self._report(order, "NEW", None, now_ms)
         return order, fills
 
@@ -185,6 +187,7 @@ class Matching:
         inst = self.instruments[order.symbol]
         order.status = "CANCELED"
         order.update_ms = now_ms
+        self.resting.pop(order.order_id, None)
         self.ledger.write("order_canceled", now_ms, order_id=order.order_id,
                           client_order_id=order.client_id, symbol=order.symbol, reason=reason)  # fmt: skip
         self._release(inst, order, now_ms)
@@ -202,11 +205,10 @@ class Matching:
             book.ts_ms = ts_ms
             book.update_id += 1
             fills = []
-            for order in list(self.orders.values()):
-                if order.symbol != symbol or not order.is_open:
-                    continue
+            for order in self.open_orders(symbol):
                 crossed = 0 < ask <= order.price if order.side == "BUY" else bid >= order.price > 0
                 if crossed:
+                    del self.resting[order.order_id]
                     inst = self.instruments[symbol]
                     self._release(inst, order, ts_ms, publish=False)
                     fills.append(self._fill(inst, order, order.price, True, ts_ms))

@@ -43,7 +43,7 @@ from trading.node.venues import (
 )
 from trading.settings import AppConfig
 
-__all__ = ["NodeOptions", "NodeResult", "run_node"]
+__all__ = ["NodeOptions", "NodeResult", "lake_window", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,21 @@ def _replay_window(
     config: AppConfig, opts: NodeOptions, symbols: list[str], bars: bool = False
 ) -> Window:
     node = config.settings.node
-    start, end = opts.start or node.start, opts.end or node.end
+    kind = market_kinds(bars)[0]
+    return lake_window(config, symbols[0], kind, opts.start or node.start, opts.end or node.end)
+
+
+def lake_window(
+    config: AppConfig, symbol: str, kind: str, start: str | None, end: str | None
+) -> Window:
+    """The window to replay: [start, end], by default the lake's last day of `symbol`'s
+    `kind` (a replay node's and the local exchange's default)."""
     if start is None or end is None:
         lake = Lake(config.home / "lake")
-        kind = market_kinds(bars)[0]
-        days = lake.days(config.instruments.venue, symbols[0], kind)
+        days = lake.days(config.instruments.venue, symbol, kind)
         if not days:
             raise InputError(
-                f"the lake under {config.home / 'lake'} has no {symbols[0]} {kind} to replay: "
+                f"the lake under {config.home / 'lake'} has no {symbol} {kind} to replay: "
                 "ingest some (hmmtrader ingest synthetic|archive|files) or run the demo first"
             )
         start = start or days[-1].isoformat()
