@@ -253,6 +253,27 @@ def print_status(s: dict[str, Any]) -> None:
         console.print(table)
     else:
         console.print("positions: none (flat)")
+    for o in s.get("open_orders") or []:
+        price = _num(o.get("price"), ",.2f") if o.get("price") is not None else "market"
+        console.print(
+            f"open order: {o.get('client_order_id')} {o.get('side') or '-'} {o.get('type') or ''} "
+            f"{_num(o.get('qty'), 'g')} {o.get('symbol') or '-'} @ {price}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    found = s.get("found_at_start") or {}
+    if found.get("positions") or found.get("open_orders"):
+        held = ", ".join(
+            f"{p.get('symbol')} {p.get('side')} {_num(p.get('qty'), 'g')} @ {_num(p.get('avg_px'), ',.2f')}"
+            for p in found.get("positions") or []
+        )
+        claimed = ", ".join(str(o.get("client_order_id")) for o in found.get("open_orders") or [])
+        console.print(
+            f"found on the venue at start: positions {held or 'none'}; open orders "
+            f"{claimed or 'none'}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if s.get("snapshot_session") not in (None, n.get("session")):
         console.print(
             f"(snapshot from session {s['snapshot_session']}, written {s['snapshot_at']})",

@@ -91,6 +91,23 @@ class Position(_Loose):
     unrealized_pnl_usd: float | None = None
 
 
+class OpenOrder(_Loose):
+    client_order_id: str
+    symbol: str | None = None
+    side: str | None = None
+    type: str | None = None
+    qty: float | None = None
+    price: float | None = None
+
+
+class FoundAtStart(_Loose):
+    """What the venue had open when the node's strategy started (after a restart, what
+    reconciliation found): positions adopted, orders claimed."""
+
+    positions: list[Position] = Field(default_factory=list)
+    open_orders: list[OpenOrder] = Field(default_factory=list)
+
+
 class MlHealth(_Loose):
     inference: str | None = Field(default=None, description="in_process or remote")
     version: str | None = Field(default=None, description="the model version the node trades on")
@@ -129,6 +146,10 @@ class StatusResponse(BaseModel):
     orders: int | None = None
     market_time: str | None = None
     blocks: dict[str, int] | None = Field(default=None, description="guardrail blocks by reason")
+    open_orders: list[OpenOrder] | None = Field(default=None, description="open on the venue")
+    found_at_start: FoundAtStart | None = Field(
+        default=None, description="open on the venue when the session started"
+    )
     snapshot_session: int | None = Field(default=None, description="the session that wrote it")
     snapshot_at: str | None = None
     snapshot_errors: list[str] = Field(
@@ -239,6 +260,8 @@ def build_status(state: NodeState, ops: OpsSettings) -> StatusResponse:
     out.orders = _field(body, "orders", int, errors)
     out.market_time = _field(body, "market_time", str, errors)
     out.blocks = _field(body, "blocks", dict[str, int], errors)
+    out.open_orders = _field(body, "open_orders", list[OpenOrder], errors)
+    out.found_at_start = _field(body, "found_at_start", FoundAtStart, errors)
     model = body.get("model")
     if isinstance(model, dict) and model.get("version") is not None:
         model = {**model, "version": str(model["version"])}  # "3" or 3: the same version

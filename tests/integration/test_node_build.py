@@ -151,7 +151,9 @@ def test_paper_and_testnet_nodes_build_offline(
     assert no_network == []  # built without a single connection attempt
     clients = result.summary["clients"]
     assert clients["data"] == "BinanceDataClientConfig"
-    expected_exec = "SimVenueConfig" if mode == "paper" else "BinanceExecClientConfig"
+    expected_exec = (
+        "SimVenueConfig" if mode == "paper" else "SpotExecClientConfig"
+    )  # the Binance exec client config, with the journal
     assert clients["execution"] == expected_exec
     assert clients["environment"] == (
         "BinanceEnvironment.TESTNET" if mode == "testnet" else "BinanceEnvironment.LIVE"
@@ -259,7 +261,9 @@ def test_an_exchange_url_is_never_applied_silently_to_live(
     said: list[str] = []
     result = run_node(config, opts, echo=said.append)
     assert "market data: ws://127.0.0.1:8090; execution: http://127.0.0.1:8090" in said
-    assert result.summary["clients"]["execution"] == "BinanceExecClientConfig"
+    assert (
+        result.summary["clients"]["execution"] == "SpotExecClientConfig"
+    )  # the Binance exec client config, with the journal
     monkeypatch.delenv("HMMTRADER_NODE__EXCHANGE_URL", raising=False)
     live = endpoints(binance_configs("live", SYMBOLS, NodeSecrets()))
     assert len(_live_hosts(live)) == 4, live  # no override: Binance's live hosts

@@ -89,3 +89,53 @@ def test_history_points_per_session_pruned_to_the_newest(tmp_path: Path) -> None
     state.heartbeat(second, body, keep_points=120)
     assert [p["session_id"] for p in state.history()] == [second]
     assert len(state.history(limit=5, session_id=first)) == 5
+
+
+def test_spot_position_basis_from_the_last_recorded_start(tmp_path: Path) -> None:
+    """A spot position is rebuilt from the latest earlier session of the same account that
+    recorded its start, and the orders journaled from that session on; other accounts'
+    (and replays') orders do not count."""
+    state = NodeState(tmp_path / "node.db")
+    account = "testnet@http://127.0.0.1:1"
+
+    def session(account: str | None, orders: list[tuple[str, str]]) -> int:
+        sid = state.start_session("testnet", f"k{account}", account=account).session.id
+        for i, (symbol, coid) in enumerate(orders):
+            state.journal_order(f"k{account}", f"{sid}:{i}", coid, symbol, "entry", 1, 1.0, i, sid)
+        return sid
+
+    first = session(account, [("BTCUSDT", "a1")])
+    assert state.position_basis(account, first + 1).base_session is None
+    assert state.set_start_positions(first, {})
+    assert not state.set_start_positions(first, {"BTCUSDT": ("1", "2")})  # recorded once
+    session("live@https://api.binance.com", [("BTCUSDT", "other")])
+    second = session(account, [("BTCUSDT", "b1"), ("ETHUSDT", "b2")])
+    third = session(account, [])
+    basis = state.position_basis(account, third)
+    assert basis.base_session == first and basis.base == {}
+    assert basis.orders == {"BTCUSDT": ["a1", "b1"], "ETHUSDT": ["b2"]}
+    state.set_start_positions(second, {"BTCUSDT": ("-0.5", "100.25")})
+    basis = state.position_basis(account, third)
+    assert basis.base_session == second and basis.base == {"BTCUSDT": ("-0.5", "100.25")}
+    assert basis.orders == {"BTCUSDT": ["b1"], "ETHUSDT": ["b2"]}
+
+
+def test_a_state_file_of_an_earlier_version_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "node.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, pid INTEGER NOT NULL, "
+        "mode TEXT NOT NULL, run_key TEXT NOT NULL, started_at TEXT NOT NULL, heartbeat_at "
+        "TEXT, ended_at TEXT, clean INTEGER NOT NULL DEFAULT 0, cursor_ns INTEGER NOT NULL "
+        "DEFAULT 0)"
+    )
+    db.execute("INSERT INTO sessions (pid, mode, run_key, started_at) VALUES (1, 'live', 'k', 'x')")
+    db.commit()
+    db.close()
+    state = NodeState(path)
+    old = state.last_session()
+    assert old is not None and old.account is None and old.start_positions is None
+    started = state.start_session("live", "k2", account="live@x")
+    assert started.unclean and started.session.account == "live@x"

@@ -97,3 +97,19 @@ def test_prefect_api_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert prefect_api_url(OPS) == "http://env/api"
     own = OPS.model_copy(update={"prefect_api_url": "http://own/api"})
     assert prefect_api_url(own) == "http://own/api"
+
+
+def test_open_orders_and_what_was_found_at_start_are_in_the_status(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    sid = state.start_session("testnet", "k").session.id
+    order = {"client_order_id": "by-hand-2", "symbol": "ETHUSDT", "side": "BUY",
+             "type": "LIMIT", "qty": 0.1, "price": 100.0}  # fmt: skip
+    found = {"positions": [{"symbol": "BTCUSDT", "side": "SHORT", "qty": 0.00039,
+                            "avg_px": 59499.59}], "open_orders": [order]}  # fmt: skip
+    state.heartbeat(sid, {"mode": "testnet", "open_orders": [order], "found_at_start": found})
+    s = build_status(state, OPS)
+    assert s.open_orders is not None and s.open_orders[0].client_order_id == "by-hand-2"
+    assert s.found_at_start is not None
+    assert s.found_at_start.positions[0].side == "SHORT"
+    assert s.found_at_start.open_orders[0].price == 100.0
+    assert not s.snapshot_errors

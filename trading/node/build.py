@@ -148,9 +148,9 @@ def _clients(session: NodeSession, key: str) -> tuple[Any, Any, Any, Any]:
             ),
         )
     else:
-        from nautilus_trader.adapters.binance import BinanceLiveExecClientFactory
+        from trading.node.spot import SpotExecClientFactory
 
-        execution = (BinanceLiveExecClientFactory, session.venue_configs.execution)
+        execution = (SpotExecClientFactory, session.venue_configs.execution)
     return (*data, *execution)
 
 

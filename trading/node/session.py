@@ -34,12 +34,14 @@ from trading.node.build import (
 )
 from trading.node.state import open_state
 from trading.node.venues import (
+    account_of,
     binance_configs,
     check_exchange_url,
     check_mode,
     endpoints,
     load_secrets,
     require_live_opt_in,
+    with_journal,
 )
 from trading.settings import AppConfig
 
@@ -180,7 +182,7 @@ def _open_session(
         raise InputError(f"unknown inference {inference_kind!r}: use in_process or remote")
 
     state = open_state(config)
-    replay, venue_configs = None, None
+    replay, venue_configs, account = None, None, None
     if mode == "replay":
         replay = _load_replay(config, opts, symbols, echo)
         prefix = f"replay:{','.join(symbols)}:{replay.window.start_ns}:{replay.window.end_ns}"
@@ -189,6 +191,7 @@ def _open_session(
             mode, opts.exchange_url or s.node.exchange_url, opts.live_exchange_url
         )
         venue_configs = binance_configs(mode, symbols, secrets, url)
+        account = account_of(mode, venue_configs)
         prefix = f"{mode}:{','.join(symbols)}"
     previous = state.last_session()
     recover = (
@@ -199,7 +202,9 @@ def _open_session(
     )
     run_key = previous.run_key if recover and previous else f"{prefix}#{uuid.uuid4().hex[:8]}"
     recover_until = state.last_cursor(run_key) if recover else 0
-    started = state.start_session(mode, run_key)
+    started = state.start_session(mode, run_key, account=account)
+    if venue_configs is not None and account is not None:
+        venue_configs = with_journal(venue_configs, str(state.path), started.session.id, account)
     session = NodeSession(
         config, opts, mode, symbols, limits, state, started, run_key, recover_until, replay,
         venue_configs, echo,

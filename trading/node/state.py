@@ -12,6 +12,11 @@
 - **Order journal** (`orders`): every order the strategy decided, written before it is
   sent (write-ahead), keyed by what decided it; a recovered replay re-derives the same
   keys and so never counts (or sends as new) an order twice.
+- **Spot positions**: Binance spot has no positions, only balances. A paper/testnet/live
+  session records the account it trades (`sessions.account`) and the positions it
+  started with (`sessions.start_positions`); after a crash, the next start rebuilds each
+  position from the last recorded start and the journaled orders since, as the exchange
+  filled them (`trading.node.spot`).
 
 Several processes share the file (the node writes, the ops API reads and flips the
 switch): WAL mode, short transactions, a busy timeout.
@@ -59,7 +64,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     heartbeat_at TEXT,
     ended_at TEXT,
     clean INTEGER NOT NULL DEFAULT 0,
-    cursor_ns INTEGER NOT NULL DEFAULT 0
+    cursor_ns INTEGER NOT NULL DEFAULT 0,
+    account TEXT,
+    start_positions TEXT
 );
 CREATE TABLE IF NOT EXISTS status (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -121,6 +128,25 @@ class Session:
     ended_at: str | None
     clean: bool
     cursor_ns: int
+    account: str | None = None
+    start_positions: str | None = None  # JSON {symbol: [signed qty, avg px or null]}
+
+
+@dataclass(frozen=True)
+class PositionBasis:
+    """What a spot position is rebuilt from: the positions a session of the account started
+    with (`base`, none: flat), and the orders journaled since (that session's and every
+    later one's), by symbol, with the earliest time one was sent (ms)."""
+
+    base_session: int | None
+    base: dict[str, tuple[str, str | None]]
+    orders: dict[str, list[str]]
+
+
+_SESSION_COLUMNS = (
+    "id, pid, mode, run_key, started_at, heartbeat_at, ended_at, clean, cursor_ns, account, "
+    "start_positions"
+)
 
 
 def _session(row: tuple[Any, ...]) -> Session:
@@ -134,6 +160,8 @@ def _session(row: tuple[Any, ...]) -> Session:
         ended_at=row[6],
         clean=bool(row[7]),
         cursor_ns=int(row[8]),
+        account=row[9],
+        start_positions=row[10],
     )
 
 
@@ -157,6 +185,10 @@ class NodeState:
         try:
             with self._connect(begin=False) as db:
                 db.executescript(SCHEMA)
+                have = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+                for column in ("account", "start_positions"):  # files of earlier versions
+                    if column not in have:
+                        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
             with self._connect() as db:
                 db.execute(
                     "INSERT OR IGNORE INTO switch VALUES (1, ?, 0, ?, 'setup', ?)",
@@ -231,12 +263,17 @@ class NodeState:
         return [dict(zip(("at", "action", "reason", "actor"), r, strict=True)) for r in rows]
 
     # ---- sessions ----
-    def start_session(self, mode: str, run_key: str, pid: int | None = None) -> StartResult:
-        """Record a node start. If the previous session did not end cleanly, engage the
-        switch (without flattening: positions stay as they were)."""
+    def start_session(
+        self, mode: str, run_key: str, pid: int | None = None, account: str | None = None
+    ) -> StartResult:
+        """Record a node start (`account`: the venue account a paper/testnet/live session
+        trades). If the previous session did not end cleanly, engage the switch (without
+        flattening: positions stay as they were)."""
         pid = os.getpid() if pid is None else pid
         with self._connect() as db:
-            prev_row = db.execute("SELECT * FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
+            prev_row = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY id DESC LIMIT 1"
+            ).fetchone()
             previous = _session(prev_row) if prev_row else None
             unclean = previous is not None and not previous.clean
             if unclean:
@@ -252,8 +289,9 @@ class NodeState:
                     "node",
                 )
             cur = db.execute(
-                "INSERT INTO sessions (pid, mode, run_key, started_at) VALUES (?, ?, ?, ?)",
-                (pid, mode, run_key, _now()),
+                "INSERT INTO sessions (pid, mode, run_key, started_at, account) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (pid, mode, run_key, _now(), account),
             )
             sid = int(cur.lastrowid or 0)
         session = self.session(sid)
@@ -262,17 +300,68 @@ class NodeState:
 
     def session(self, session_id: int) -> Session | None:
         with self._connect() as db:
-            row = db.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+            row = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id=?", (session_id,)
+            ).fetchone()
         return _session(row) if row else None
 
     def last_session(self) -> Session | None:
         with self._connect() as db:
-            row = db.execute("SELECT * FROM sessions ORDER BY id DESC LIMIT 1").fetchone()
+            row = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY id DESC LIMIT 1"
+            ).fetchone()
         return _session(row) if row else None
 
     def end_session(self, session_id: int) -> None:
         with self._connect() as db:
             db.execute("UPDATE sessions SET ended_at=?, clean=1 WHERE id=?", (_now(), session_id))
+
+    def set_start_positions(
+        self, session_id: int, positions: dict[str, tuple[str, str | None]]
+    ) -> bool:
+        """Record the positions a session started with (once: True if this call did)."""
+        text = json.dumps({k: list(v) for k, v in sorted(positions.items())})
+        with self._connect() as db:
+            cur = db.execute(
+                "UPDATE sessions SET start_positions=? WHERE id=? AND start_positions IS NULL",
+                (text, session_id),
+            )
+            return cur.rowcount == 1
+
+    def position_basis(self, account: str, session_id: int) -> PositionBasis:
+        """What session `session_id`'s positions on `account` are rebuilt from: the latest
+        earlier session of the account that recorded its start positions, and the orders
+        journaled from it on (none recorded: flat, and every journaled order of the
+        account)."""
+        with self._connect() as db:
+            ids = [
+                int(r[0])
+                for r in db.execute(
+                    "SELECT id FROM sessions WHERE account=? AND id<? ORDER BY id",
+                    (account, session_id),
+                )
+            ]
+            recorded = db.execute(
+                "SELECT id, start_positions FROM sessions WHERE account=? AND id<? AND "
+                "start_positions IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (account, session_id),
+            ).fetchone()
+            base_id = int(recorded[0]) if recorded else None
+            base = {
+                str(k): (str(v[0]), None if v[1] is None else str(v[1]))
+                for k, v in (json.loads(recorded[1]) if recorded else {}).items()
+            }
+            since = [i for i in ids if base_id is None or i >= base_id] + [session_id]
+            marks = ",".join("?" * len(since))
+            rows = db.execute(
+                f"SELECT symbol, client_order_id FROM orders WHERE session_id IN ({marks}) "
+                "ORDER BY sent_at",
+                since,
+            ).fetchall()
+        orders: dict[str, list[str]] = {}
+        for symbol, client_order_id in rows:
+            orders.setdefault(symbol, []).append(client_order_id)
+        return PositionBasis(base_id, base, orders)
 
     def last_cursor(self, run_key: str) -> int:
         """The furthest market time any session of this run reached (replay recovery)."""

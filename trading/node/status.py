@@ -141,6 +141,7 @@ class StatusReporter:
                 }
                 for o in self.cache.orders_open(venue=None)
             ],
+            "found_at_start": self.strategy.found_at_start,
             "market_time": (
                 dt.datetime.fromtimestamp(book_ts / NS, dt.UTC).isoformat() if book_ts else None
             ),

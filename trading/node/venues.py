@@ -171,12 +171,10 @@ def binance_configs(
     BINANCE_TESTNET_API_KEY/SECRET; live uses BINANCE_API_KEY/SECRET. `exchange_url`
     points both clients at another Binance-compatible exchange (`hmmtrader exchange`);
     the environment enum still decides the key variables."""
-    from nautilus_trader.adapters.binance import (
-        BinanceAccountType,
-        BinanceDataClientConfig,
-        BinanceExecClientConfig,
-    )
+    from nautilus_trader.adapters.binance import BinanceAccountType, BinanceDataClientConfig
     from nautilus_trader.config import InstrumentProviderConfig
+
+    from trading.node.spot import SpotExecClientConfig
 
     environment = binance_environment(mode)
     provider = InstrumentProviderConfig(load_ids=frozenset(f"{s}.BINANCE" for s in symbols))
@@ -205,7 +203,7 @@ def binance_configs(
     )
     execution = None
     if mode in ("testnet", "live"):
-        execution = BinanceExecClientConfig(
+        execution = SpotExecClientConfig(
             api_key=api_key,
             api_secret=api_secret,
             account_type=BinanceAccountType.SPOT,
@@ -213,8 +211,29 @@ def binance_configs(
             instrument_provider=provider,
             base_url_http=urls["http"] if urls else None,
             base_url_ws=urls["ws_api"] if urls else None,
+            symbols=tuple(symbols),
         )
     return VenueConfigs(data, execution)
+
+
+def account_of(mode: str, configs: VenueConfigs) -> str:
+    """The venue account a session trades: its mode (the keys) and where its orders go."""
+    return f"{mode}@{endpoints(configs)['execution_http']}"
+
+
+def with_journal(
+    configs: VenueConfigs, state_db: str, session_id: int, account: str
+) -> VenueConfigs:
+    """The execution client told where the session's order journal is (its spot
+    positions are rebuilt from it after a crash)."""
+    import msgspec
+
+    if configs.execution is None:
+        return configs
+    execution = msgspec.structs.replace(
+        configs.execution, state_db=state_db, session_id=session_id, account=account
+    )
+    return VenueConfigs(configs.data, execution)
 
 
 def endpoints(configs: VenueConfigs) -> dict[str, str]:

@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from nautilus_trader.config import StrategyConfig
@@ -133,11 +134,15 @@ class RegimeStrategy(Strategy):
         self._reorder_ns = int(config.reorder_s * 1e9)
         self._pending: list[tuple[int, int, int, int, QuoteTick | TradeTick]] = []
         self._pending_seq = 0
+        self._adopted: set[str] = set()  # adopted positions whose clock awaits a first quote
         self._newest_ns = 0
         self._released_ns = 0
         self._order: dict[InstrumentId, int] = {}
         self.late_ticks = 0
         self.first_late_ns: int | None = None  # market time of the first late tick
+        # what the venue had open when the strategy started (after a live restart's
+        # reconciliation): positions adopted and orders found, for the status
+        self.found_at_start: dict[str, list[dict[str, Any]]] = {"positions": [], "open_orders": []}
         self._rate_limited_until = 0.0  # monotonic: no new entries before
         self._rate_limit_streak = 0
         self._stale = False  # the market data is silent (the node's heartbeat says)
@@ -261,6 +266,8 @@ class RegimeStrategy(Strategy):
 
     def _on_quote(self, tick: QuoteTick) -> None:
         slot = self._symbols[tick.instrument_id]
+        if self._adopted and slot.name in self._adopted:
+            self._clock_adopted(slot.name, tick.ts_event)
         if self.bars:
             return  # a bar model's venue quotes: the strategy reads bars only
         book = slot.book
@@ -479,11 +486,16 @@ class RegimeStrategy(Strategy):
 
     def _adopt_open_positions(self) -> None:
         """Positions already open when the strategy starts (a live venue's reconciliation
-        after a restart) enter the risk book, so they are managed and counted."""
+        after a restart) enter the risk book, so they are managed and counted. They are not
+        new entries (no cooldown follows them); their hold time counts from the
+        reconciliation, or from the venue's first quote if that is earlier."""
         assert self.decider is not None
+        book = self.decider.book
         for slot in self._symbols.values():
             for position in self.cache.positions_open(instrument_id=slot.instrument.id):
-                self.decider.book.on_entry_submitted(
+                side = "LONG" if position.is_long else "SHORT"
+                last = (book.last_entry_ns, dict(book.last_symbol_entry_ns))
+                book.on_entry_submitted(
                     OpenPosition(
                         slot.name,
                         1 if position.is_long else -1,
@@ -493,10 +505,29 @@ class RegimeStrategy(Strategy):
                         -1,
                     )
                 )
-                self.decider.book.on_entry_filled(
+                book.on_entry_filled(
                     slot.name, float(position.quantity), float(position.avg_px_open)
                 )
-                self.log.warning(f"adopted open position {position.id} of {slot.name}")
+                book.last_entry_ns, book.last_symbol_entry_ns = last
+                self._adopted.add(slot.name)
+                self.log.warning(
+                    f"adopted open position {position.id}: {slot.name} "
+                    f"{side} {position.quantity} @ {position.avg_px_open}"
+                )
+                self.found_at_start["positions"].append(
+                    {
+                        "symbol": slot.name,
+                        "side": side,
+                        "qty": float(position.quantity),
+                        "avg_px": float(position.avg_px_open),
+                    }
+                )
+
+    def _clock_adopted(self, symbol: str, ts_ns: int) -> None:
+        self._adopted.discard(symbol)
+        position = self.decider.book.positions.get(symbol) if self.decider else None
+        if position is not None:
+            position.entry_ns = min(position.entry_ns, ts_ns)
 
     def _report_open_orders(self) -> None:
         """Orders open on the venue when the strategy starts (a live venue's reconciliation
@@ -508,6 +539,15 @@ class RegimeStrategy(Strategy):
                     f"{order.type_string()} {order.quantity} {slot.name}"
                     + (f" @ {order.price}" if order.has_price else "")
                     + f", venue id {order.venue_order_id}) at start"
+                )
+                self.found_at_start["open_orders"].append(
+                    {
+                        "client_order_id": order.client_order_id.value,
+                        "symbol": slot.name,
+                        "side": order.side_string(),
+                        "qty": float(order.quantity),
+                        "price": float(order.price) if order.has_price else None,
+                    }
                 )
 
     def _on_block(self, ts_ns: int, symbol: str, block: Block) -> None:

@@ -321,6 +321,22 @@ function renderSide(status) {
       el("td", {}, num(p.qty, 4)), el("td", {}, num(p.avg_px, 2)), el("td", {}, usd(p.unrealized_pnl_usd))));
   }
   if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "none")));
+  const orders = $("#open-orders tbody");
+  orders.textContent = "";
+  for (const o of status.open_orders || []) {
+    orders.append(el("tr", {}, el("td", {}, o.client_order_id), el("td", {}, o.symbol || "–"),
+      el("td", { class: o.side === "BUY" ? "ok" : "bad" }, o.side || "–"), el("td", {}, num(o.qty, 4)),
+      el("td", {}, o.price == null ? "market" : num(o.price, 2))));
+  }
+  if (!orders.children.length) orders.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "none")));
+  // what reconciliation found on the venue when the node started (after a restart)
+  const found = status.found_at_start || {};
+  const held = (found.positions || []).map((p) => `${p.symbol} ${p.side} ${num(p.qty, 5)} @ ${num(p.avg_px, 2)}`);
+  const claimed = (found.open_orders || []).map((o) => o.client_order_id);
+  const note = $("#found-at-start");
+  note.hidden = !held.length && !claimed.length;
+  note.textContent = note.hidden ? "" :
+    `found on the venue at start: positions ${held.join(", ") || "none"}; open orders ${claimed.join(", ") || "none"}`;
   const ml = status.ml_health || {};
   const health = $("#ml-health");
   health.textContent = "";
