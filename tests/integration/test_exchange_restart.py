@@ -39,6 +39,8 @@ from trading.settings import OpsSettings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 END = "2025-01-01T04:00"  # the features' warm-up twice (a start and a restart), and trading
+# faster than the hour's replay: this scenario compares no timeline, so ticks may come late
+SPEED = 450
 
 
 @dataclass
@@ -79,8 +81,8 @@ def restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restart]:
     home = thin_home(tmp / "home")
     db = tmp / "node.db"
     env = node_env({**KEYS, **HOLD, "HMMTRADER_NODE__KILL_DB": str(db),
-                    "HMMTRADER_NODE__REORDER_S": "15"})  # fmt: skip
-    exchange = start_exchange(home, tmp, env, "--end", END)
+                    "HMMTRADER_NODE__REORDER_S": "30"})  # fmt: skip
+    exchange = start_exchange(home, tmp, env, "--end", END, "--speed", str(SPEED))
     ledger = tmp / "ledger.jsonl"
     node = second = None
     state = NodeState(db)
