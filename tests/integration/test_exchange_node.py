@@ -306,7 +306,12 @@ def test_the_decisions_equal_a_backtest_on_the_ticks_the_node_received(
     # the entries decided before the kill switch (after it, the node's session and the
     # backtest part ways): the same decisions; their fills differ only by the fill rules
     sent = pd.read_csv(hour.run_dir / "orders.csv")
-    kill_ns = hour.killed_ms * 1_000_000
+    # the kill's market time as the node saw it: when the test engaged it, or the node's
+    # first KILL block if earlier (the node decides node.reorder_s and its lag behind the
+    # exchange's clock, which a loaded machine makes longer)
+    guard = pd.read_csv(hour.run_dir / "guardrails.csv")
+    kill_blocks = guard.loc[guard["reason"] == "KILL", "ts_ns"]
+    kill_ns = min([hour.killed_ms * 1_000_000, *kill_blocks.head(1)])
     node = sent[(sent["kind"] == "entry") & (sent["ts_ns"] < kill_ns)]
     bt = pd.read_csv(out / "trades.csv")
     bt_ns = pd.to_datetime(bt["decision_time"]).astype("int64")
