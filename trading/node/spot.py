@@ -104,7 +104,7 @@ class SpotPositions:
         self.session_id = config.session_id
         self.account = config.account
         self.symbols = config.symbols
-        self.found: dict[str, SpotPosition] | None = None  # at the first report
+        self.recorded = False  # the first report records the session's start positions
 
     async def _orders(self, symbol: str, ids: list[str]) -> list[Any]:
         """The exchange's record of the journaled orders `ids`: its latest page of orders,
@@ -136,14 +136,14 @@ class SpotPositions:
             ids = basis.orders.get(symbol, [])
             fills = order_fills(await self._orders(symbol, ids), set(ids)) if ids else []
             out[symbol] = net_position(symbol, basis.base.get(symbol), fills)
-        if self.found is None:
-            self.found = out
-            recorded = {
+        if not self.recorded:
+            self.recorded = True
+            start = {
                 s: (str(p.qty), None if p.avg_px is None else str(p.avg_px))
                 for s, p in out.items()
                 if p.qty != 0
             }
-            self.state.set_start_positions(self.session_id, recorded)
+            self.state.set_start_positions(self.session_id, start)
             self._say(basis, out)
         return out
 
@@ -211,5 +211,4 @@ class SpotExecClientFactory(BinanceLiveExecClientFactory):
             positions = SpotPositions(client, config)
             # the adapter's spot client asks itself for position reports and answers none
             client._get_binance_position_status_reports = positions.reports  # type: ignore[method-assign]
-            client.spot_positions = positions
         return client

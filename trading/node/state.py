@@ -135,8 +135,8 @@ class Session:
 @dataclass(frozen=True)
 class PositionBasis:
     """What a spot position is rebuilt from: the positions a session of the account started
-    with (`base`, none: flat), and the orders journaled since (that session's and every
-    later one's), by symbol, with the earliest time one was sent (ms)."""
+    with (`base`, none: flat), and the client order ids journaled since (that session's
+    and every later one's), by symbol, in the order they were sent."""
 
     base_session: int | None
     base: dict[str, tuple[str, str | None]]
