@@ -31,7 +31,8 @@ def node_cmd(
     speed: Annotated[
         float | None,
         typer.Option(
-            min=0, help="Replay pace: 1 real time, 60 a minute per second, 0 as fast as possible."
+            min=0,
+            help="Replay pace of the window (its warm-up plays unpaced): 1 real time, 60 a minute per second, 0 as fast as possible.",
         ),
     ] = None,
     start: Annotated[

@@ -160,6 +160,14 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
     )
 
 
+def _push_key(status: StatusResponse) -> tuple[Any, ...]:
+    """What makes a WebSocket update worth sending at once: a new heartbeat snapshot, a
+    switch change, or a change in the node's life (a new session, a stop, silence)."""
+    node = status.node
+    return (status.snapshot_at, status.kill_switch.changed_at, node.session, node.running,
+            node.ended_cleanly)  # fmt: skip
+
+
 def create_dashboard_app(config: AppConfig) -> FastAPI:
     app = create_ops_app(config)
     app.title = "hmm-trader dashboard"
@@ -196,19 +204,20 @@ def create_dashboard_app(config: AppConfig) -> FastAPI:
     @app.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
         """A snapshot (status + history) at connect, then every push_s an update with the
-        status and the history points written since (when the node's snapshot or the switch
-        changed; a keep-alive status every 10 pushes otherwise)."""
+        status and the history points written since (when the node's snapshot, the switch or
+        the node's life (started, stopped, gone silent) changed; a keep-alive status every 10
+        pushes otherwise)."""
         await socket.accept()
         try:
             first = await asyncio.to_thread(live)
             await socket.send_json({"type": "snapshot", **first.model_dump(mode="json")})
             last_id = first.history[-1].id if first.history else 0
-            last_key = (first.status.snapshot_at, first.status.kill_switch.changed_at)
+            last_key = _push_key(first.status)
             idle = 0
             while True:
                 await asyncio.sleep(settings.push_s)
                 status = await asyncio.to_thread(build_status, state, ops)
-                key = (status.snapshot_at, status.kill_switch.changed_at)
+                key = _push_key(status)
                 idle = 0 if key != last_key else idle + 1
                 if key == last_key and idle % 10:
                     continue

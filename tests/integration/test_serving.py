@@ -211,11 +211,11 @@ def infer_version(client: ServingClient, stack: Stack) -> int:
 
 # ---- swap under load ---------------------------------------------------------------------
 def test_swap_under_fixed_rate_load(stack: Stack) -> None:
-    """50 stream steps/s for 16 s; the alias moves at 7 s. 0 failures, each answer names
+    """50 stream steps/s for 12 s; the alias moves at 5 s. 0 failures, each answer names
     its version, the version switches once, and every answer equals what that version
     computes in process (v2 takes over the stream with the replayed history)."""
     promote_and_wait(stack, 1)
-    rate, duration, swap_at = 50.0, 16.0, 7.0
+    rate, duration, swap_at = 50.0, 12.0, 5.0
     session = f"load-{uuid.uuid4().hex[:8]}"
     results: list[tuple[int, int, dict[str, Any] | str]] = []
 

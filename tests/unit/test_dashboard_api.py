@@ -95,3 +95,28 @@ def test_live_history_websocket_and_kill(app_config: AppConfig) -> None:
     right = {"Authorization": f"Bearer {TOKEN}"}
     assert client.post("/kill", json={"reason": "test"}, headers=right).status_code == 200
     assert state.switch().engaged is True
+
+
+def test_a_node_stop_is_pushed_at_once_not_at_the_keep_alive(app_config: AppConfig) -> None:
+    """The node's clean stop changes no snapshot and no switch; the page still learns it at
+    the next push, not at the keep-alive 10 pushes later."""
+    import time
+
+    board = app_config.settings.dashboard.model_copy(update={"push_s": 0.3})
+    settings = app_config.settings.model_copy(update={"dashboard": board})
+    cfg = app_config.model_copy(update={"settings": settings})
+    state = open_state(cfg)
+    session = state.start_session("replay", "k#1").session.id
+    state.heartbeat(session, {"mode": "replay", "symbols": ["BTCUSDT"]}, keep_points=100)
+    client = TestClient(create_dashboard_app(cfg))
+    with client.websocket_connect("/ws") as socket:
+        first = socket.receive_json()
+        assert first["status"]["node"]["running"] is True
+        state.end_session(session)
+        ended = time.monotonic()
+        update = socket.receive_json()
+        waited = time.monotonic() - ended
+    assert update["type"] == "update"
+    assert update["status"]["node"]["ended_cleanly"] is True
+    assert update["status"]["node"]["running"] is False
+    assert waited < 2.0, f"the stop reached the page after {waited:.1f} s (keep-alive: 3 s)"

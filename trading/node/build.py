@@ -332,8 +332,8 @@ def _add_tick_recorder(session: NodeSession, node: Any, ids: tuple[Any, ...]) ->
 
 
 def _wire_replay(session: NodeSession, built: BuiltNode) -> Any:
-    """Hand the replay's ticks to its data client, with the fast-forward of a recovery and
-    the engines' drain between two ticks."""
+    """Hand the replay's ticks to its data client, with the fast-forward of the warm-up (and
+    of a recovery) and the engines' drain between two ticks."""
     from trading.node.replay import replay_client
 
     assert session.replay is not None
@@ -345,7 +345,9 @@ def _wire_replay(session: NodeSession, built: BuiltNode) -> Any:
     wanted = {(k, str(i.id)) for i in session.replay.instruments for k in kinds}
     client.load(session.replay.ticks, wanted)
     session.replay.ticks = []  # the client holds them now
-    client.fast_until_ns = session.recover_until_ns
+    # the warm-up before the window plays unpaced (no decision is made on it; a user asked
+    # for the window's pace), and so does a recovery's replay up to where it stopped
+    client.fast_until_ns = max(session.recover_until_ns, session.replay.window.start_ns - 1)
     kernel = node.kernel
 
     async def drain() -> None:

@@ -6,7 +6,8 @@ engine does (stable, by `ts_init`) and hands each tick to the data engine, then 
 until the node has drained its queues (data, risk, execution commands and events) before
 the next one. So every order decided on a tick reaches the simulated venue before the
 next tick, as in a backtest, and the same ticks give the same decisions. `speed` paces
-the ticks against the wall clock (1: real time; 0: as fast as the node keeps up).
+the ticks against the wall clock (1: real time; 0: as fast as the node keeps up) from
+`fast_until_ns` on: the warm-up before the window (and a recovery) plays unpaced.
 
 The sandbox client is Nautilus' `SandboxExecutionClient` (a `SimulatedExchange` that
 fills on the market data the node receives, in the data's time) with the backtest's fill
@@ -32,6 +33,24 @@ from nautilus_trader.model.identifiers import ClientId, Venue
 _CLIENTS: dict[str, ReplayDataClient] = {}
 
 
+class Pacer:
+    """How long to wait before a tick: none up to `fast_until_ns` (market time) or at speed
+    0; after it, market time runs `speed` times the wall clock from the first paced tick."""
+
+    def __init__(self, speed: float, fast_until_ns: int) -> None:
+        self.speed = speed
+        self.fast_until_ns = fast_until_ns
+        self._t0: tuple[int, float] | None = None  # (market ns, wall s) of the first paced
+
+    def wait_s(self, ts_ns: int, now_s: float) -> float:
+        if self.speed <= 0 or ts_ns <= self.fast_until_ns:
+            return 0.0
+        if self._t0 is None:
+            self._t0 = (ts_ns, now_s)
+        t0_ns, t0_wall = self._t0
+        return max(0.0, t0_wall + (ts_ns - t0_ns) / 1e9 / self.speed - now_s)
+
+
 class ReplayDataClientConfig(LiveDataClientConfig, frozen=True):
     key: str = ""  # unique per node run
     venue: str = "BINANCE"
@@ -54,7 +73,7 @@ class ReplayDataClient(LiveMarketDataClient):
         self.subscribed: set[tuple[str, str]] = set()
         self.drain: Callable[[], Awaitable[None]] | None = None
         self.on_finished: Callable[[], None] | None = None
-        self.fast_until_ns = 0  # recovery: no pacing up to this market time
+        self.fast_until_ns = 0  # no pacing up to this market time (warm-up, recovery)
         self.cursor_ns = 0  # ts of the last tick handed to the node
         self.played = 0
         self.finished = False
@@ -97,17 +116,13 @@ class ReplayDataClient(LiveMarketDataClient):
 
     async def _play(self) -> None:
         drain = self.drain
-        t0_wall = time.monotonic()
-        t0_ns = None
+        pacer = Pacer(self.speed, self.fast_until_ns)
         try:
             for tick in self.ticks:
                 ts = tick.ts_init
-                if self.speed > 0 and ts > self.fast_until_ns:
-                    if t0_ns is None:
-                        t0_ns, t0_wall = ts, time.monotonic()
-                    wait = t0_wall + (ts - t0_ns) / 1e9 / self.speed - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                wait = pacer.wait_s(ts, time.monotonic())
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 self._handle_data(tick)
                 self.cursor_ns = ts
                 self.played += 1
