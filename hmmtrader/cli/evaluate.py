@@ -207,9 +207,21 @@ def _print_verdict(result: CanaryResult) -> None:
             f"{r.candidate:.4g}",
             f"{r.reference:.4g}" if r.reference is not None else "-",
             f"{r.production:.4g}" if r.production is not None else "-",
-            "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
+            "[yellow]waived[/]"
+            if r.waived
+            else "[green]pass[/]"
+            if r.passed
+            else "[bold red]FAIL[/]",
         )
     console.print(table)
+    if result.paired is not None:
+        console.print(f"Paired test: {result.paired.text()}", highlight=False)
+    if result.production_failed_rules:
+        console.print(
+            f"[bold red]PRODUCTION version {result.production_version} FAILS[/] the floor(s) "
+            f"{', '.join(result.production_failed_rules)} on this holdout (action: "
+            f"{result.on_production_failure})"
+        )
     bench = Table(title="net PnL beside the benchmarks, same window, same fees")
     for column in ("", "net PnL (USD)", "flat (USD)", "buy-and-hold (USD)", "trades"):
         bench.add_column(column, justify="left" if not column else "right")
@@ -230,6 +242,9 @@ def _print_verdict(result: CanaryResult) -> None:
     verdict = (
         "[green]PASSED[/]"
         if result.passed
+        else "[bold yellow]INSUFFICIENT EVIDENCE[/] (the paired test had too few trades or "
+        "intervals: not a pass)"
+        if result.verdict == "insufficient_evidence"
         else "[bold red]FAILED[/] (" + ", ".join(result.failed_rules) + ")"
     )
     console.print(f"Verdict: {verdict}; tagged on version {result.version}; production unchanged.")

@@ -202,9 +202,19 @@ def models_cmd(
             f"{t.get('data_start', '?')}..{t.get('data_end', '?')}", t.get("symbols", ""),
             t.get("feature_version", "").split("@")[0], t.get("n_states", ""),
             _edge_cell(t), t.get("val_bic", ""), t.get("state_entropy", ""),
-            t.get("policy_log_loss", ""), t.get("kind", ""), v.canary or "-",
+            t.get("policy_log_loss", ""), t.get("kind", ""), _canary_cell(v.canary, t),
         )  # fmt: skip
     console.print(table)
+    from trading.regime.registry import TAG_FLOORS
+
+    for v in versions:
+        failed = v.tags.get(TAG_FLOORS, "none")
+        if failed != "none" and "production" in v.aliases:
+            console.print(
+                f"[bold red]PRODUCTION version {v.version} FAILS[/] the canary floor(s) "
+                f"{failed} ({v.tags.get('floors_checked', '')}); canary.on_production_failure "
+                "says what follows (README, Canary)."
+            )
     edges = [v.version for v in versions if _tag_edge(v.tags)]
     if edges:
         console.print(
@@ -219,6 +229,16 @@ def models_cmd(
             "Run hmmtrader models --repair (the next train does it too).",
             highlight=False,
         )
+
+
+def _canary_cell(verdict: str, tags: dict[str, str]) -> str:
+    """The version's canary verdict, and the floors it failed as production on a later
+    canary's window."""
+    from trading.regime.registry import TAG_FLOORS
+
+    failed = tags.get(TAG_FLOORS, "none")
+    cell = verdict or "-"
+    return cell if failed == "none" else f"{cell}; FAILS {failed} as production"
 
 
 def _tag_edge(tags: dict[str, str]) -> str:

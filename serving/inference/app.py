@@ -37,7 +37,7 @@ from serving.inference.schema import INFER_BODY, install_openapi, is_json
 from trading.errors import HmmTraderError, InputError, store_failure
 from trading.regime import kernel
 from trading.regime.model import FeatureInputError
-from trading.regime.registry import PRODUCTION, PromotionRefusedError, Registry
+from trading.regime.registry import PRODUCTION, TAG_FLOORS, PromotionRefusedError, Registry
 from trading.regime.slots import LoadedModel, ModelLoadError, ModelSlots, load_version, now_iso
 from trading.regime.streams import StreamHistory, StreamOrderError
 from trading.settings import AppConfig
@@ -84,7 +84,20 @@ class ModelServer:
         return self._registry
 
     def _alias_version(self) -> int | None:
-        return self.registry().aliases().get(self.alias)
+        registry = self.registry()
+        version = registry.aliases().get(self.alias)
+        if version is not None:
+            self._floors_of(registry, version)
+        return version
+
+    def _floors_of(self, registry: Registry, version: int) -> None:
+        """The metric of the floors `version` failed as production on its latest canary
+        check (tag floors_failed; the canary writes it)."""
+        failed = registry.version_tags(version).get(TAG_FLOORS, "none")
+        count = 0 if failed in ("none", "") else len(failed.split(","))
+        gauge = self.metrics.production_failed_floors
+        gauge.clear()
+        gauge.labels(str(version)).set(count)
 
     # ---- slots --------------------------------------------------------------------------
     @property

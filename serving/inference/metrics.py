@@ -75,6 +75,13 @@ class ServingMetrics:
             ["symbol"],
             registry=r,
         )
+        self.production_failed_floors = Gauge(
+            "hmmtrader_production_failed_floors",
+            "Canary floors the served version failed, held to them as production on the "
+            "latest canary's holdout (0: none, or never checked)",
+            ["version"],
+            registry=r,
+        )
         self.model_ready.set(0)
         self.model_version.info({"model": "", "version": "", "alias": ""})
 

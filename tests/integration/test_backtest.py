@@ -283,18 +283,27 @@ def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
     assert "Verdict: FAILED" in out and "production unchanged" in out
     v2 = registry.info(2)
     failed = set(v2.tags["canary_failed_rules"].split(","))
-    assert {"net_pnl", "pnl_vs_production"} <= failed, failed
+    assert {"net_pnl", "paired_vs_production"} <= failed, failed
     assert out.count("FAIL") >= len(failed) + 1  # one table row per failed rule + the verdict
     verdict = json.loads((Path(v2.tags["canary_run_dir"]) / "verdict.json").read_text())
     assert verdict["production_version"] == 1
     by_name = {r["name"]: r for r in verdict["rules"]}
     # production (version 1) was backtested on this window by the first canary: its
     # recorded KPIs are reused, not recomputed
-    assert by_name["pnl_vs_production"]["production"] == good["net_pnl_usd"]
+    bad = json.loads((Path(v2.tags["canary_run_dir"]) / "candidate" / "summary.json").read_text())
+    assert by_name["net_pnl"]["production"] == good["net_pnl_usd"]
+    # production held to the same floors on the same window: it meets them; the paired
+    # test, on production's recorded per-interval PnL, finds the candidate not better
+    assert verdict["production_floors"]["passed"] is True
+    assert verdict["production_floors"]["failed_rules"] == []
+    paired = verdict["paired"]
+    assert paired["verdict"] == "not_better" and paired["mean_diff_usd"] < 0, paired
+    assert paired["candidate_trades"] == bad["trades"]
+    assert paired["production_trades"] == good["trades"]
+    assert "Paired test" in out and "P(better)" in out
     reused = [n for n in verdict["notes"] if "KPIs on this window were reused" in n]
     assert reused and str(run_dir / "candidate") in reused[0], verdict["notes"]
     assert not (Path(v2.tags["canary_run_dir"]) / "production").exists()
-    bad = json.loads((Path(v2.tags["canary_run_dir"]) / "candidate" / "summary.json").read_text())
     assert bad["trades"] > good["trades"] and bad["net_pnl_usd"] < 0
     # production untouched; promote refuses the failed candidate
     assert registry.aliases() == {"production": 1, "candidate": 2}

@@ -17,7 +17,7 @@ import pytest
 
 from flows.server import LocalPrefectServer
 from tests.integration.archive_site import archive_site
-from tests.integration.cli_env import config_for, isolated_env
+from tests.integration.cli_env import cli, config_for, isolated_env
 from tests.integration.prefect_env import Api, prefect_server
 from tests.profile import IMPOSSIBLE, LENIENT, SHORT_NIGHTS
 from tests.real_bars import kline_csv
@@ -88,7 +88,7 @@ def crossed_quotes(home: Path, symbol: str, day: dt.date, rows: int = 25) -> Non
 
 
 def test_nights_promote_reject_rerun_block_and_dask(
-    server: LocalPrefectServer, tmp_path: Path
+    server: LocalPrefectServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.nightly import nightly_retrain
     from trading.nightly import steps
@@ -144,6 +144,20 @@ def test_nights_promote_reject_rerun_block_and_dask(
     assert re.search(r"\| min_trades \|.*\| FAIL \|", canary)
     promotion = api.latest_artifact("promotion-hmm-regime")["data"]
     assert "REJECTED" in promotion and "min_trades" in promotion
+    # production, held to the same (impossible) floors on the same window, fails too:
+    # the canary, its artifact, production's tags and `models` say so (action: alert)
+    floors = rejected.canaries[0].production_floors or {}
+    assert floors["version"] == 1 and floors["failed_rules"] == ["min_trades"], floors
+    assert floors["action"] == "alert"
+    assert "**Production version 1 FAILS the floor(s) `min_trades`" in canary
+    assert "Paired test" in canary
+    tags = registry_of(home).info(1).tags
+    assert tags["floors_failed"] == "min_trades" and "canary of version 2" in tags["floors_checked"]
+    capsys.readouterr()
+    with isolated_env({}):
+        assert cli(home, "models") == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "PRODUCTION version 1 FAILS the canary floor(s) min_trades" in listed, listed
     pids = set()
     for sub in api.flow_runs(name={"any_": [f"ingest-{NIGHT2}", f"features-{NIGHT2}",
                                             f"train-{NIGHT2}"]}):  # fmt: skip

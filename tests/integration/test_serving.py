@@ -35,7 +35,7 @@ from tests.integration.serving_env import (
 from tests.integration.worlds import served_home
 from trading.regime import kernel
 from trading.regime.pyfunc import predict_frame
-from trading.regime.registry import Registry, RegistryError
+from trading.regime.registry import TAG_FLOORS, Registry, RegistryError
 from trading.strategy.inference import InProcessInference
 from trading.strategy.remote import RemoteInference, ServingClient, ServingError
 
@@ -377,6 +377,18 @@ def test_metrics_and_no_token_in_logs(stack: Stack) -> None:
         assert needle in text, needle
     version = httpx.get(url + "/ready").json()["version"]
     assert f'version="{version}"' in text
+    assert f'hmmtrader_production_failed_floors{{version="{version}"}} 0.0' in text
+    # a canary held the served version to its floors and it failed one: the next poll of
+    # the alias exports it (the alert ProductionFailsCanaryFloors fires on it)
+    stack.registry.set_tags(version, {TAG_FLOORS: "net_pnl"})
+    try:
+        needle = f'hmmtrader_production_failed_floors{{version="{version}"}} 1.0'
+        deadline = time.monotonic() + 15
+        while needle not in (text := httpx.get(url + "/metrics").text):
+            assert time.monotonic() < deadline, "the failed floor never reached /metrics"
+            time.sleep(0.2)
+    finally:
+        stack.registry.set_tags(version, {TAG_FLOORS: "none"})
     # the token went over the wire with every admin call above: it is in no log or page
     for page in ("/metrics", "/models", "/ready", "/openapi.json"):
         assert TOKEN not in httpx.get(url + page).text

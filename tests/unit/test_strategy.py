@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 
 from tests.regime_fixtures import fast_settings, fitted_model
 from trading.backtest.canary import evaluate, holdout_window
+from trading.backtest.paired import BETTER, INSUFFICIENT, NOT_BETTER, PairedTest
 from trading.backtest.report import realized_limit_usage
 from trading.data.lake import Lake, day_start_ns
 from trading.data.window import parse_time, window_of
@@ -119,9 +121,10 @@ def _summary(**values: float) -> dict[str, object]:
 
 def test_gate_rules() -> None:
     settings, limits = CanarySettings(), GuardrailSettings()
-    rules = evaluate(_summary(), None, settings, limits)
+    rules, production_rules = evaluate(_summary(), None, settings, limits)
     assert all(r.passed for r in rules) and {r.kind for r in rules} == {"floor"}
-    failing = evaluate(
+    assert production_rules is None
+    failing, _ = evaluate(
         _summary(
             net_pnl_usd=-0.01,
             nan_count=1,
@@ -138,19 +141,21 @@ def test_gate_rules() -> None:
         "state_drawdown_limit",
         "kill_switch",
     }
-    production = _summary(net_pnl_usd=20.0, sharpe=3.0, max_drawdown_usd=1.0)
-    relative = evaluate(_summary(), production, settings, limits)
-    failed = {r.name: r for r in relative if not r.passed}
-    # 5 < 20 - 5; 2.0 < 3.0 - 0.5; 4 <= 1 + 10
-    assert set(failed) == {"pnl_vs_production", "sharpe_vs_production"}
-    assert (
-        failed["pnl_vs_production"].reference == 15.0
-        and failed["pnl_vs_production"].production == 20.0
-    )
-    assert all(
-        r.passed
-        for r in evaluate(_summary(net_pnl_usd=16, sharpe=2.6), production, settings, limits)
-    )
+    # against production: its floors on the same window, and the paired rule
+    production = _summary(net_pnl_usd=-20.0)
+    better, worse = _paired(BETTER), _paired(NOT_BETTER)
+    rules, theirs = evaluate(_summary(), production, settings, limits, better)
+    assert all(r.passed for r in rules) and rules[-1].name == "paired_vs_production"
+    assert theirs is not None and [r.name for r in theirs if not r.passed] == ["net_pnl"]
+    assert {r.name: r.production for r in rules}["net_pnl"] == -20.0
+    rules, _ = evaluate(_summary(), production, settings, limits, worse)
+    assert [r.name for r in rules if not r.passed] == ["paired_vs_production"]
+
+
+def _paired(verdict: str) -> PairedTest:
+    low = {BETTER: 0.01, NOT_BETTER: -0.02, INSUFFICIENT: math.nan}[verdict]
+    return PairedTest(verdict, "test", 72, 300, 0.05, low, 0.09, 0.9, 0.97, 5.0, -20.0, 12, 9,
+                      2000, 6, 7)  # fmt: skip
 
 
 def test_realized_limit_usage_per_day_and_state() -> None:

@@ -13,18 +13,20 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import math
 import multiprocessing
 import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
 from trading.atomic import atomic_write_text
 from trading.backtest.engine import BacktestRun, quality_gate, run_backtest, warmup_ns
+from trading.backtest.paired import IntervalPnl, PairedTest, paired_test, read_interval_pnl
 from trading.data.lake import Lake, day_start_ns
 from trading.data.window import (
     NS,
@@ -37,7 +39,7 @@ from trading.data.window import (
 from trading.errors import InputError
 from trading.features.descriptor import BARS_V1, bars_v1
 from trading.paths import StatePaths
-from trading.regime.registry import TAG_CANARY, Registry, fingerprint
+from trading.regime.registry import TAG_CANARY, TAG_FLOORS, Registry, fingerprint
 from trading.settings import AppConfig
 from trading.strategy.config import CanarySettings, GuardrailSettings
 from trading.strategy.guardrails import Reason
@@ -52,9 +54,15 @@ class Rule:
     kind: str  # floor | relative
     candidate: float
     reference: float | None  # the threshold the candidate is held to
-    production: float | None  # production's value (relative rules)
+    production: float | None  # production's value (floors), when production was tested
     passed: bool
     text: str  # the rule as a person reads it
+    # a floor the candidate fails that production fails too, waived by
+    # canary.on_production_failure = promote_if_better (the candidate won the paired test)
+    waived: bool = False
+
+
+PASSED, FAILED, INSUFFICIENT = "passed", "failed", "insufficient_evidence"
 
 
 @dataclass
@@ -67,14 +75,37 @@ class CanaryResult:
     candidate: dict[str, Any]
     production: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
+    paired: PairedTest | None = None
+    # production held to the same floors on the same window (None: no production tested)
+    production_rules: list[Rule] | None = None
+    on_production_failure: str = "alert"
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rules)
+        return self.verdict == PASSED
+
+    @property
+    def verdict(self) -> str:
+        """passed, failed, or insufficient_evidence (the candidate meets every floor but the
+        paired test had too few trades or intervals to say): never a pass."""
+        failing = [r for r in self.rules if not r.passed and not r.waived]
+        if not failing:
+            return PASSED
+        paired_only = all(r.name == PAIRED_RULE for r in failing)
+        if paired_only and self.paired is not None and self.paired.verdict == INSUFFICIENT:
+            return INSUFFICIENT
+        return FAILED
 
     @property
     def failed_rules(self) -> list[str]:
-        return [r.name for r in self.rules if not r.passed]
+        return [r.name for r in self.rules if not r.passed and not r.waived]
+
+    @property
+    def production_failed_rules(self) -> list[str]:
+        return [r.name for r in self.production_rules or [] if not r.passed]
+
+
+PAIRED_RULE = "paired_vs_production"
 
 
 def kill_blocks(summary: dict[str, Any]) -> int:
@@ -99,15 +130,14 @@ def _rule(
     return Rule(name, kind, candidate, threshold, production, passed, text)
 
 
-def evaluate(
-    candidate: dict[str, Any],
-    production: dict[str, Any] | None,
-    settings: CanarySettings,
-    limits: GuardrailSettings,
+def floor_rules(
+    summary: dict[str, Any], settings: CanarySettings, limits: GuardrailSettings
 ) -> list[Rule]:
-    f, t, c = settings.floors, settings.tolerances, candidate
+    """The absolute floors, for one backtest's KPIs (the candidate's, or production's on the
+    same window)."""
+    f, c = settings.floors, summary
     # fmt: off
-    rules = [
+    return [
         _rule("net_pnl", "floor", c["net_pnl_usd"], ">=", f.min_net_pnl_usd,
               f"net PnL after fees and slippage >= {f.min_net_pnl_usd} USD"),
         _rule("min_trades", "floor", c["trades"], ">=", f.min_trades,
@@ -123,21 +153,46 @@ def evaluate(
         _rule("kill_switch", "floor", kill_blocks(c), "<=", f.max_kill_blocks,
               f"kill-switch blocks <= {f.max_kill_blocks}"),
     ]
-    if production is None:
-        return rules
-    p = production
-    return [
-        *rules,
-        _rule("pnl_vs_production", "relative", c["net_pnl_usd"], ">=",
-              p["net_pnl_usd"] - t.pnl_usd, f"net PnL >= production's - {t.pnl_usd} USD",
-              p["net_pnl_usd"]),
-        _rule("sharpe_vs_production", "relative", c["sharpe"], ">=", p["sharpe"] - t.sharpe,
-              f"Sharpe >= production's - {t.sharpe}", p["sharpe"]),
-        _rule("drawdown_vs_production", "relative", c["max_drawdown_usd"], "<=",
-              p["max_drawdown_usd"] + t.drawdown_usd,
-              f"max drawdown <= production's + {t.drawdown_usd} USD", p["max_drawdown_usd"]),
-    ]
     # fmt: on
+
+
+def evaluate(
+    candidate: dict[str, Any],
+    production: dict[str, Any] | None,
+    settings: CanarySettings,
+    limits: GuardrailSettings,
+    paired: PairedTest | None = None,
+) -> tuple[list[Rule], list[Rule] | None]:
+    """The candidate's rules (floors, and the paired rule against production), and
+    production's floors on the same window (None without production). With
+    on_production_failure = promote_if_better, a floor the candidate fails that production
+    fails too is waived when the candidate wins the paired test."""
+    rules = floor_rules(candidate, settings, limits)
+    if production is None:
+        return rules, None
+    theirs = floor_rules(production, settings, limits)
+    production_failed = {r.name for r in theirs if not r.passed}
+    rules = [replace(r, production=p.candidate) for r, p in zip(rules, theirs, strict=True)]
+    if paired is None:
+        raise ValueError("a canary against production needs the paired test")
+    low = paired.ci_low_usd
+    rules.append(
+        Rule(
+            PAIRED_RULE,
+            "relative",
+            low if low == low else 0.0,  # NaN (insufficient evidence): 0
+            0.0,
+            None,
+            paired.better,
+            f"paired: the {paired.confidence:.0%} interval of the mean net PnL difference per "
+            f"{paired.interval_s // 60} min lies above 0 ({paired.text()})",
+        )
+    )
+    if settings.on_production_failure == "promote_if_better" and paired.better:
+        failed = {r.name for r in rules if not r.passed}
+        if failed and failed <= production_failed:
+            rules = [r if r.passed else replace(r, waived=True) for r in rules]
+    return rules, theirs
 
 
 def holdout_window(
@@ -198,9 +253,29 @@ class KpiRecords:
             return None  # none, or unreadable: backtest again
         return record if isinstance(record, dict) and "summary" in record else None
 
-    def put(self, key: str, run: BacktestRun) -> None:
-        record = {"summary": run.summary, "run_dir": str(run.run_dir)}
+    def put(self, key: str, run: BacktestRun, pnl: IntervalPnl | None = None) -> None:
+        record: dict[str, Any] = {"summary": run.summary, "run_dir": str(run.run_dir)}
+        if pnl is not None:
+            record["interval_pnl"] = pnl.to_dict()
         atomic_write_text(self.root / f"{key}.json", json.dumps(record, default=str))
+
+
+def recorded_pnl(record: dict[str, Any], window: Window, interval_s: int) -> IntervalPnl | None:
+    """A KPI record's net PnL per interval on `window`: recorded with it, or read from its
+    run directory's equity.csv; None when neither is there (backtest again)."""
+    stored = record.get("interval_pnl")
+    if isinstance(stored, dict):
+        try:
+            pnl: IntervalPnl | None = IntervalPnl.from_dict(stored)
+        except (KeyError, TypeError, ValueError):
+            pnl = None
+        if pnl is not None and (pnl.start_ns, pnl.interval_s) == (window.start_ns, interval_s):
+            return pnl
+    try:
+        return read_interval_pnl(Path(record["run_dir"]), window.start_ns, window.end_ns,
+                                 interval_s)  # fmt: skip
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def kpi_fingerprint(
@@ -324,7 +399,11 @@ def run_canary(
             reused = records.get(
                 kpi_fingerprint(config, registry, production, names, window, bars=production_bars)
             )
-            if reused is None:
+            reused_pnl = (
+                recorded_pnl(reused, window, settings.paired.interval_s) if reused else None
+            )
+            if reused is None or reused_pnl is None:
+                reused = None
                 jobs.append(("production", production))
             else:
                 note = (
@@ -345,7 +424,10 @@ def run_canary(
         runs = _backtests(
             config, registry, jobs, names, window, run_dir, progress, validated, trades_on
         )
-        for (_, v), run in zip(jobs, runs, strict=True):
+        interval_s = settings.paired.interval_s
+        pnls = [read_interval_pnl(run.run_dir, window.start_ns, window.end_ns, interval_s)
+                for run in runs]  # fmt: skip
+        for (_, v), run, pnl in zip(jobs, runs, pnls, strict=True):
             s = run.summary
             log.info(
                 "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
@@ -354,13 +436,20 @@ def run_canary(
             records.put(
                 kpi_fingerprint(config, registry, v, names, window, bars=trades_on[v]),
                 run,
+                pnl,
             )
         candidate = runs[0]
         reference: dict[str, Any] | None = runs[1].summary if len(runs) > 1 else None
+        reference_pnl = pnls[1] if len(runs) > 1 else None
         if reused is not None:
-            reference = reused["summary"]
-        rules = evaluate(
-            candidate.summary, reference, settings, config.settings.strategy.guardrails
+            reference, reference_pnl = reused["summary"], reused_pnl
+        paired = None
+        if reference is not None and reference_pnl is not None:
+            paired = paired_test(pnls[0], reference_pnl, int(candidate.summary["trades"]),
+                                 int(reference["trades"]), settings.paired)  # fmt: skip
+            log.info("paired test: %s", paired.text())
+        rules, production_rules = evaluate(
+            candidate.summary, reference, settings, config.settings.strategy.guardrails, paired
         )
         result = CanaryResult(
             version,
@@ -371,19 +460,32 @@ def run_canary(
             candidate.summary,
             reference,
             notes,
+            paired,
+            production_rules,
+            settings.on_production_failure,
         )
+        if result.production_failed_rules:
+            log.warning(
+                "PRODUCTION FAILS floor(s) on this window: %s (version %s); action: %s",
+                ", ".join(result.production_failed_rules), production,
+                settings.on_production_failure,
+            )  # fmt: skip
         for rule in rules:
             log.info(
                 "%s %s: %s (candidate %s, threshold %s%s)",
-                "PASS" if rule.passed else "FAIL",
+                "WAIVED" if rule.waived else "PASS" if rule.passed else "FAIL",
                 rule.name,
                 rule.text,
                 rule.candidate,
                 rule.reference,
                 f", production {rule.production}" if rule.production is not None else "",
             )
-        log.info("verdict: %s", "passed" if result.passed else "failed")
+        log.info("verdict: %s", result.verdict)
         _record(registry, result, log_mlflow)
+        action = production_action(config, result)
+        if action:
+            result.notes.append(action)
+            log.warning(action)
         return result
     except BaseException:
         if created:  # no half-written run directory: the error says what failed
@@ -532,15 +634,40 @@ def _backtest(
     )
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None (JSON has none of them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def production_check(result: CanaryResult) -> dict[str, Any] | None:
+    """Production held to the candidate's floors on the same window (None: not tested)."""
+    if result.production_rules is None:
+        return None
+    return {
+        "version": result.production_version,
+        "passed": not result.production_failed_rules,
+        "failed_rules": result.production_failed_rules,
+        "action": result.on_production_failure,
+        "rules": [asdict(r) for r in result.production_rules],
+    }
+
+
 def verdict_dict(result: CanaryResult) -> dict[str, Any]:
     return {
         "version": result.version,
-        "verdict": "passed" if result.passed else "failed",
+        "verdict": result.verdict,
         "production_version": result.production_version,
         "window_start": result.window.start.isoformat(),
         "window_end": result.window.end.isoformat(),
         "failed_rules": result.failed_rules,
-        "rules": [asdict(r) for r in result.rules],
+        "waived_rules": [r.name for r in result.rules if r.waived],
+        "rules": [_finite(asdict(r)) for r in result.rules],
+        "paired": _finite(result.paired.to_dict()) if result.paired is not None else None,
+        "production_floors": production_check(result),
         "notes": result.notes,
         "run_dir": str(result.run_dir),
         # beside the gate: net PnL against flat and buy-and-hold on the same window
@@ -562,10 +689,26 @@ def verdict_dict(result: CanaryResult) -> dict[str, Any]:
 def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
     verdict = verdict_dict(result)
     atomic_write_text(result.run_dir / "verdict.json", json.dumps(verdict, indent=2))
+    paired = result.paired
     registry.set_tags(
         result.version,
         {
             TAG_CANARY: verdict["verdict"],
+            "canary_paired": "none"
+            if paired is None
+            else json.dumps(
+                _finite(
+                    {
+                        "verdict": paired.verdict,
+                        "mean_diff_usd": paired.mean_diff_usd,
+                        "ci": [paired.ci_low_usd, paired.ci_high_usd],
+                        "confidence": paired.confidence,
+                        "p_better": paired.p_better,
+                        "trades": [paired.candidate_trades, paired.production_trades],
+                    }
+                )
+            ),
+            "canary_production_failed": ",".join(result.production_failed_rules) or "none",
             "canary_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "canary_against": str(result.production_version or "none"),
             "canary_window": f"{verdict['window_start']}..{verdict['window_end']}",
@@ -576,6 +719,17 @@ def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
             "canary_run_dir": str(result.run_dir),
         },
     )
+    if result.production_rules is not None and result.production_version is not None:
+        # production's own record: the last canary window it was held to the floors on
+        failed = result.production_failed_rules
+        registry.set_tags(
+            result.production_version,
+            {
+                TAG_FLOORS: ",".join(failed) if failed else "none",
+                "floors_checked": f"canary of version {result.version}, "
+                f"{verdict['window_start']}..{verdict['window_end']}",
+            },
+        )
     if log_mlflow:
         c = result.candidate
         metrics = {
@@ -590,7 +744,42 @@ def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
             metrics["canary_buy_hold_pnl_usd"] = c["benchmarks"]["buy_hold_pnl_usd"]
         if result.production is not None:
             metrics["canary_production_net_pnl_usd"] = result.production["net_pnl_usd"]
+            metrics["canary_production_failed_floors"] = len(result.production_failed_rules)
+        if paired is not None and paired.verdict != INSUFFICIENT:
+            metrics["canary_paired_mean_diff_usd"] = paired.mean_diff_usd
+            metrics["canary_paired_ci_low_usd"] = paired.ci_low_usd
+            metrics["canary_paired_p_better"] = paired.p_better
         run_id = registry.log_results(
             result.version, metrics, result.run_dir, f"canary/{result.run_dir.name}"
         )
         log.info("logged to MLflow run %s", run_id)
+
+
+def production_action(config: AppConfig, result: CanaryResult) -> str | None:
+    """What canary.on_production_failure does once production failed a floor on the canary
+    window (None when it did not): `disable_trading` engages the node's kill switch with
+    the reason; `alert` and `promote_if_better` only say so (the verdict, the version's tag
+    `floors_failed`, the metric; promote_if_better already waived the shared floors)."""
+    failed = result.production_failed_rules
+    if not failed:
+        return None
+    reason = (
+        f"production version {result.production_version} fails the canary floor(s) "
+        f"{', '.join(failed)} on {result.window} (canary of version {result.version})"
+    )
+    action = result.on_production_failure
+    if action == "disable_trading":
+        from trading.node.state import open_state
+
+        flatten = config.settings.strategy.guardrails.flatten_on_kill
+        open_state(config).engage(reason, "canary", flatten=flatten)
+        return f"kill switch engaged (canary.on_production_failure = disable_trading): {reason}"
+    if action == "promote_if_better":
+        waived = [r.name for r in result.rules if r.waived]
+        if waived:
+            return (
+                f"{reason}; the candidate won the paired test, so its own failure of "
+                f"{', '.join(waived)} is waived (canary.on_production_failure = "
+                "promote_if_better)"
+            )
+    return f"{reason} (canary.on_production_failure = {action})"

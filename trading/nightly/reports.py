@@ -154,10 +154,33 @@ def canary_markdown(c: CanaryReport) -> str:
     if c.skipped:
         return f"{head}\n\nNot run: {c.skipped}."
     against = f"production version {c.production}" if c.production else "the floors only"
-    verdict = "**passed**" if c.passed else "**FAILED**"
+    verdict = {
+        "insufficient_evidence": "**INSUFFICIENT EVIDENCE** (not a pass)",
+        "failed": "**FAILED**",
+    }.get(c.verdict, "**passed**" if c.passed else "**FAILED**")
     lines = [f"{head}: {verdict}\n", f"Holdout {c.window}, against {against}.\n"]
+    if c.production_failed:
+        floors = c.production_floors or {}
+        lines.append(
+            f"**Production version {floors.get('version')} FAILS the floor(s) "
+            + ", ".join(f"`{r}`" for r in c.production_failed)
+            + f" on this holdout** (action: `{floors.get('action', 'alert')}`).\n"
+        )
     if c.failed_rules:
         lines.append("Failing rules: " + ", ".join(f"`{r}`" for r in c.failed_rules) + "\n")
+    if c.paired:
+        p = c.paired
+        if p.get("verdict") == "insufficient_evidence":
+            lines.append(f"Paired test: insufficient evidence ({p.get('reason')}).\n")
+        else:
+            lines.append(
+                f"Paired test ({p['intervals']} intervals of {p['interval_s'] // 60} min, "
+                f"block bootstrap x{p['resamples']}, seed {p['seed']}): candidate - production "
+                f"{p['mean_diff_usd']:+.4f} USD per interval, {p['confidence']:.0%} CI "
+                f"[{p['ci_low_usd']:+.4f}, {p['ci_high_usd']:+.4f}], P(better) "
+                f"{p['p_better']:.2f}; trades {p['candidate_trades']} vs "
+                f"{p['production_trades']}.\n"
+            )
     rows = [
         [
             r["name"],
@@ -165,7 +188,7 @@ def canary_markdown(c: CanaryReport) -> str:
             r.get("candidate"),
             r.get("production"),
             r.get("reference"),
-            "pass" if r["passed"] else "FAIL",
+            "waived" if r.get("waived") else "pass" if r["passed"] else "FAIL",
         ]
         for r in c.rules
     ]

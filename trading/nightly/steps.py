@@ -362,6 +362,15 @@ class CanaryReport:
     production_kpis: dict[str, Any] | None = None
     run_dir: str = ""
     seconds: float = 0.0
+    verdict: str = ""  # passed | failed | insufficient_evidence ("" when skipped)
+    paired: dict[str, Any] | None = None  # the paired test (trading/backtest/paired.py)
+    # production held to the same floors on the same window (version, passed,
+    # failed_rules, action, rules)
+    production_floors: dict[str, Any] | None = None
+
+    @property
+    def production_failed(self) -> list[str]:
+        return list((self.production_floors or {}).get("failed_rules") or [])
 
 
 def holdout(config: AppConfig, plan: NightPlan, symbols: Sequence[str]) -> Window:
@@ -407,7 +416,7 @@ def canary_set(
     tags = registry.info(version).tags
     if (
         plan is not None
-        and tags.get(TAG_CANARY) in ("passed", "failed")
+        and tags.get(TAG_CANARY) in ("passed", "failed", "insufficient_evidence")
         and tags.get("canary_window") == window_text
         and tags.get("canary_against") == str(production or "none")
     ):
@@ -427,6 +436,9 @@ def canary_set(
             verdict.get("production"),
             tags.get("canary_run_dir", ""),
             time.perf_counter() - began,
+            tags[TAG_CANARY],
+            verdict.get("paired"),
+            verdict.get("production_floors"),
         )
     result = run_canary(
         cfg,
@@ -453,6 +465,9 @@ def canary_set(
         dict(result.production) if result.production is not None else None,
         str(result.run_dir),
         time.perf_counter() - began,
+        result.verdict,
+        verdict["paired"],
+        verdict["production_floors"],
     )
 
 
@@ -518,7 +533,11 @@ def promote_set(config: AppConfig, symbol_set: SymbolSet, version: int) -> Promo
     verdict = info.tags.get(TAG_CANARY, "")
     if verdict != "passed":
         failed = info.tags.get("canary_failed_rules", "")
-        why = f"canary failed: {failed}" if verdict == "failed" else "no canary verdict"
+        why = {
+            "failed": f"canary failed: {failed}",
+            "insufficient_evidence": "canary: insufficient evidence (too few trades or "
+            "intervals for the paired test)",
+        }.get(verdict, "no canary verdict")
         return decision("rejected", f"{why}; production stays {before}", before)
     registry.promote(version)
     against = info.tags.get("canary_against", "none")

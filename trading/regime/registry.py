@@ -41,7 +41,10 @@ from trading.regime.model import RegimeModel
 
 CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
 ALIASES = (CANDIDATE, PRODUCTION, PREVIOUS)
-TAG_CANARY = "canary_verdict"  # "passed" / "failed", set by the canary gate
+TAG_CANARY = "canary_verdict"  # passed / failed / insufficient_evidence, by the canary gate
+# the floors a version failed when a later canary held it (as production) to them on its
+# window: "none", or the rule names
+TAG_FLOORS = "floors_failed"
 TAG_FINGERPRINT = "fingerprint"
 TAG_HISTORY = "production_history"
 TAG_REGISTRATION = "registration"  # "incomplete" from creation until every tag is written
@@ -476,6 +479,10 @@ class Registry:
     def set_tags(self, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def version_tags(self, version: int) -> dict[str, str]:
+        """The version's tags (one request; info() reads the aliases too)."""
+        return dict(self.client.get_model_version(self.name, str(version)).tags or {})
 
     def info(self, version: int) -> VersionInfo:
         mv = self.client.get_model_version(self.name, str(version))

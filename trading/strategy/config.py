@@ -7,6 +7,7 @@ dataclasses the guardrail functions and the Nautilus strategy read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -95,12 +96,24 @@ class CanaryFloors(Frozen):
     min_trades: int = Field(default=1, ge=0)
 
 
-class CanaryTolerances(Frozen):
-    """How much worse than production a candidate may be."""
+class PairedSettings(Frozen):
+    """The relative rule: candidate against production on the same holdout, their net PnL
+    per interval compared with a seeded circular moving-block bootstrap
+    (trading/backtest/paired.py)."""
 
-    pnl_usd: float = Field(default=5.0, ge=0)  # candidate >= production - this
-    sharpe: float = Field(default=0.5, ge=0)  # candidate >= production - this
-    drawdown_usd: float = Field(default=10.0, ge=0)  # candidate <= production + this
+    interval_s: int = Field(default=300, ge=60, le=DAY_S)  # per-interval net PnL
+    block: int = Field(default=12, ge=1, le=1_000)  # consecutive intervals drawn together
+    resamples: int = Field(default=2_000, ge=100, le=100_000)
+    seed: int = 7
+    # the candidate is better when the two-sided interval at this confidence lies above 0
+    confidence: float = Field(default=0.9, gt=0.5, lt=1)
+    # fewer trades (both backtests together) or intervals: "insufficient evidence"
+    min_trades: int = Field(default=10, ge=0)
+    min_intervals: int = Field(default=12, ge=2)
+
+
+# what follows when production itself fails a floor on the canary window
+ON_PRODUCTION_FAILURE = ("alert", "disable_trading", "promote_if_better")
 
 
 class CanarySettings(Frozen):
@@ -109,7 +122,23 @@ class CanarySettings(Frozen):
     # other in this process)
     workers: int = Field(default=2, ge=1, le=2)
     floors: CanaryFloors = CanaryFloors()
-    tolerances: CanaryTolerances = CanaryTolerances()
+    paired: PairedSettings = PairedSettings()
+    # alert: say so everywhere (verdict, artifacts, models, metric, alert rule);
+    # disable_trading: also engage the node's kill switch with the reason; promote_if_better:
+    # also promote a candidate that wins the paired test although it fails only floors
+    # production fails too
+    on_production_failure: Literal["alert", "disable_trading", "promote_if_better"] = "alert"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tolerances(cls, data: object) -> object:
+        if isinstance(data, dict) and "tolerances" in data:
+            raise ValueError(
+                "canary.tolerances (point comparisons with production) was replaced by "
+                "canary.paired, a paired bootstrap of per-interval net PnL: remove "
+                "`tolerances:` and set canary.paired.confidence instead"
+            )
+        return data
 
 
 # ---- the plain, frozen form the guardrails and the Nautilus strategy read ----
