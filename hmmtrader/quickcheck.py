@@ -171,15 +171,21 @@ def check_canary(config: AppConfig, opts: QuickcheckOptions) -> str:
             run_dir=Path(tmp) / "canary", log_mlflow=False,
         )  # fmt: skip
     recorded = registry.info(version).canary
-    expected = "passed" if result.passed else "failed"
+    expected = result.verdict  # passed, failed or insufficient_evidence
     if recorded != expected:
         raise CheckFailedError(
-            f"the canary verdict was not recorded on version {version} ({recorded!r})"
+            f"the canary verdict was not recorded on version {version} ({recorded!r}, "
+            f"expected {expected!r})"
         )
+    why = (
+        f"insufficient evidence: {result.paired.reason}"
+        if result.verdict == "insufficient_evidence" and result.paired is not None
+        else f"failed: {', '.join(result.failed_rules)}"
+    )
     verdict = (
         f"version {version} {expected} against "
         f"{'production ' + str(production) if production else 'no production'} on {window}"
-        + ("" if result.passed else f" (failed: {', '.join(result.failed_rules)})")
+        + ("" if result.passed else f" ({why})")
     )
     if not result.passed:
         return f"{verdict}; not promoted, production stays {production}"
