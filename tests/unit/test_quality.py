@@ -883,3 +883,46 @@ def test_bars_set_coverage_and_missing_files(bars_config: AppConfig, lake: Lake)
     message = str(info.value)
     assert "it holds BTCUSDT bars 2024-01-02..2024-01-04 (3 days); BTCUSDT features " in message
     assert message.endswith("or compute features first (hmmtrader features --set bars_v1)")
+
+
+def test_a_changed_suite_replaces_the_stored_one_and_an_unchanged_one_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner writes a suite (and its checkpoint) into the GX project only when what it
+    checks changed; each run validates with the suite it was given."""
+    import great_expectations as gx
+
+    from trading.quality.runner import SuiteRunner
+    from trading.quality.suites import open_project
+
+    open_project(tmp_path)  # GX builds suites inside a context
+
+    def suite(max_value: float) -> gx.ExpectationSuite:
+        # built whole, as suites.py builds them (add_expectation on a new suite with a
+        # stored suite's name writes into the stored one)
+        check = gx.expectations.ExpectColumnValuesToBeBetween(column="x", max_value=max_value)
+        return gx.ExpectationSuite(name="quotes", expectations=[check])
+
+    from great_expectations.core.factory.suite_factory import SuiteFactory
+
+    writes: list[str] = []
+    real_write = SuiteFactory.add_or_update
+
+    def counted(self: SuiteFactory, suite: gx.ExpectationSuite) -> gx.ExpectationSuite:
+        writes.append(suite.name)
+        return real_write(self, suite)
+
+    monkeypatch.setattr(SuiteFactory, "add_or_update", counted)
+    frame = pd.DataFrame({"x": [1.0, 7.0]})
+    when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+    def run(max_value: float) -> bool:
+        runner = SuiteRunner(tmp_path, {"quotes": suite(max_value)})
+        return runner.validate("quotes", frame, f"max {max_value}", when)[0].success
+
+    assert run(10.0) is True
+    first = len(writes)
+    assert first > 0
+    assert run(10.0) is True and len(writes) == first  # unchanged: not written again
+    assert run(5.0) is False  # changed: the stored suite is replaced and used
+    assert run(10.0) is True and len(writes) == 3 * first

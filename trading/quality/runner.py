@@ -16,6 +16,7 @@ Imports Great Expectations: import this module inside functions only.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import great_expectations as gx
 import numpy as np
 import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.exceptions import DataContextError
 
 from trading.quality import data_docs_index
 from trading.quality.suites import open_project
@@ -65,7 +67,7 @@ class SuiteRunner:
         self._checkpoints: dict[str, gx.Checkpoint] = {}
         self._validated: list[Any] = []  # this run's validation result identifiers
         for kind, suite in suites.items():
-            stored = self.context.suites.add_or_update(suite)
+            stored, unchanged = _stored_suite(self.context, suite)
             asset_name = suite.name if kind == "features" else ASSETS[kind]
             try:
                 asset = datasource.get_asset(asset_name)
@@ -75,17 +77,22 @@ class SuiteRunner:
                 batch_definition = asset.get_batch_definition(BATCH_DEFINITION)
             except KeyError:
                 batch_definition = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
-            validation = self.context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=stored)
+            checkpoint = (
+                _stored_checkpoint(self.context, suite.name, asset_name) if unchanged else None
             )
-            self._checkpoints[kind] = self.context.checkpoints.add_or_update(
-                gx.Checkpoint(
-                    name=suite.name,
-                    validation_definitions=[validation],
-                    actions=[],
-                    result_format=_SUMMARY,
+            if checkpoint is None:
+                validation = self.context.validation_definitions.add_or_update(
+                    gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=stored)
                 )
-            )
+                checkpoint = self.context.checkpoints.add_or_update(
+                    gx.Checkpoint(
+                        name=suite.name,
+                        validation_definitions=[validation],
+                        actions=[],
+                        result_format=_SUMMARY,
+                    )
+                )
+            self._checkpoints[kind] = checkpoint
             self._batch_definitions[kind] = batch_definition
 
     @property
@@ -123,6 +130,52 @@ class SuiteRunner:
             self.context.build_data_docs(resource_identifiers=self._validated)
         else:
             self.context.build_data_docs()
+
+
+def _suite_content(suite: gx.ExpectationSuite) -> str:
+    """What a suite checks: its expectations (type, kwargs, meta, in order) and meta; not
+    the ids GX assigns."""
+    expectations = [
+        [e.configuration.type, e.configuration.kwargs, e.configuration.meta]
+        for e in suite.expectations
+    ]
+    return json.dumps([suite.meta, expectations], sort_keys=True, default=str)
+
+
+def _stored_suite(context: Any, suite: gx.ExpectationSuite) -> tuple[Any, bool]:
+    """The project's stored suite, and whether it already checked what `suite` checks.
+    GX's add_or_update compares every expectation with every stored one (quadratic: about
+    0.1 s per suite and call, most of a small gate run); an unchanged suite is not
+    written again."""
+    try:
+        stored = context.suites.get(suite.name)
+    except DataContextError:
+        stored = None
+    if stored is not None and _suite_content(stored) == _suite_content(suite):
+        return stored, True
+    return context.suites.add_or_update(suite), False
+
+
+def _stored_checkpoint(context: Any, name: str, asset_name: str) -> Any | None:
+    """The stored checkpoint of an unchanged suite, when it is the one this runner would
+    write (one validation of that suite on the asset's whole-file batch, SUMMARY results,
+    no actions); None otherwise."""
+    try:
+        checkpoint = context.checkpoints.get(name)
+    except DataContextError:
+        return None
+    definitions = checkpoint.validation_definitions
+    if len(definitions) != 1 or checkpoint.actions or checkpoint.result_format != _SUMMARY:
+        return None
+    (definition,) = definitions
+    data = definition.data
+    same = (
+        definition.name == name
+        and definition.suite.name == name
+        and data.name == BATCH_DEFINITION
+        and data.data_asset.name == asset_name
+    )
+    return checkpoint if same else None
 
 
 def _exception_message(info: Any) -> str | None:
