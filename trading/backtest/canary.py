@@ -180,7 +180,7 @@ def evaluate(
         Rule(
             PAIRED_RULE,
             "relative",
-            low if low == low else 0.0,  # NaN (insufficient evidence): 0
+            0.0 if math.isnan(low) else low,  # NaN (insufficient evidence): 0
             0.0,
             None,
             paired.better,
