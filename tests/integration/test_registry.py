@@ -192,6 +192,11 @@ def test_cli_lifecycle_on_default_sqlite_store(
     [v1] = registry.versions()
     assert (v1.version, v1.aliases) == (1, ["candidate"])
     assert registry.aliases() == {"candidate": 1}
+    # the MLflow UI opens the experiment on its runs (not on an empty traces page)
+    experiment = registry.client.get_experiment(
+        registry.client.get_run(v1.run_id).info.experiment_id
+    )
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # version tags
     tags = v1.tags

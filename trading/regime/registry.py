@@ -52,6 +52,8 @@ COMPLETE, INCOMPLETE = "complete", "incomplete"
 # tags a version registered before the `registration` marker must carry to count as complete
 LEGACY_REQUIRED = (TAG_FINGERPRINT,)
 RUN_HOST, RUN_PID, RUN_STARTED = "hmmtrader.host", "hmmtrader.pid", "hmmtrader.started"
+# the experiment tag the MLflow UI (3.x) reads to choose its default page: runs, not traces
+EXPERIMENT_KIND, MODEL_KIND = "mlflow.experimentKind", "custom_model_development"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -355,11 +357,20 @@ class Registry:
 
     # ---- writing -------------------------------------------------------------------
     def _experiment_id(self) -> str:
+        """The experiment, created with (or, made before, given) the tag that makes the
+        MLflow UI open it on its training runs rather than on an empty GenAI traces page;
+        a kind someone chose is left alone."""
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
+            if EXPERIMENT_KIND not in (exp.tags or {}):
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_KIND)
             return str(exp.experiment_id)
         location = self._artifacts.resolve().as_uri() if self._local_store else None
-        return str(self.client.create_experiment(self.experiment, artifact_location=location))
+        return str(
+            self.client.create_experiment(
+                self.experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_KIND}
+            )
+        )
 
     def register(
         self,
