@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from serving.ops.app import StatusResponse, build_status, create_ops_app
+from trading.jsonsafe import json_safe
 from trading.node.state import NodeState
 from trading.settings import AppConfig
 
@@ -67,17 +68,6 @@ class RunDetail(BaseModel):
     trades: list[dict[str, Any]]
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: the summaries' NaN KPIs become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -103,7 +93,7 @@ def list_runs(root: Path) -> list[RunInfo]:
                 model_version=_text(summary.get("model_version")),
                 window_start=summary.get("window_start"),
                 window_end=summary.get("window_end"),
-                net_pnl_usd=_clean(summary.get("net_pnl_usd")),
+                net_pnl_usd=json_safe(summary.get("net_pnl_usd")),
                 trades=summary.get("trades"),
                 modified=summary_path.stat().st_mtime,
             )
@@ -117,7 +107,7 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
     run_dir = (root / name).resolve()
     if run_dir.parent != root.resolve() or not (run_dir / "summary.json").is_file():
         raise HTTPException(404, f"no run {name!r} under {root} (GET /api/runs lists them)")
-    summary = _clean(json.loads((run_dir / "summary.json").read_text()))
+    summary = json_safe(json.loads((run_dir / "summary.json").read_text()))
     summary.pop("settings", None)
     equity: list[tuple[str, float]] = []
     if (run_dir / "equity.csv").is_file():
@@ -148,7 +138,7 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
     trades: list[dict[str, Any]] = []
     if (run_dir / "trades.csv").is_file():
         frame = pd.read_csv(run_dir / "trades.csv").tail(200)
-        trades = _clean(json.loads(frame.to_json(orient="records")))
+        trades = json_safe(json.loads(frame.to_json(orient="records")))
     return RunDetail(
         name=name,
         summary=summary,

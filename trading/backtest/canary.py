@@ -26,7 +26,13 @@ from typing import Any
 
 from trading.atomic import atomic_write_text
 from trading.backtest.engine import BacktestRun, quality_gate, run_backtest, warmup_ns
-from trading.backtest.paired import IntervalPnl, PairedTest, paired_test, read_interval_pnl
+from trading.backtest.paired import (
+    INSUFFICIENT,
+    IntervalPnl,
+    PairedTest,
+    paired_test,
+    read_interval_pnl,
+)
 from trading.data.lake import Lake, day_start_ns
 from trading.data.window import (
     NS,
@@ -38,6 +44,7 @@ from trading.data.window import (
 )
 from trading.errors import InputError
 from trading.features.descriptor import BARS_V1, bars_v1
+from trading.jsonsafe import json_safe
 from trading.paths import StatePaths
 from trading.regime.registry import TAG_CANARY, TAG_FLOORS, Registry, fingerprint
 from trading.settings import AppConfig
@@ -62,7 +69,7 @@ class Rule:
     waived: bool = False
 
 
-PASSED, FAILED, INSUFFICIENT = "passed", "failed", "insufficient_evidence"
+PASSED, FAILED = "passed", "failed"  # and INSUFFICIENT, the paired test's own verdict
 
 
 @dataclass
@@ -634,15 +641,6 @@ def _backtest(
     )
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None (JSON has none of them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
 def production_check(result: CanaryResult) -> dict[str, Any] | None:
     """Production held to the candidate's floors on the same window (None: not tested)."""
     if result.production_rules is None:
@@ -665,8 +663,8 @@ def verdict_dict(result: CanaryResult) -> dict[str, Any]:
         "window_end": result.window.end.isoformat(),
         "failed_rules": result.failed_rules,
         "waived_rules": [r.name for r in result.rules if r.waived],
-        "rules": [_finite(asdict(r)) for r in result.rules],
-        "paired": _finite(result.paired.to_dict()) if result.paired is not None else None,
+        "rules": [json_safe(asdict(r)) for r in result.rules],
+        "paired": json_safe(result.paired.to_dict()) if result.paired is not None else None,
         "production_floors": production_check(result),
         "notes": result.notes,
         "run_dir": str(result.run_dir),
@@ -686,6 +684,17 @@ def verdict_dict(result: CanaryResult) -> dict[str, Any]:
     }
 
 
+def _paired_tag(p: dict[str, Any] | None) -> str:
+    """The version's canary_paired tag: the paired test in brief (verdict.json has it all)."""
+    if p is None:
+        return "none"
+    return json.dumps({
+        "verdict": p["verdict"], "mean_diff_usd": p["mean_diff_usd"],
+        "ci": [p["ci_low_usd"], p["ci_high_usd"]], "confidence": p["confidence"],
+        "p_better": p["p_better"], "trades": [p["candidate_trades"], p["production_trades"]],
+    })  # fmt: skip
+
+
 def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
     verdict = verdict_dict(result)
     atomic_write_text(result.run_dir / "verdict.json", json.dumps(verdict, indent=2))
@@ -694,20 +703,7 @@ def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
         result.version,
         {
             TAG_CANARY: verdict["verdict"],
-            "canary_paired": "none"
-            if paired is None
-            else json.dumps(
-                _finite(
-                    {
-                        "verdict": paired.verdict,
-                        "mean_diff_usd": paired.mean_diff_usd,
-                        "ci": [paired.ci_low_usd, paired.ci_high_usd],
-                        "confidence": paired.confidence,
-                        "p_better": paired.p_better,
-                        "trades": [paired.candidate_trades, paired.production_trades],
-                    }
-                )
-            ),
+            "canary_paired": _paired_tag(verdict["paired"]),
             "canary_production_failed": ",".join(result.production_failed_rules) or "none",
             "canary_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "canary_against": str(result.production_version or "none"),

@@ -112,10 +112,6 @@ class PairedSettings(Frozen):
     min_intervals: int = Field(default=12, ge=2)
 
 
-# what follows when production itself fails a floor on the canary window
-ON_PRODUCTION_FAILURE = ("alert", "disable_trading", "promote_if_better")
-
-
 class CanarySettings(Frozen):
     holdout_days: int = Field(default=1, ge=1, le=31)  # most recent days after training
     # candidate and production backtests at once, in separate processes (1: one after the
