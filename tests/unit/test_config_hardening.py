@@ -81,6 +81,18 @@ def test_inf_in_the_yaml_is_refused_and_names_the_file(config_dir: Path) -> None
     assert f"{path}: strategy.guardrails.daily_loss_usd: Input should be a finite number" in message
 
 
+def test_the_old_canary_tolerances_are_refused_and_name_their_replacement(
+    config_dir: Path,
+) -> None:
+    path = config_dir / "settings.yaml"
+    text = path.read_text().replace("  paired:", "  tolerances:\n    pnl_usd: 5.0\n  paired:", 1)
+    path.write_text(text)
+    message = config_error(config_dir)
+    assert f"{path}: canary:" in message and "\n" not in message
+    assert "canary.tolerances" in message and "remove `tolerances:`" in message
+    assert "canary.paired.confidence" in message
+
+
 def _float_fields(model: type[BaseModel]) -> Iterator[tuple[type[BaseModel], str]]:
     for name, info in model.model_fields.items():
         annotation = info.annotation
