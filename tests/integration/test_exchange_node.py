@@ -415,7 +415,10 @@ def test_a_20_second_market_data_cut(hour: Session) -> None:
     print(f"cut: outages {outages:g}, outage {outage_s:.1f} s, data back {cut.back_after_s:.1f} s "
           f"after the cut began; market {(hi - lo) / 1e3:.0f} s silent")  # fmt: skip
     assert outages == 1
-    assert CUT_S - 6 <= outage_s <= cut.back_after_s + 1
+    # the node's outage runs from the last tick it noticed (at a heartbeat) to the first
+    # after; the test's clock from its POST of the cut: on a loaded machine the last tick
+    # was noticed up to a few seconds before that POST (seen: 22.4 s against 20.4 s)
+    assert CUT_S - 6 <= outage_s <= cut.back_after_s + 3
     guard = pd.read_csv(hour.run_dir / "guardrails.csv")
     silent = guard[guard["detail"].str.startswith("market data")]
     assert set(silent["symbol"]) == set(SYMBOLS)
