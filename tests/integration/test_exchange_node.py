@@ -296,8 +296,10 @@ def test_the_decisions_equal_a_backtest_on_the_ticks_the_node_received(
     assert first_late is None or first_late >= cut_ns, "a tick came late before the cut"
     # compared up to the second the cut began in: ticks the exchange stamped in that second
     # may not have been sent when the sockets dropped (seen once under load: the ETHUSDT
-    # row of 01:33:48 missing, the cut at 01:33:48.391), and the timeline is per second
-    before = ours["ts_ns"] < cut_ns // NS * NS
+    # row of 01:33:48 missing, the cut at 01:33:48.391), and the timeline is per second;
+    # and only rows decided before the cut (a row is decided at the first tick after its
+    # second: seen, the row of 01:55:11 decided at 01:55:53, after a cut at 01:55:12.6)
+    before = (ours["ts_ns"] < cut_ns // NS * NS) & (ours["decided_ns"] < cut_ns)
     differ = {c: int((ours[c] != theirs[c])[before].sum()) for c in ours.columns}
     after = int((ours != theirs).any(axis=1)[~before].sum())
     print(f"timeline: node {len(ours)} rows, backtest {len(theirs)}; before the cut "
