@@ -164,7 +164,7 @@ def check_canary(config: AppConfig, opts: QuickcheckOptions) -> str:
         config.settings.strategy.symbols
     )
     window = _last_window(config, symbols, opts.hours)
-    production = registry.aliases().get("production")
+    production = registry.production()
     with tempfile.TemporaryDirectory(prefix="hmmtrader-quickcheck-") as tmp:
         result = run_canary(
             config, registry, version, symbols=symbols, window=window,
@@ -193,8 +193,8 @@ def check_canary(config: AppConfig, opts: QuickcheckOptions) -> str:
         return f"{verdict}; it is production already"
     if not opts.promote:
         return f"{verdict}; would promote it (dry run: --promote moves production)"
-    before, after = registry.promote(version)
-    if registry.aliases().get("production") != after:
+    before, after = registry.promote(version, by="quickcheck")
+    if registry.production() != after:
         raise CheckFailedError(f"promoting version {version} did not move the production alias")
     return f"{verdict}; promoted: production {before} -> {after}"
 

@@ -145,7 +145,7 @@ def prepare_model(config: AppConfig, home: Path, console: Console) -> Prepared:
     outcome = train_and_register(config, [SYMBOL], DAY, DAY)
     registry = Registry(settings.registry, home)
     version = outcome.registered.version
-    registry.promote(version, force=True, reason="bench")
+    registry.promote(version, force=True, reason="bench", by="bench")
     console.print(
         f"      {registry.name} version {version} promoted to production "
         f"in {time.perf_counter() - began:.1f} s"

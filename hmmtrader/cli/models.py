@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -170,6 +170,9 @@ def models_cmd(
             "incomplete, and mark its runs FAILED (every `train` does this first).",
         ),
     ] = False,
+    history: Annotated[
+        bool, typer.Option("--history", help="List every recorded move of production.")
+    ] = False,
 ) -> None:
     """Registered versions: aliases, data range, key metrics, canary verdict."""
     config = load_config()
@@ -215,6 +218,22 @@ def models_cmd(
                 f"{failed} ({v.tags.get('floors_checked', '')}); canary.on_production_failure "
                 "says what follows (README, Canary)."
             )
+    guard = registry.guard()
+    if guard.anomaly:
+        style = "bold red" if guard.blocked else "bold yellow"
+        console.print(f"[{style}]PRODUCTION ALIAS MOVED OUT OF BAND[/]: {guard.anomaly}.")
+    moves = registry.moves()
+    if moves:
+        last = moves[-1]
+        console.print(
+            f"Production moves recorded: {len(moves)}; the last: {last.kind} to version "
+            f"{last.version} (from {last.from_version or 'none'}) by {last.by} at {last.at}"
+            + (f", reason: {last.reason}" if last.reason else "")
+            + f". Previous: {guard.previous or 'none'}. hmmtrader models --history lists them.",
+            highlight=False,
+        )
+    if history:
+        _print_history(moves)
     edges = [v.version for v in versions if _tag_edge(v.tags)]
     if edges:
         console.print(
@@ -229,6 +248,22 @@ def models_cmd(
             "Run hmmtrader models --repair (the next train does it too).",
             highlight=False,
         )
+
+
+def _print_history(moves: list[Any]) -> None:
+    table = Table(title="Production moves (oldest first)")
+    for col in ("#", "kind", "version", "from", "by", "verdict", "reason", "at (UTC)"):
+        table.add_column(col)
+    for m in moves:
+        table.add_row(str(m.seq), m.kind, str(m.version), str(m.from_version or "-"), m.by,
+                      m.verdict, m.reason, m.at)  # fmt: skip
+    console.print(table)
+
+
+def _cli_actor() -> str:
+    import os
+
+    return f"cli ({os.environ.get('USER', 'unknown')})"
 
 
 def _canary_cell(verdict: str, tags: dict[str, str]) -> str:
@@ -264,7 +299,7 @@ def promote_cmd(
     if reason and not force:
         raise InputError("--reason is only used with --force")
     registry = open_registry(load_config())
-    before, after = registry.promote(version, force=force, reason=reason)
+    before, after = registry.promote(version, force=force, reason=reason, by=_cli_actor())
     if before == after:
         console.print(f"Version {after} already is production: nothing changed.")
         return
@@ -276,7 +311,7 @@ def promote_cmd(
 def rollback_cmd() -> None:
     """production <- previous, in one step."""
     registry = open_registry(load_config())
-    was, now = registry.rollback()
+    was, now = registry.rollback(by=_cli_actor())
     aliases = registry.aliases()
     console.print(
         f"production -> version {now} (was {was}); previous -> {aliases.get('previous', 'none')}"

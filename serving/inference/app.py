@@ -37,7 +37,13 @@ from serving.inference.schema import INFER_BODY, install_openapi, is_json
 from trading.errors import HmmTraderError, InputError, store_failure
 from trading.regime import kernel
 from trading.regime.model import FeatureInputError
-from trading.regime.registry import PRODUCTION, TAG_FLOORS, PromotionRefusedError, Registry
+from trading.regime.registry import (
+    PRODUCTION,
+    TAG_FLOORS,
+    ProductionGuard,
+    PromotionRefusedError,
+    Registry,
+)
 from trading.regime.slots import LoadedModel, ModelLoadError, ModelSlots, load_version, now_iso
 from trading.regime.streams import StreamHistory, StreamOrderError
 from trading.settings import AppConfig
@@ -76,6 +82,8 @@ class ModelServer:
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._registry: Registry | None = None
+        self.guard: ProductionGuard | None = None  # the production alias's last check
+        self._out_of_band: tuple[int | None, int | None] | None = None
 
     # ---- registry -----------------------------------------------------------------------
     def registry(self) -> Registry:
@@ -84,11 +92,31 @@ class ModelServer:
         return self._registry
 
     def _alias_version(self) -> int | None:
+        """The version to serve: for `production`, the guarded one (an out-of-band move to
+        a version without a passed canary or a recorded force reason is not followed)."""
         registry = self.registry()
-        version = registry.aliases().get(self.alias)
+        if self.alias == PRODUCTION:
+            guard = registry.guard()
+            self._guard_seen(guard)
+            version = guard.serving
+        else:
+            version = registry.aliases().get(self.alias)
         if version is not None:
             self._floors_of(registry, version)
         return version
+
+    def _guard_seen(self, guard: ProductionGuard) -> None:
+        gauge = self.metrics.production_out_of_band
+        gauge.clear()
+        if guard.anomaly:
+            labels = (str(guard.alias), str(guard.serving), str(guard.blocked).lower())
+            gauge.labels(*labels).set(1)
+        key = (guard.alias, guard.recorded) if guard.anomaly else None
+        if key is not None and key != self._out_of_band:
+            self.metrics.production_out_of_band_moves.inc()
+            log.error("production alias: %s", guard.anomaly)
+        self._out_of_band = key
+        self.guard = guard
 
     def _floors_of(self, registry: Registry, version: int) -> None:
         """The metric of the floors `version` failed as production on its latest canary
@@ -242,6 +270,7 @@ class ModelServer:
             "standby": self.standby.info() if self.standby else None,
             "versions": versions,
             "registry_error": registry_error,
+            "production_guard": self.guard.to_dict() if self.guard else None,
             "last_error": self.last_error,
             "watcher": {
                 "poll_interval_s": self.settings.poll_interval_s,
@@ -521,7 +550,7 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
             loaded: dict[int, LoadedModel] = {}
             before, after = await asyncio.to_thread(
                 registry.promote, req.version, force=req.force, reason=req.reason,
-                verify=_loader(registry, loaded),
+                verify=_loader(registry, loaded), by="inference API",
             )  # fmt: skip
             return await _after_alias_move(before, after, loaded.get(after))
 
@@ -538,7 +567,9 @@ def create_app(config: AppConfig, server: ModelServer | None = None) -> FastAPI:
         async def go() -> dict[str, Any]:
             registry = server.registry()
             loaded: dict[int, LoadedModel] = {}
-            was, now = await asyncio.to_thread(registry.rollback, verify=_loader(registry, loaded))
+            was, now = await asyncio.to_thread(
+                registry.rollback, verify=_loader(registry, loaded), by="inference API"
+            )
             return await _after_alias_move(was, now, loaded.get(now))
 
         result: dict[str, Any] = await _registry_call(go)

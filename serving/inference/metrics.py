@@ -82,6 +82,18 @@ class ServingMetrics:
             ["version"],
             registry=r,
         )
+        self.production_out_of_band = Gauge(
+            "hmmtrader_production_out_of_band",
+            "1 while the production alias points where no promote/rollback moved it (the "
+            "MLflow UI, a client call); blocked=true: that version is not served",
+            ["alias_version", "served_version", "blocked"],
+            registry=r,
+        )
+        self.production_out_of_band_moves = Counter(
+            "hmmtrader_production_out_of_band_moves",
+            "Out-of-band moves of the production alias detected (each new target once)",
+            registry=r,
+        )
         self.model_ready.set(0)
         self.model_version.info({"model": "", "version": "", "alias": ""})
 

@@ -287,7 +287,11 @@ def test_cli_lifecycle_on_default_sqlite_store(
     assert registry.aliases() == {"candidate": 1, "production": 1}
     tags = registry.versions()[0].tags
     assert tags["promotion_forced"] == "true" and tags["promotion_reason"] == "first model"
-    assert json.loads(registry.client.get_registered_model(MODEL).tags["production_history"]) == [1]
+    first = registry.moves()
+    assert [(m.seq, m.kind, m.version, m.from_version, m.reason) for m in first] == [
+        (1, "force", 1, None, "first model")
+    ]
+    assert first[0].by.startswith("cli (") and first[0].verdict == "none"
     promoted_once = snapshot(registry)
     assert cli(home, "promote", "production", "--force", "--reason", "again") == 0
     assert "Version 1 already is production: nothing changed." in capsys.readouterr().out
@@ -330,6 +334,51 @@ def test_cli_lifecycle_on_default_sqlite_store(
     assert cli(home, "rollback") == 1
     assert "nothing to roll back to: hmm-regime has no previous version" in capsys.readouterr().err
     assert snapshot(registry) == stable
+    # five moves (a forced promotion, two promotions, two rollbacks), replayed: the
+    # history lists each once, in order, and previous is derived from it
+    moves = [(m.kind, m.version, m.from_version) for m in registry.moves()]
+    assert moves == [("force", 1, None), ("promote", 2, 1), ("promote", 3, 2),
+                     ("rollback", 2, 3), ("rollback", 1, 2)]  # fmt: skip
+    guard = registry.guard()
+    assert (guard.recorded, guard.previous, guard.anomaly) == (1, None, "")
+    assert cli(home, "promote", "3") == 0  # a sixth: previous is 1 again
+    assert registry.aliases() == {"candidate": 3, "production": 3, "previous": 1}
+    assert cli(home, "rollback") == 0
+    assert registry.aliases() == {"candidate": 3, "production": 1}
+    assert len(registry.moves()) == 7
+    capsys.readouterr()
+
+    # an out-of-band move, as the MLflow UI's alias editor makes it, to a version whose
+    # canary failed: detected; every consumer keeps version 1; `models` flags it
+    registry.set_tags(3, {"canary_verdict": "failed"})
+    registry.client.set_registered_model_alias(MODEL, "production", "3")
+    guard = registry.guard()
+    assert (guard.alias, guard.recorded, guard.serving, guard.blocked) == (3, 1, 1, True)
+    assert "moved to version 3 outside promote/rollback" in guard.anomaly
+    assert "has failed" in guard.anomaly and registry.resolve("production") == 1
+    assert cli(home, "models", "--history") == 0
+    flagged = " ".join(capsys.readouterr().out.split())
+    assert (
+        "PRODUCTION ALIAS MOVED OUT OF BAND" in flagged and "version 1 is still served" in flagged
+    )
+    assert "Production moves (oldest first)" in flagged
+    # rollback undoes it (a recorded restore); history and previous unchanged by it
+    assert cli(home, "rollback") == 0
+    assert "production -> version 1 (was 3)" in capsys.readouterr().out
+    assert registry.aliases() == {"candidate": 3, "production": 1}
+    assert registry.moves()[-1].kind == "restore" and registry.guard().anomaly == ""
+    # again, resolved the other way: a forced promotion with a reason records it
+    registry.client.set_registered_model_alias(MODEL, "production", "3")
+    assert cli(home, "promote", "3", "--force", "--reason", "the UI move was meant") == 0
+    guard = registry.guard()
+    assert (guard.alias, guard.recorded, guard.previous, guard.anomaly) == (3, 3, 1, "")
+    assert registry.aliases() == {"candidate": 3, "production": 3, "previous": 1}
+    last = registry.moves()[-1]
+    assert (last.kind, last.version, last.from_version) == ("force", 3, 1)
+    assert (last.reason, last.verdict) == ("the UI move was meant", "failed")
+    assert cli(home, "rollback") == 0  # back to the state the listing below expects
+    assert registry.aliases() == {"candidate": 3, "production": 1}
+    capsys.readouterr()
 
     # `models` lists every version, newest first, with its aliases
     assert cli(home, "models") == 0

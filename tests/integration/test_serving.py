@@ -6,6 +6,7 @@ auth, validation, metrics, and in-process vs HTTP parity."""
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import threading
 import time
@@ -178,9 +179,35 @@ def test_load_promote_rollback_hot_swap_and_broken_version(stack: Stack) -> None
         with pytest.raises(RegistryError, match="version 3 failed its load check"):
             reg.promote(3, force=True, reason="broken on purpose")
         assert reg.aliases()["production"] == 2
-        # ... and when someone moves the alias to it anyway (the MLflow UI), never
-        # activated; the failure is visible
+        # ... and when someone moves the alias to it anyway (the MLflow UI's alias editor,
+        # here the same client call): no promote recorded it and it has no passed canary,
+        # so the server keeps version 2 without loading 3; /models says why, the metric
+        # counts it
         reg.client.set_registered_model_alias(reg.name, "production", "3")
+        deadline = time.monotonic() + 30
+        while not ((guard := client.models()["production_guard"]) or {}).get("anomaly"):
+            assert time.monotonic() < deadline, client.models()
+            time.sleep(0.2)
+        assert (guard["alias"], guard["serving"], guard["blocked"]) == (3, 2, True)
+        assert "version 3 outside promote/rollback" in guard["anomaly"]
+        assert (
+            "no canary verdict" in guard["anomaly"]
+            and "version 2 is still served" in guard["anomaly"]
+        )
+        assert client.models()["last_error"] is None  # version 3 was never loaded
+        assert client.ready().version == 2 and infer_version(client, stack) == 2
+        assert client.reload()["version"] == 2  # a reload follows the guard, not the alias
+        text = httpx.get(stack.server.url + "/metrics").text
+        assert (
+            'hmmtrader_production_out_of_band{alias_version="3",blocked="true",served_version="2"} 1.0'
+            in text
+        )
+        moves = re.search(r"^hmmtrader_production_out_of_band_moves_total (\S+)$", text, re.M)
+        assert moves and float(moves.group(1)) == 1.0, moves
+        assert "production alias: production was moved to version 3" in stack.server.log()
+        # once version 3 carries a passed canary, the guard lets the alias through: it is
+        # loaded, fails its smoke test and is never activated; the failure is visible
+        reg.set_tags(3, {"canary_verdict": "passed"})
         deadline = time.monotonic() + 30
         while (client.models()["last_error"] or {}).get("version") != 3:
             assert time.monotonic() < deadline, client.models()

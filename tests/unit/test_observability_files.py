@@ -77,6 +77,7 @@ CONTRACT_METRICS: dict[str, set[str]] = {
     "hmmtrader_node_running": set(),
     "hmmtrader_node_heartbeat_age_seconds": set(),
     "hmmtrader_production_failed_floors": {"version"},
+    "hmmtrader_production_out_of_band": {"alias_version", "served_version", "blocked"},
 }
 HISTOGRAMS = {"inference_latency_seconds", "hmmtrader_http_request_duration_seconds"}
 # The handbook's alerts: expression and `for:` (BudgetExhaustion's and ModelStale's are ours)
@@ -90,6 +91,7 @@ ALERTS = {
     "NodeDown": ('up{job="hmmtrader-node"} == 0', "1m"),
     "ModelStale": ("time() - model_created_timestamp_seconds > 7 * 86400", "10m"),
     "ProductionFailsCanaryFloors": ("hmmtrader_production_failed_floors > 0", None),
+    "ProductionAliasOutOfBand": ("hmmtrader_production_out_of_band > 0", None),
 }
 DASHBOARD_TITLE_WORDS = (
     "pnl",
@@ -187,7 +189,7 @@ def test_promtool_check_config_resolves_rule_files_next_to_the_config(
     result = run([promtool, "check", "config", str(PROMETHEUS_YML)], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
-    assert "6 rules found" in result.stdout
+    assert "7 rules found" in result.stdout
 
 
 def test_promtool_check_config_fails_without_the_rule_file(promtool: str, tmp_path: Path) -> None:
@@ -200,7 +202,7 @@ def test_promtool_check_config_fails_without_the_rule_file(promtool: str, tmp_pa
 def test_promtool_check_rules(promtool: str) -> None:
     result = run([promtool, "check", "rules", str(ALERTS_YML)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_promtool_check_rules_rejects_a_bad_expression(promtool: str, tmp_path: Path) -> None:

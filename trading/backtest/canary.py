@@ -364,7 +364,7 @@ def run_canary(
             f"the canary window {window} overlaps version {version}'s training range "
             f"(ends {train_end}): start after {train_end}"
         )
-    production = registry.aliases().get("production")
+    production = registry.production()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = run_dir or StatePaths(config.home).runs / f"canary-v{version}-{stamp}"
     created = not run_dir.exists()

@@ -405,7 +405,7 @@ def canary_set(
     cfg = set_config(config, symbol_set)
     registry = Registry(cfg.settings.registry, cfg.home)
     name = model_name(config, symbol_set)
-    production = registry.aliases().get("production")
+    production = registry.production()
     window = holdout(cfg, plan, symbol_set.symbols) if plan is not None else None
     window_text = _window_text(window) if window is not None else ""
     if production == version:
@@ -518,7 +518,7 @@ def promote_set(config: AppConfig, symbol_set: SymbolSet, version: int) -> Promo
     registry = Registry(cfg.settings.registry, cfg.home)
     name = model_name(config, symbol_set)
     version = registry.resolve(version)
-    before = registry.aliases().get("production")
+    before = registry.production()
     info = registry.info(version)
     uri = f"models:/{name}/{version}"
     tracking = cfg.settings.registry.tracking_uri or default_tracking_uri(cfg.home)
@@ -539,7 +539,7 @@ def promote_set(config: AppConfig, symbol_set: SymbolSet, version: int) -> Promo
             "intervals for the paired test)",
         }.get(verdict, "no canary verdict")
         return decision("rejected", f"{why}; production stays {before}", before)
-    registry.promote(version)
+    registry.promote(version, by="nightly flow")
     against = info.tags.get("canary_against", "none")
     basis = f"production version {against}" if against != "none" else "the floors"
     return decision("promoted", f"canary passed against {basis}", version)

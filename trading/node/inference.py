@@ -41,6 +41,7 @@ class ReloadingInference:
         self.slots.swap(self._load(registry.resolve(alias)))
         self._next: LoadedModel | None = None
         self.last_error: str | None = None
+        self.anomaly = ""  # the production guard's last out-of-band finding ("" none)
         self.swaps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,7 +95,12 @@ class ReloadingInference:
     def check_now(self) -> None:
         """One poll of the alias (the watcher's loop body)."""
         try:
-            version = self.registry.resolve(self.alias)
+            version = self.registry.resolve(self.alias)  # production: the guarded version
+            if self.alias == "production":
+                anomaly = self.registry.guard().anomaly
+                if anomaly and anomaly != self.anomaly:
+                    log.error("production alias: %s", anomaly)
+                self.anomaly = anomaly
         except Exception as exc:  # registry unreachable: keep trading the active version
             self.last_error = f"cannot read alias {self.alias}: {exc}"
             return

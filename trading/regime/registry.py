@@ -2,8 +2,19 @@
 references (alias, number, models:/ URI), load, promote, roll back.
 
 Aliases: `candidate` (newest trained), `production`, `previous` (the production before
-the last promotion). The registered model's tag `production_history` lists every
-production version in order, so `rollback` can step back more than once.
+the last promotion).
+
+Production is guarded. Every `promote` and `rollback` (CLI, API, flows) appends one move
+to the registered model's tags, `production_move.000001`, `production_move.000002`, ...:
+version, from, by, reason, verdict, kind, time; nothing rewrites or deletes one. The
+production stack (and so `previous`) is the replay of those moves, so `rollback` works
+after any sequence. An alias moved some other way (the MLflow UI's alias editor, a client
+call) is an out-of-band move: `guard()` detects it; when its version has neither a passed
+canary verdict nor a recorded force reason, `resolve("production")` (serving, the node,
+the canary) keeps the last recorded version, and `/models`, `models`, a metric and an
+alert say so until `promote --force --reason` or `rollback` resolves it. A registry made
+before moves were recorded starts from its `production_history` tag (or, without one,
+from its `production` alias).
 
 Registration is all or nothing. A version is created with the tag `registration` =
 `incomplete` (in the same transaction as the version), then its tags are written, then
@@ -20,6 +31,7 @@ version that cannot load changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -46,7 +58,8 @@ TAG_CANARY = "canary_verdict"  # passed / failed / insufficient_evidence, by the
 # window: "none", or the rule names
 TAG_FLOORS = "floors_failed"
 TAG_FINGERPRINT = "fingerprint"
-TAG_HISTORY = "production_history"
+TAG_HISTORY = "production_history"  # before moves were recorded: the stack's base, read only
+TAG_MOVE = "production_move."  # + a 6-digit sequence number: one append-only move each
 TAG_REGISTRATION = "registration"  # "incomplete" from creation until every tag is written
 COMPLETE, INCOMPLETE = "complete", "incomplete"
 # tags a version registered before the `registration` marker must carry to count as complete
@@ -55,6 +68,7 @@ RUN_HOST, RUN_PID, RUN_STARTED = "hmmtrader.host", "hmmtrader.pid", "hmmtrader.s
 # the experiment tag the MLflow UI (3.x) reads to choose its default page: runs, not traces
 EXPERIMENT_KIND, MODEL_KIND = "mlflow.experimentKind", "custom_model_development"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("hmmtrader.registry")
 
 
 class RegistryError(HmmTraderError):
@@ -211,6 +225,65 @@ def fingerprint(payload: dict[str, Any]) -> str:
     ]
 
 
+@dataclass(frozen=True)
+class Move:
+    """One recorded move of `production` (a registered-model tag, never rewritten)."""
+
+    seq: int
+    kind: str  # promote / force / rollback / restore
+    version: int
+    from_version: int | None
+    by: str
+    reason: str
+    verdict: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "version": self.version,
+                "from": self.from_version, "by": self.by, "reason": self.reason,
+                "verdict": self.verdict, "at": self.at}  # fmt: skip
+
+
+def replay(base: list[int], moves: list[Move]) -> list[int]:
+    """The production stack after `moves` (the last entry is production, the one before
+    it `previous`): a promotion puts its version on top (once); a rollback takes the top
+    off; a restore (rolling back an out-of-band move) changes nothing."""
+    stack = list(base)
+    for move in moves:
+        if move.kind in ("promote", "force"):
+            stack = [v for v in stack if v != move.version] + [move.version]
+        elif move.kind == "rollback":
+            stack = [v for v in stack if v != move.from_version]
+            if not stack or stack[-1] != move.version:
+                stack = [v for v in stack if v != move.version] + [move.version]
+    return stack
+
+
+@dataclass(frozen=True)
+class ProductionGuard:
+    """The `production` alias against the recorded moves. `serving` is the version every
+    consumer uses: the alias when it agrees with the record or points at a version with a
+    passed canary or a recorded force reason, else the last recorded version."""
+
+    alias: int | None  # where the alias points now
+    recorded: int | None  # the top of the replayed stack
+    previous: int | None
+    serving: int | None
+    anomaly: str  # "" when the alias agrees with the record
+    blocked: bool  # the alias's version is not served
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "recorded": self.recorded, "previous": self.previous,
+                "serving": self.serving, "anomaly": self.anomaly,
+                "blocked": self.blocked}  # fmt: skip
+
+
+def _gated(tags: dict[str, str]) -> bool:
+    """A passed canary verdict, or a recorded forced promotion with its reason."""
+    forced = tags.get("promotion_forced") == "true" and tags.get("promotion_reason", "").strip()
+    return tags.get(TAG_CANARY) == "passed" or bool(forced)
+
+
 class Registry:
     """One registered model (name from config) in one tracking / registry store."""
 
@@ -319,8 +392,13 @@ class Registry:
                 listing = ", ".join(map(str, numbers)) or "none yet (run hmmtrader train)"
                 raise InputError(f"{self.name} has no version {text}; versions: {listing}")
             return int(text), known
+        if text in (PRODUCTION, PREVIOUS):
+            guard = self.guard()
+            guarded = guard.serving if text == PRODUCTION else guard.previous
+            if guarded is not None and guarded in numbers:
+                return guarded, known
         aliases = self.aliases()
-        if text in aliases and aliases[text] in numbers:
+        if text not in (PRODUCTION, PREVIOUS) and text in aliases and aliases[text] in numbers:
             return aliases[text], known
         if text in ALIASES:
             raise InputError(
@@ -521,12 +599,100 @@ class Registry:
             raise RegistryError(f"logging results to MLflow run {run_id} failed: {exc}") from exc
         return run_id
 
-    def _history(self) -> list[int]:
-        tags = self.client.get_registered_model(self.name).tags or {}
+    def _model_tags(self) -> tuple[dict[str, str], dict[str, int]]:
+        if not self._model_exists():
+            return {}, {}
+        model = self.client.get_registered_model(self.name)
+        return dict(model.tags or {}), {a: int(v) for a, v in model.aliases.items()}
+
+    @staticmethod
+    def _moves_of(tags: dict[str, str]) -> list[Move]:
+        moves = []
+        for key in sorted(k for k in tags if k.startswith(TAG_MOVE)):
+            try:
+                d = json.loads(tags[key])
+                moves.append(Move(int(key[len(TAG_MOVE):]), str(d["kind"]), int(d["version"]),
+                                  None if d.get("from") is None else int(d["from"]),
+                                  str(d.get("by", "")), str(d.get("reason", "")),
+                                  str(d.get("verdict", "")), str(d.get("at", ""))))  # fmt: skip
+            except (ValueError, TypeError, KeyError):
+                log.warning("ignoring an unreadable move tag %s=%r", key, tags[key])
+        return moves
+
+    def moves(self) -> list[Move]:
+        """Every recorded move of production, oldest first."""
+        return self._moves_of(self._model_tags()[0])
+
+    def _stack(self, tags: dict[str, str], aliases: dict[str, int]) -> list[int]:
         try:
-            return [int(v) for v in json.loads(tags.get(TAG_HISTORY, "[]"))]
+            base = [int(v) for v in json.loads(tags.get(TAG_HISTORY, "[]"))]
         except (ValueError, TypeError):
-            return []
+            base = []
+        moves = self._moves_of(tags)
+        if not moves and not base and PRODUCTION in aliases:
+            base = [aliases[PRODUCTION]]  # a registry from before moves: trusted as found
+        return replay(base, moves)
+
+    def guard(self) -> ProductionGuard:
+        """The production alias checked against the recorded moves (see the module doc)."""
+        tags, aliases = self._model_tags()
+        stack = self._stack(tags, aliases)
+        recorded = stack[-1] if stack else None
+        previous = stack[-2] if len(stack) >= 2 else None
+        alias = aliases.get(PRODUCTION)
+        if alias == recorded:
+            return ProductionGuard(alias, recorded, previous, recorded, "", False)
+        if alias is None:
+            why = (f"the production alias was removed outside promote/rollback; version "
+                   f"{recorded} (the last recorded) is still served")  # fmt: skip
+            return ProductionGuard(alias, recorded, previous, recorded, why, True)
+        version_tags = self.version_tags(alias)
+        fix = (f"hmmtrader rollback (back to version {recorded})" if recorded is not None
+               else "hmmtrader rollback")  # fmt: skip
+        if _gated(version_tags):
+            why = (f"production was moved to version {alias} outside promote/rollback (no "
+                   f"recorded move); its canary passed, so it is served. Record it: "
+                   f"hmmtrader promote {alias}, or undo it: {fix}")  # fmt: skip
+            return ProductionGuard(alias, recorded, previous, alias, why, False)
+        verdict = version_tags.get(TAG_CANARY) or "no canary verdict"
+        kept = f"version {recorded} is still served" if recorded else "nothing is served"
+        why = (f"production was moved to version {alias} outside promote/rollback, and it "
+               f"has {verdict} and no recorded force reason: {kept}. Resolve it: {fix}, or "
+               f"hmmtrader promote {alias} --force --reason TEXT")  # fmt: skip
+        return ProductionGuard(alias, recorded, previous, recorded, why, True)
+
+    def production(self) -> int | None:
+        """The production version every consumer uses (guarded: see `guard`)."""
+        return self.guard().serving
+
+    def _record(self, tags: dict[str, str], kind: str, version: int, from_version: int | None,
+                reason: str, by: str) -> Move:  # fmt: skip
+        seqs = [m.seq for m in self._moves_of(tags)]
+        if not seqs and TAG_HISTORY not in tags:
+            # the first move of a registry from before moves, production set: freeze it as
+            # the trusted base
+            base = self._stack(tags, self._model_tags()[1])
+            if base:
+                self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(base))
+        move = Move(
+            (max(seqs) if seqs else 0) + 1, kind, version, from_version,
+            by or os.environ.get("USER", "unknown"), reason,
+            self.version_tags(version).get(TAG_CANARY, "") or "none",
+            dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )  # fmt: skip
+        self.client.set_registered_model_tag(
+            self.name, f"{TAG_MOVE}{move.seq:06d}", json.dumps(move.to_dict())
+        )
+        return move
+
+    def _point(self, stack: list[int]) -> None:
+        """The production and previous aliases at the stack's top two entries."""
+        self.client.set_registered_model_alias(self.name, PRODUCTION, str(stack[-1]))
+        if len(stack) >= 2:
+            self.client.set_registered_model_alias(self.name, PREVIOUS, str(stack[-2]))
+        else:
+            with contextlib.suppress(Exception):  # no previous alias to delete
+                self.client.delete_registered_model_alias(self.name, PREVIOUS)
 
     def verify(self, version: int) -> None:
         """Load `version` and smoke-test it on its logged input example (what serving and
@@ -554,17 +720,20 @@ class Registry:
         force: bool = False,
         reason: str = "",
         verify: Callable[[int], None] | None = None,
+        by: str = "",
     ) -> tuple[int | None, int]:
-        """production <- version (previous <- old production). Refused unless the version
-        carries a passed canary verdict, or force with a reason (recorded as tags). The
-        version is loaded and smoke-tested first (`verify`, default `self.verify`): a
-        version that cannot serve changes nothing."""
+        """production <- version (previous <- old production), recorded as a move. Refused
+        unless the version carries a passed canary verdict, or force with a reason
+        (recorded as tags and in the move). The version is loaded and smoke-tested first
+        (`verify`, default `self.verify`): a version that cannot serve changes nothing.
+        Promoting the version an out-of-band move put behind the alias records it."""
         version = self.resolve(ref)
         tags = self.client.get_model_version(self.name, str(version)).tags or {}
         if force and not reason.strip():
             raise InputError("--force needs --reason TEXT (it is recorded on the version)")
-        current = self.aliases().get(PRODUCTION)
-        if current == version:
+        guard = self.guard()
+        current = guard.recorded
+        if current == version and not guard.anomaly:
             return current, version
         canary = tags.get(TAG_CANARY, "")
         if canary != "passed" and not force:
@@ -584,20 +753,21 @@ class Registry:
                 **({"promotion_reason": reason.strip()} if force else {}),
             },
         )
-        if current is not None:
-            self.client.set_registered_model_alias(self.name, PREVIOUS, str(current))
-        self.client.set_registered_model_alias(self.name, PRODUCTION, str(version))
-        history = [v for v in self._history() if v != version]
-        if current is not None and current not in history:
-            history.append(current)
-        history.append(version)
-        self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(history[-50:]))
+        model_tags, aliases = self._model_tags()
+        self._record(model_tags, "force" if force else "promote", version, current,
+                     reason.strip(), by)  # fmt: skip
+        model_tags, aliases = self._model_tags()
+        self._point(self._stack(model_tags, aliases))
         return current, version
 
     def rollback_target(self) -> tuple[int, int]:
-        """(production, previous): what `rollback` would move from and to."""
-        aliases = self.aliases()
-        current, target = aliases.get(PRODUCTION), aliases.get(PREVIOUS)
+        """(production, target): what `rollback` would move from and to. After an
+        out-of-band move the target is the last recorded production (the move is undone);
+        otherwise it is the recorded previous version."""
+        guard = self.guard()
+        if guard.anomaly and guard.recorded is not None and guard.alias is not None:
+            return guard.alias, guard.recorded
+        current, target = guard.recorded, guard.previous
         if current is None or target is None:
             raise RegistryError(
                 f"nothing to roll back to: {self.name} has "
@@ -605,26 +775,24 @@ class Registry:
             )
         return current, target
 
-    def rollback(self, *, verify: Callable[[int], None] | None = None) -> tuple[int, int]:
-        """production <- previous; previous <- the production before that (if any). The
-        previous version is loaded and smoke-tested first (`verify`)."""
+    def rollback(
+        self, *, verify: Callable[[int], None] | None = None, by: str = ""
+    ) -> tuple[int, int]:
+        """production <- previous; previous <- the production before that (if any), as a
+        recorded move. After an out-of-band move, production <- the last recorded version
+        (a `restore`). The target is loaded and smoke-tested first (`verify`)."""
+        guard = self.guard()
         current, target = self.rollback_target()
         self.resolve(target)  # refuses an incomplete version
         (verify or self.verify)(target)
-        history = [v for v in self._history() if v != current]
-        if target in history:
-            history = history[: history.index(target) + 1]
-        else:
-            history.append(target)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.set_tags(current, {"rolled_back_at": now})
-        self.client.set_registered_model_alias(self.name, PRODUCTION, str(target))
-        before = history[-2] if len(history) >= 2 else None
-        if before is not None:
-            self.client.set_registered_model_alias(self.name, PREVIOUS, str(before))
-        else:
-            self.client.delete_registered_model_alias(self.name, PREVIOUS)
-        self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(history))
+        model_tags, _ = self._model_tags()
+        restore = bool(guard.anomaly) and target == guard.recorded
+        self._record(model_tags, "restore" if restore else "rollback", target, current,
+                     "out-of-band move undone" if restore else "", by)  # fmt: skip
+        model_tags, aliases = self._model_tags()
+        self._point(self._stack(model_tags, aliases))
         return current, target
 
 
