@@ -235,6 +235,8 @@ def print_status(s: dict[str, Any]) -> None:
         f"PnL: realized {_money(s.get('realized_pnl_usd'))}, "
         f"unrealized {_money(s.get('unrealized_pnl_usd'))}",
     ]
+    if m.get("registry_anomaly"):
+        lines.insert(2, f"PRODUCTION ALIAS MOVED OUT OF BAND: {m['registry_anomaly']}")
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
     positions = s.get("positions") or []

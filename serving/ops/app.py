@@ -114,6 +114,11 @@ class MlHealth(_Loose):
     healthy: bool | None = None
     last_error: str | None = None
     latency_blocks: int | None = None
+    registry_anomaly: str | None = Field(
+        default=None,
+        description="the production alias moved outside promote/rollback: why, and what "
+        "the node trades instead (null: none)",
+    )
 
 
 class Regime(_Loose):

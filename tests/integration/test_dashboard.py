@@ -220,11 +220,32 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+def _check_out_of_band_move(page: Any, db: Path, node: NodeProcess, home: Path) -> None:
+    """The production alias removed outside promote/rollback (the MLflow UI's alias editor
+    can): the node keeps trading version 1, its status and the page say so; put back."""
+    from trading.regime.config import RegistrySettings
+    from trading.regime.registry import Registry
+
+    with isolated_env({}):
+        registry = Registry(RegistrySettings(), home)
+    registry.client.delete_registered_model_alias(registry.name, "production")
+    wait_for("the node's registry anomaly",
+             lambda: (status_body(db).get("model") or {}).get("registry_anomaly"), node)  # fmt: skip
+    anomaly = status_body(db)["model"]["registry_anomaly"]
+    assert "removed outside promote/rollback" in anomaly and "version 1" in anomaly, anomaly
+    _wait_text(page, "#registry-anomaly", "PRODUCTION ALIAS MOVED OUT OF BAND")
+    assert page.inner_text("#model").startswith("v1 · in_process")
+    registry.client.set_registered_model_alias(registry.name, "production", "1")
+    wait_for("the anomaly cleared",
+             lambda: not (status_body(db).get("model") or {}).get("registry_anomaly"), node)  # fmt: skip
+
+
 def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     db, out = tmp_path / "node.db", home / "runs" / RUN_NAME
-    env = node_env({**THIN, "HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db)})
+    env = node_env({**THIN, "HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db),
+                    "HMMTRADER_NODE__MODEL_POLL_S": "1"})  # fmt: skip
     node = node_process(home, ["--speed", "100", "--no-gate", "--start", f"{DAY}T00:30",
                                "--end", f"{DAY}T01:30", "--out", str(out)],
                         tmp_path / "node.log", env)  # fmt: skip
@@ -248,6 +269,7 @@ def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path)
             page.goto(board.url + "/")
             _check_live(page, db)
             _check_kill_switch(page, db, node)
+            _check_out_of_band_move(page, db, node, home)
             print(f"live view and kill switch checked in {time.monotonic() - started:.1f} s")
             # five paced minutes into the window, systemd's stop (SIGTERM) rather than the
             # rest of the hour: a clean stop writes the run directory of what was replayed

@@ -201,7 +201,10 @@ def test_in_process_inference_follows_the_production_alias(home: Path) -> None:
         inference.check_now()
         inference.step("BTCUSDT", X[201], int(ts[201]))
         assert inference.version == str(v2)  # still trading v2
-        assert inference.last_error is None or str(v3) in inference.last_error
+        # the guard did not follow the alias: version 3 has no passed canary (never loaded)
+        assert f"moved to version {v3} outside promote/rollback" in inference.anomaly
+        assert f"version {v2} is still served" in inference.anomaly
+        assert inference.last_error is None
 
 
 LIVE_OPT_INS = {"TRADING_ENABLED": "true", "BINANCE_API_KEY": "k", "BINANCE_API_SECRET": "s"}

@@ -113,3 +113,26 @@ def test_open_orders_and_what_was_found_at_start_are_in_the_status(tmp_path: Pat
     assert s.found_at_start.positions[0].side == "SHORT"
     assert s.found_at_start.open_orders[0].price == 100.0
     assert not s.snapshot_errors
+
+
+def test_the_nodes_registry_anomaly_reaches_the_status_and_ops_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hmmtrader.cli.ops import print_status
+
+    state = _state(tmp_path)
+    sid = state.start_session("replay", "k").session.id
+    why = (
+        "production was moved to version 3 outside promote/rollback ...: version 2 is still served"
+    )
+    model = {"inference": "in_process", "version": "2", "healthy": True, "registry_anomaly": why}
+    state.heartbeat(sid, {"mode": "replay", "model": model})
+    s = build_status(state, OPS)
+    assert s.ml_health is not None and s.ml_health.registry_anomaly == why
+    assert not s.snapshot_errors
+    print_status(s.model_dump(mode="json"))
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"PRODUCTION ALIAS MOVED OUT OF BAND: {why}" in printed, printed
+    state.heartbeat(sid, {"mode": "replay", "model": {**model, "registry_anomaly": None}})
+    print_status(build_status(state, OPS).model_dump(mode="json"))
+    assert "OUT OF BAND" not in capsys.readouterr().out

@@ -115,6 +115,9 @@ class StatusReporter:
                 "healthy": snap.inference_error is None,
                 "last_error": snap.inference_error or getattr(inference, "last_error", None),
                 "failures": snap.inference_failures,
+                # the production guard's out-of-band finding ("" none; remote inference:
+                # the server's /models has it)
+                "registry_anomaly": getattr(inference, "anomaly", "") or None,
                 "latency_blocks": snap.blocks.get("LATENCY", 0),
             },
             **book,

@@ -254,6 +254,10 @@ function renderHeader(status) {
   if (ml) {
     const health = ml.healthy ? "healthy" : ml.healthy === false ? "UNHEALTHY" : "health ?";
     model.append(el("span", { class: ml.healthy ? "ok" : "bad" }, health));
+    if (ml.registry_anomaly) {
+      model.append(" · ", el("span", { class: "bad", id: "registry-anomaly", title: ml.registry_anomaly },
+        "PRODUCTION ALIAS MOVED OUT OF BAND"));
+    }
   }
   setText("#market-time", status.market_time ? utc(parseTime(status.market_time), true) : "–");
   const node = status.node;
@@ -342,6 +346,7 @@ function renderSide(status) {
   health.textContent = "";
   for (const [key, value] of [["version", ml.version], ["inference", ml.inference],
     ["healthy", ml.healthy], ["latency blocks", ml.latency_blocks], ["last error", ml.last_error],
+    ["registry", ml.registry_anomaly],
     ["orders", status.orders], ["trader", status.trader_id]]) {
     health.append(el("dt", {}, key), el("dd", {}, value == null ? "–" : String(value)));
   }
