@@ -378,6 +378,15 @@ def test_cli_lifecycle_on_default_sqlite_store(
     assert (last.reason, last.verdict) == ("the UI move was meant", "failed")
     assert cli(home, "rollback") == 0  # back to the state the listing below expects
     assert registry.aliases() == {"candidate": 3, "production": 1}
+    # the alias removed out of band: version 1 is still used; rollback puts it back
+    registry.client.delete_registered_model_alias(MODEL, "production")
+    guard = registry.guard()
+    assert (guard.alias, guard.serving, guard.blocked) == (None, 1, True)
+    assert "removed outside promote/rollback" in guard.anomaly
+    assert registry.resolve("production") == 1
+    assert cli(home, "rollback") == 0
+    assert registry.aliases() == {"candidate": 3, "production": 1}
+    assert registry.moves()[-1].kind == "restore" and not registry.guard().anomaly
     capsys.readouterr()
 
     # `models` lists every version, newest first, with its aliases

@@ -765,8 +765,8 @@ class Registry:
         out-of-band move the target is the last recorded production (the move is undone);
         otherwise it is the recorded previous version."""
         guard = self.guard()
-        if guard.anomaly and guard.recorded is not None and guard.alias is not None:
-            return guard.alias, guard.recorded
+        if guard.anomaly and guard.recorded is not None:  # undo the out-of-band move
+            return (guard.recorded if guard.alias is None else guard.alias), guard.recorded
         current, target = guard.recorded, guard.previous
         if current is None or target is None:
             raise RegistryError(
@@ -785,10 +785,11 @@ class Registry:
         current, target = self.rollback_target()
         self.resolve(target)  # refuses an incomplete version
         (verify or self.verify)(target)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        self.set_tags(current, {"rolled_back_at": now})
-        model_tags, _ = self._model_tags()
         restore = bool(guard.anomaly) and target == guard.recorded
+        if current != target:  # not a removed alias put back
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            self.set_tags(current, {"rolled_back_at": now})
+        model_tags, _ = self._model_tags()
         self._record(model_tags, "restore" if restore else "rollback", target, current,
                      "out-of-band move undone" if restore else "", by)  # fmt: skip
         model_tags, aliases = self._model_tags()
