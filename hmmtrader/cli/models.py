@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from hmmtrader.cli.common import EndDay, StartDay, Symbols, console, load_config, open_registry
 from trading.errors import InputError
+
+if TYPE_CHECKING:
+    from trading.regime.registry import Move
 
 app = typer.Typer()  # top-level commands: train, models, promote, rollback
 
@@ -250,7 +254,7 @@ def models_cmd(
         )
 
 
-def _print_history(moves: list[Any]) -> None:
+def _print_history(moves: list[Move]) -> None:
     table = Table(title="Production moves (oldest first)")
     for col in ("#", "kind", "version", "from", "by", "verdict", "reason", "at (UTC)"):
         table.add_column(col)
@@ -261,8 +265,6 @@ def _print_history(moves: list[Any]) -> None:
 
 
 def _cli_actor() -> str:
-    import os
-
     return f"cli ({os.environ.get('USER', 'unknown')})"
 
 

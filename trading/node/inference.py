@@ -95,12 +95,15 @@ class ReloadingInference:
     def check_now(self) -> None:
         """One poll of the alias (the watcher's loop body)."""
         try:
-            version = self.registry.resolve(self.alias)  # production: the guarded version
-            if self.alias == "production":
-                anomaly = self.registry.guard().anomaly
-                if anomaly and anomaly != self.anomaly:
-                    log.error("production alias: %s", anomaly)
-                self.anomaly = anomaly
+            if self.alias == "production":  # the guarded version, read once
+                guard = self.registry.guard()
+                if guard.anomaly and guard.anomaly != self.anomaly:
+                    log.error("production alias: %s", guard.anomaly)
+                self.anomaly = guard.anomaly
+                ref: str | int = self.alias if guard.serving is None else guard.serving
+            else:
+                ref = self.alias
+            version = self.registry.resolve(ref)
         except Exception as exc:  # registry unreachable: keep trading the active version
             self.last_error = f"cannot read alias {self.alias}: {exc}"
             return

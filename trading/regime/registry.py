@@ -32,6 +32,7 @@ version that cannot load changes nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -273,9 +274,7 @@ class ProductionGuard:
     blocked: bool  # the alias's version is not served
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alias": self.alias, "recorded": self.recorded, "previous": self.previous,
-                "serving": self.serving, "anomaly": self.anomaly,
-                "blocked": self.blocked}  # fmt: skip
+        return dataclasses.asdict(self)
 
 
 def _gated(tags: dict[str, str]) -> bool:
@@ -635,7 +634,9 @@ class Registry:
 
     def guard(self) -> ProductionGuard:
         """The production alias checked against the recorded moves (see the module doc)."""
-        tags, aliases = self._model_tags()
+        return self._guard_of(*self._model_tags())
+
+    def _guard_of(self, tags: dict[str, str], aliases: dict[str, int]) -> ProductionGuard:
         stack = self._stack(tags, aliases)
         recorded = stack[-1] if stack else None
         previous = stack[-2] if len(stack) >= 2 else None
@@ -665,25 +666,28 @@ class Registry:
         """The production version every consumer uses (guarded: see `guard`)."""
         return self.guard().serving
 
-    def _record(self, tags: dict[str, str], kind: str, version: int, from_version: int | None,
-                reason: str, by: str) -> Move:  # fmt: skip
+    def _move(self, tags: dict[str, str], aliases: dict[str, int], kind: str, version: int,
+              from_version: int | None, reason: str, by: str, verdict: str) -> None:  # fmt: skip
+        """Append one move to `tags` (the registered model's, as read before it), then point
+        the aliases at the replayed stack."""
         seqs = [m.seq for m in self._moves_of(tags)]
+        tags = dict(tags)
         if not seqs and TAG_HISTORY not in tags:
             # the first move of a registry from before moves, production set: freeze it as
             # the trusted base
-            base = self._stack(tags, self._model_tags()[1])
+            base = self._stack(tags, aliases)
             if base:
-                self.client.set_registered_model_tag(self.name, TAG_HISTORY, json.dumps(base))
+                tags[TAG_HISTORY] = json.dumps(base)
+                self.client.set_registered_model_tag(self.name, TAG_HISTORY, tags[TAG_HISTORY])
         move = Move(
             (max(seqs) if seqs else 0) + 1, kind, version, from_version,
-            by or os.environ.get("USER", "unknown"), reason,
-            self.version_tags(version).get(TAG_CANARY, "") or "none",
+            by or os.environ.get("USER", "unknown"), reason, verdict or "none",
             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )  # fmt: skip
-        self.client.set_registered_model_tag(
-            self.name, f"{TAG_MOVE}{move.seq:06d}", json.dumps(move.to_dict())
-        )
-        return move
+        key = f"{TAG_MOVE}{move.seq:06d}"
+        tags[key] = json.dumps(move.to_dict())
+        self.client.set_registered_model_tag(self.name, key, tags[key])
+        self._point(self._stack(tags, aliases))
 
     def _point(self, stack: list[int]) -> None:
         """The production and previous aliases at the stack's top two entries."""
@@ -731,7 +735,8 @@ class Registry:
         tags = self.client.get_model_version(self.name, str(version)).tags or {}
         if force and not reason.strip():
             raise InputError("--force needs --reason TEXT (it is recorded on the version)")
-        guard = self.guard()
+        model_tags, aliases = self._model_tags()
+        guard = self._guard_of(model_tags, aliases)
         current = guard.recorded
         if current == version and not guard.anomaly:
             return current, version
@@ -753,18 +758,17 @@ class Registry:
                 **({"promotion_reason": reason.strip()} if force else {}),
             },
         )
-        model_tags, aliases = self._model_tags()
-        self._record(model_tags, "force" if force else "promote", version, current,
-                     reason.strip(), by)  # fmt: skip
-        model_tags, aliases = self._model_tags()
-        self._point(self._stack(model_tags, aliases))
+        self._move(model_tags, aliases, "force" if force else "promote", version, current,
+                   reason.strip(), by, canary)  # fmt: skip
         return current, version
 
     def rollback_target(self) -> tuple[int, int]:
         """(production, target): what `rollback` would move from and to. After an
         out-of-band move the target is the last recorded production (the move is undone);
         otherwise it is the recorded previous version."""
-        guard = self.guard()
+        return self._rollback_target(self.guard())
+
+    def _rollback_target(self, guard: ProductionGuard) -> tuple[int, int]:
         if guard.anomaly and guard.recorded is not None:  # undo the out-of-band move
             return (guard.recorded if guard.alias is None else guard.alias), guard.recorded
         current, target = guard.recorded, guard.previous
@@ -781,19 +785,18 @@ class Registry:
         """production <- previous; previous <- the production before that (if any), as a
         recorded move. After an out-of-band move, production <- the last recorded version
         (a `restore`). The target is loaded and smoke-tested first (`verify`)."""
-        guard = self.guard()
-        current, target = self.rollback_target()
+        model_tags, aliases = self._model_tags()
+        guard = self._guard_of(model_tags, aliases)
+        current, target = self._rollback_target(guard)
         self.resolve(target)  # refuses an incomplete version
         (verify or self.verify)(target)
         restore = bool(guard.anomaly) and target == guard.recorded
         if current != target:  # not a removed alias put back
             now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             self.set_tags(current, {"rolled_back_at": now})
-        model_tags, _ = self._model_tags()
-        self._record(model_tags, "restore" if restore else "rollback", target, current,
-                     "out-of-band move undone" if restore else "", by)  # fmt: skip
-        model_tags, aliases = self._model_tags()
-        self._point(self._stack(model_tags, aliases))
+        self._move(model_tags, aliases, "restore" if restore else "rollback", target, current,
+                   "out-of-band move undone" if restore else "", by,
+                   self.version_tags(target).get(TAG_CANARY, ""))  # fmt: skip
         return current, target
 
 
