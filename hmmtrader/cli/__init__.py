@@ -22,6 +22,7 @@ from hmmtrader.cli import (
     ops,
     quickcheck,
     serve,
+    simulate,
 )
 from hmmtrader.cli.common import State, console, err_console
 from trading.env import disable_telemetry
@@ -43,7 +44,7 @@ app.add_typer(flows.flow_app, name="flow")
 app.add_typer(ops.ops_app, name="ops")
 app.add_typer(bench.app, name="bench")
 # top-level commands, in the order of the README
-for module in (data, models, evaluate, demo, serve, node, exchange, ops, quickcheck):
+for module in (data, models, evaluate, simulate, demo, serve, node, exchange, ops, quickcheck):
     app.add_typer(module.app)
 
 

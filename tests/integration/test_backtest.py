@@ -303,7 +303,10 @@ def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
     assert "Paired test" in out and "P(better)" in out
     reused = [n for n in verdict["notes"] if "KPIs on this window were reused" in n]
     assert reused and str(run_dir / "candidate") in reused[0], verdict["notes"]
-    assert not (Path(v2.tags["canary_run_dir"]) / "production").exists()
+    # no backtest ran for production: its side holds the recorded summary only
+    recorded = Path(v2.tags["canary_run_dir"]) / "production"
+    assert [f.name for f in recorded.iterdir()] == ["summary.json"]
+    assert json.loads((recorded / "summary.json").read_text()) == good
     assert bad["trades"] > good["trades"] and bad["net_pnl_usd"] < 0
     # production untouched; promote refuses the failed candidate
     assert registry.aliases() == {"production": 1, "candidate": 2}

@@ -5,6 +5,7 @@ worker and cron: test_flows_deploy.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from trading.regime.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-NIGHT1, NIGHT2, NIGHT3 = dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)
+NIGHT1, NIGHT2, NIGHT3, NIGHT4, NIGHT5, NIGHT6, NIGHT7 = (
+    dt.date(2024, 1, 2) + dt.timedelta(days=i) for i in range(7)
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +90,16 @@ def crossed_quotes(home: Path, symbol: str, day: dt.date, rows: int = 25) -> Non
     pq.write_table(table, path, compression="zstd")
 
 
-def test_nights_promote_reject_rerun_block_and_dask(
+def test_nights_promote_reject_rerun_block_dask_and_simulate(
     server: LocalPrefectServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Nights 1..5 on lenient floors (promote, re-run, reject, a Dask night, a night whose
+    training fails), `hmmtrader simulate` over the same five nights (its gated policy holds
+    what the flow promoted, day by day, and it repeats none of the flow's backtests), then a
+    floor no candidate meets and a crossed book."""
     from flows.nightly import nightly_retrain
     from trading.nightly import steps
+    from trading.regime.dataset import TrainingDataError
 
     api = Api(server.api_url)
     home = tmp_path / "home"
@@ -130,12 +138,77 @@ def test_nights_promote_reject_rerun_block_and_dask(
     assert all(not o.written for o in again.ingest)
     assert all(f.days == 0 and f.present == 1 for f in again.features)
 
-    # night 2 on the Dask task runner (local cluster), with a floor no candidate meets:
-    # the canary fails, production stays version 1, the artifact lists the failing rule
-    with flows_on(server, home, HMMTRADER_FLOWS__TASK_RUNNER="dask", **IMPOSSIBLE):
-        rejected = nightly_retrain(NIGHT2)
-    assert run_named(api, f"nightly-retrain-{NIGHT2}")["state"]["type"] == "COMPLETED"
+    # nights 2..5: night 2 on the Dask task runner (local cluster); what production holds
+    # after each night is what simulate must reproduce
+    production = {NIGHT1: 1}
+    decisions = {NIGHT1: "promoted"}
+    for night in (NIGHT2, NIGHT3, NIGHT4, NIGHT5):
+        runner = {"HMMTRADER_FLOWS__TASK_RUNNER": "dask"} if night == NIGHT2 else {}
+        with flows_on(server, home, **LENIENT, **runner):
+            try:
+                decided = nightly_retrain(night)
+                decisions[night] = decided.decisions[0].decision
+            except TrainingDataError:  # this synthetic day has no DOWN labels
+                decisions[night] = "train_failed"
+                assert run_named(api, f"nightly-retrain-{night}")["state"]["type"] == "FAILED"
+        production[night] = registry_of(home).production()
+    assert decisions[NIGHT4] == "train_failed", decisions  # the seeded market's day 4
+    assert "rejected" in decisions.values(), decisions
+    pids = set()
+    for sub in api.flow_runs(name={"any_": [f"ingest-{NIGHT2}", f"features-{NIGHT2}",
+                                            f"train-{NIGHT2}"]}):  # fmt: skip
+        logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [sub["id"]]}}})
+        pids |= {int(m) for log in logs for m in re.findall(r", pid (\d+)", log["message"])}
+    assert pids and os.getpid() not in pids  # the per-symbol tasks ran in Dask workers
+
+    # simulate over the same five nights, fits in two worker processes: night by night the
+    # same decisions, the same production; the flow's canary backtests are reused
+    kpi_files = {p.name for p in (home / "cache" / "backtest-kpis").iterdir()}
+    out = tmp_path / "simulate"
+    capsys.readouterr()
+    with isolated_env({**SHORT_NIGHTS, **LENIENT}):
+        assert cli(home, "simulate", "--start", str(NIGHT1), "--end", str(NIGHT5),
+                   "--workers", "2", "--out", str(out)) == 0  # fmt: skip
+    printed = " ".join(capsys.readouterr().out.split())
+    summary = json.loads((out / "summary.json").read_text())
+    nights = {dt.date.fromisoformat(n["night"]): n for n in summary["per_night"]}
+    assert {n: r["decision"] for n, r in nights.items()} == decisions
+    assert {n: r["production_after"] for n, r in nights.items()} == production
+    for day in summary["per_day"]:  # day D trades what the flow left in production at D-1
+        d = dt.date.fromisoformat(day["day"])
+        assert day["versions"]["gated"] == production[d - dt.timedelta(days=1)], day
+        assert day["versions"]["never"] == 1
+    assert [d["day"] for d in summary["per_day"]] == [str(NIGHT2), str(NIGHT3), str(NIGHT4),
+                                                      str(NIGHT5)]  # fmt: skip
+    newest = [d["versions"]["newest"] for d in summary["per_day"]]
+    assert newest == [1, 2, 3, 3], newest  # night 4 trained nothing: v3 stays the newest
+    backtests = summary["backtests"]
+    assert backtests["canary_run"] == 0 and backtests["canary_reused"] == 7, backtests
+    # the gated days (production's canary records) are reused; the rest ran once, here
+    assert backtests["policy_reused"] == 3 and backtests["policy_run"] == 4, backtests
+    assert kpi_files < {p.name for p in (home / "cache" / "backtest-kpis").iterdir()}
+    totals = summary["net_pnl_usd"]
+    assert set(totals) == {"gated", "never", "newest", "flat", "buy_hold"}
+    assert totals["flat"] == 0.0 and totals["gated"] == totals["never"]  # never promoted again
+    rows = (out / "nights.csv").read_text().splitlines()
+    assert len(rows) == 6 and rows[0].startswith("night,trained,verdict")
+    assert (out / "equity.png").stat().st_size > 10_000
+    assert "net PnL over 4 trading day(s)" in printed and "buy_hold" in printed, printed
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry_of(home).uri)
+    logged = client.get_run(summary["mlflow_run_id"])
+    assert logged.data.metrics["net_pnl_usd_gated"] == pytest.approx(totals["gated"])
+    assert registry_of(home).aliases()["production"] == 1  # the user's registry: untouched
+    print(f"simulate {NIGHT1}..{NIGHT5}: " + ", ".join(f"{k} {v:+.2f}" for k, v in totals.items()))
+
+    # night 6 with a floor no candidate meets: the canary fails, production stays version
+    # 1, the artifact lists the failing rule
+    with flows_on(server, home, **{**LENIENT, **IMPOSSIBLE}):
+        rejected = nightly_retrain(NIGHT6)
+    assert run_named(api, f"nightly-retrain-{NIGHT6}")["state"]["type"] == "COMPLETED"
     assert [d.decision for d in rejected.decisions] == ["rejected"]
+    candidate = rejected.trained[0].version
     assert rejected.canaries[0].production == 1
     assert "min_trades" in rejected.canaries[0].failed_rules
     assert registry_of(home).aliases()["production"] == 1
@@ -152,36 +225,32 @@ def test_nights_promote_reject_rerun_block_and_dask(
     assert "**Production version 1 FAILS the floor(s) `min_trades`" in canary
     assert "Paired test" in canary
     tags = registry_of(home).info(1).tags
-    assert tags["floors_failed"] == "min_trades" and "canary of version 2" in tags["floors_checked"]
+    assert tags["floors_failed"] == "min_trades"
+    assert f"canary of version {candidate}" in tags["floors_checked"]
     capsys.readouterr()
     with isolated_env({}):
         assert cli(home, "models") == 0
     listed = " ".join(capsys.readouterr().out.split())
     assert "PRODUCTION version 1 FAILS the canary floor(s) min_trades" in listed, listed
-    pids = set()
-    for sub in api.flow_runs(name={"any_": [f"ingest-{NIGHT2}", f"features-{NIGHT2}",
-                                            f"train-{NIGHT2}"]}):  # fmt: skip
-        logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [sub["id"]]}}})
-        pids |= {int(m) for log in logs for m in re.findall(r", pid (\d+)", log["message"])}
-    assert pids and os.getpid() not in pids  # the per-symbol tasks ran in Dask workers
 
-    # night 3 with a crossed book injected: stops at validate, nothing registered
+    # night 7 with a crossed book injected: stops at validate, nothing registered
+    versions = [i.version for i in registry_of(home).versions()]
     with flows_on(server, home, **LENIENT):
         config = config_for(home)
-        plan = steps.plan_night(config, NIGHT3)
+        plan = steps.plan_night(config, NIGHT7)
         for symbol in plan.symbols:
             steps.ingest_symbol(config, symbol, plan)
-        crossed_quotes(home, "BTCUSDT", NIGHT3)
+        crossed_quotes(home, "BTCUSDT", NIGHT7)
         with pytest.raises(steps.QualityBlockedError, match="crossed_book"):
-            nightly_retrain(NIGHT3)
-    assert run_named(api, f"nightly-retrain-{NIGHT3}")["state"]["type"] == "FAILED"
-    assert [i.version for i in registry_of(home).versions()] == [1, 2]
+            nightly_retrain(NIGHT7)
+    assert run_named(api, f"nightly-retrain-{NIGHT7}")["state"]["type"] == "FAILED"
+    assert [i.version for i in registry_of(home).versions()] == versions
     assert registry_of(home).aliases()["production"] == 1
     quality = api.latest_artifact("data-quality-quotes-trades")["data"]
     assert "BLOCKED" in quality and "crossed_book" in quality and "BTCUSDT" in quality
-    summary = api.latest_artifact("nightly-summary")["data"]
-    assert "Stopped" in summary and "crossed_book" in summary
-    assert not api.flow_runs(name={"any_": [f"train-{NIGHT3}"]})
+    summary_md = api.latest_artifact("nightly-summary")["data"]
+    assert "Stopped" in summary_md and "crossed_book" in summary_md
+    assert not api.flow_runs(name={"any_": [f"train-{NIGHT7}"]})
 
 
 def test_a_bars_night_from_the_archive_site(server: LocalPrefectServer, tmp_path: Path) -> None:

@@ -46,7 +46,13 @@ from trading.errors import InputError
 from trading.features.descriptor import BARS_V1, bars_v1
 from trading.jsonsafe import json_safe
 from trading.paths import StatePaths
-from trading.regime.registry import TAG_CANARY, TAG_FLOORS, Registry, fingerprint
+from trading.regime.registry import (
+    TAG_CANARY,
+    TAG_FINGERPRINT,
+    TAG_FLOORS,
+    Registry,
+    fingerprint,
+)
 from trading.settings import AppConfig
 from trading.strategy.config import CanarySettings, GuardrailSettings
 from trading.strategy.guardrails import Reason
@@ -245,9 +251,10 @@ def _train_end(tags: dict[str, str]) -> dt.date | None:
 
 
 class KpiRecords:
-    """The KPIs of every canary backtest, by `kpi_fingerprint`: a later canary against the
-    same production version on the same window, data and settings reuses them instead of
-    backtesting production again (it halves a canary when production did not change)."""
+    """The KPIs of every canary (and simulate) backtest, by `kpi_fingerprint`: a later
+    canary of the same model on the same window, data and settings reuses them instead of
+    backtesting again (it halves a canary when production did not change; a simulate over
+    nights the nightly flow ran repeats none of its backtests)."""
 
     def __init__(self, home: Path) -> None:
         self.root = StatePaths(home).cache / "backtest-kpis"
@@ -294,10 +301,12 @@ def kpi_fingerprint(
     *,
     bars: bool = False,
 ) -> str:
-    """What a backtest's KPIs depend on: the version (and its MLflow run), the symbols and
-    window, the backtest and strategy settings, and the lake files read (size and
-    modification time of each quote and trade file, or bar file, from the warm-up on; a
-    bar model's warm-up is counted a day longer than the configured bars need)."""
+    """What a backtest's KPIs depend on: the model (its training fingerprint: the same data
+    and training config give the same model, in this registry or in a simulate's sandbox;
+    a version without one: the version and its MLflow run), the symbols and window, the
+    backtest and strategy settings, and the lake files read (size and modification time of
+    each quote and trade file, or bar file, from the warm-up on; a bar model's warm-up is
+    counted a day longer than the configured bars need)."""
     lake = Lake(StatePaths(config.home).lake)
     s = config.settings
     warm_ns = (
@@ -312,11 +321,16 @@ def kpi_fingerprint(
                 if path.exists():
                     stat = path.stat()
                     files.append([str(path.relative_to(lake.root)), stat.st_size, stat.st_mtime_ns])
+    info = registry.info(version)
+    trained = info.tags.get(TAG_FINGERPRINT)
+    model: dict[str, Any] = (
+        {"trained": trained}
+        if trained
+        else {"model": registry.name, "version": version, "run_id": info.run_id}
+    )
     return fingerprint(
         {
-            "model": registry.name,
-            "version": version,
-            "run_id": registry.info(version).run_id,
+            **model,
             "symbols": symbols,
             "window": [window.start_ns, window.end_ns],
             "backtest": s.backtest.model_dump(mode="json"),
@@ -377,8 +391,6 @@ def run_canary(
     try:
         log.info("canary of %s version %s on %s, symbols %s", registry.name, version, window, names)
         records = KpiRecords(config.home)
-        jobs = [("candidate", version)]
-        reused: dict[str, Any] | None = None
         production_bars = (
             trades_bars(registry.info(production).tags) if production is not None else bars
         )
@@ -401,25 +413,7 @@ def run_canary(
                 notes.append(note)
                 log.info(note)
                 production = None
-        if production is not None and production != version:
-            log.info("production is version %s: same window, same data, same seeds", production)
-            reused = records.get(
-                kpi_fingerprint(config, registry, production, names, window, bars=production_bars)
-            )
-            reused_pnl = (
-                recorded_pnl(reused, window, settings.paired.interval_s) if reused else None
-            )
-            if reused is None or reused_pnl is None:
-                reused = None
-                jobs.append(("production", production))
-            else:
-                note = (
-                    f"production version {production}'s KPIs on this window were reused from "
-                    f"{reused['run_dir']} (same version, data, strategy and backtest settings)"
-                )
-                notes.append(note)
-                log.info(note)
-        else:
+        if production is None or production == version:
             note = (
                 "no production version yet: only the floors apply"
                 if production is None
@@ -427,36 +421,65 @@ def run_canary(
             )
             notes.append(note)
             log.info(note)
+            production = None
+        else:
+            log.info("production is version %s: same window, same data, same seeds", production)
         trades_on = {version: bars, **({production: production_bars} if production else {})}
-        runs = _backtests(
-            config, registry, jobs, names, window, run_dir, progress, validated, trades_on
-        )
+        sides = [("candidate", version)] + ([("production", production)] if production else [])
         interval_s = settings.paired.interval_s
-        pnls = [read_interval_pnl(run.run_dir, window.start_ns, window.end_ns, interval_s)
-                for run in runs]  # fmt: skip
-        for (_, v), run, pnl in zip(jobs, runs, pnls, strict=True):
+        # KPIs recorded for the same model on the same window, data and settings (an earlier
+        # canary, a re-run night, a simulate) are reused: no backtest runs twice
+        found: dict[str, tuple[dict[str, Any], IntervalPnl]] = {}
+        for side, v in sides:
+            record = records.get(
+                kpi_fingerprint(config, registry, v, names, window, bars=trades_on[v])
+            )
+            pnl = recorded_pnl(record, window, interval_s) if record else None
+            if record is None or pnl is None:
+                continue
+            found[side] = (record["summary"], pnl)
+            (run_dir / side).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / side / "summary.json",
+                              json.dumps(record["summary"], indent=2, default=str))  # fmt: skip
+            note = (
+                f"{side} version {v}'s KPIs on this window were reused from "
+                f"{record['run_dir']} (same model, data, strategy and backtest settings)"
+            )
+            notes.append(note)
+            log.info(note)
+        jobs = [(side, v) for side, v in sides if side not in found]
+        runs = (
+            _backtests(
+                config, registry, jobs, names, window, run_dir, progress, validated, trades_on
+            )
+            if jobs
+            else []
+        )
+        for (side, v), run in zip(jobs, runs, strict=True):
+            pnl = read_interval_pnl(run.run_dir, window.start_ns, window.end_ns, interval_s)
             s = run.summary
             log.info(
                 "v%s: net %.2f USD, %d trades, Sharpe %.2f, max drawdown %.2f USD, run dir %s",
                 v, s["net_pnl_usd"], s["trades"], s["sharpe"], s["max_drawdown_usd"], run.run_dir,
             )  # fmt: skip
             records.put(
-                kpi_fingerprint(config, registry, v, names, window, bars=trades_on[v]),
-                run,
-                pnl,
+                kpi_fingerprint(config, registry, v, names, window, bars=trades_on[v]), run, pnl
             )
-        candidate = runs[0]
-        reference: dict[str, Any] | None = runs[1].summary if len(runs) > 1 else None
-        reference_pnl = pnls[1] if len(runs) > 1 else None
-        if reused is not None:
-            reference, reference_pnl = reused["summary"], reused_pnl
+            found[side] = (run.summary, pnl)
+        if not jobs and validated is not None and validated.is_file():
+            shutil.copyfile(validated, run_dir / "data_quality_issues.csv")
+        candidate, candidate_pnl = found["candidate"]
+        reference: dict[str, Any] | None = None
+        reference_pnl: IntervalPnl | None = None
+        if "production" in found:
+            reference, reference_pnl = found["production"]
         paired = None
         if reference is not None and reference_pnl is not None:
-            paired = paired_test(pnls[0], reference_pnl, int(candidate.summary["trades"]),
+            paired = paired_test(candidate_pnl, reference_pnl, int(candidate["trades"]),
                                  int(reference["trades"]), settings.paired)  # fmt: skip
             log.info("paired test: %s", paired.text())
         rules, production_rules = evaluate(
-            candidate.summary, reference, settings, config.settings.strategy.guardrails, paired
+            candidate, reference, settings, config.settings.strategy.guardrails, paired
         )
         result = CanaryResult(
             version,
@@ -464,7 +487,7 @@ def run_canary(
             window,
             rules,
             run_dir,
-            candidate.summary,
+            candidate,
             reference,
             notes,
             paired,

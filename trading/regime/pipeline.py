@@ -65,6 +65,56 @@ def _training_config(
     }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a fresh fit needs, read in the caller's process: the dataset (feature files of
+    [start, end] as they are now), its training config and fingerprint. A fit of it can run
+    in another process (`fit_prepared`) and be registered later (`register_fitted`)."""
+
+    data: Dataset
+    start: dt.date
+    end: dt.date
+    training_config: dict[str, Any]
+    fingerprint: str
+
+
+def prepare_training(
+    config: AppConfig,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    feature_set: str | None = None,
+) -> Prepared:
+    """Load the feature files of [start, end] and fingerprint the fit (same data and config:
+    same fingerprint, so an existing version is reused)."""
+    lake = Lake(StatePaths(config.home).lake)
+    fs = configured_feature_set(config, feature_set)
+    data = load_dataset(lake, config.instruments.venue, list(symbols), start, end, fs)
+    training_config = _training_config(config, data, "train", None)
+    return Prepared(data, start, end, training_config, fingerprint(training_config))
+
+
+def fit_prepared(config: AppConfig, prepared: Prepared, progress: Progress | None = None) -> Any:
+    """The fit of `prepared` (a RegimeModel and its TrainReport): pure computation, no
+    registry, so it can run in a worker process."""
+    s = config.settings
+    return fit_regime_model(prepared.data, s.regime, s.policy, s.drift, progress)
+
+
+def existing_version(config: AppConfig, prepared: Prepared) -> TrainOutcome | None:
+    """The registered version with the same fingerprint (nothing to fit), or None."""
+    registry = Registry(config.settings.registry, config.home)
+    existing = registry.find_by_fingerprint(prepared.fingerprint)
+    if existing is None:
+        return None
+    info = next(i for i in registry.versions() if i.version == existing)
+    return TrainOutcome(
+        Registered(existing, info.run_id, reused=True), {}, None, prepared.data.rows,
+        registry.model_uri(existing),
+    )  # fmt: skip
+
+
 def train_and_register(
     config: AppConfig,
     symbols: Sequence[str],
@@ -79,33 +129,46 @@ def train_and_register(
     With update_from (a version reference), run partial_fit on that version instead.
     feature_set (features_v1, bars_v1) overrides regime.feature_set.
     The same data and config as an existing version reuse it (nothing is registered)."""
+    if update_from is None:
+        prepared = prepare_training(config, symbols, start, end, feature_set=feature_set)
+        found = existing_version(config, prepared)
+        if found is not None:
+            return found
+        model, report = fit_prepared(config, prepared, progress)
+        return register_fitted(config, prepared, model, report)
     s = config.settings
     lake = Lake(StatePaths(config.home).lake)
-    fs = configured_feature_set(config, feature_set)
     registry = Registry(s.registry, config.home)
-    parent_model, parent = None, None
-    if update_from is not None:
-        parent_model, parent = registry.load(update_from)
-        fs = parent_model.feature_set
-    data = load_dataset(lake, config.instruments.venue, list(symbols), start, end, fs)
-    kind = "partial_fit" if parent is not None else "train"
-    training_config = _training_config(config, data, kind, parent)
-    fp = fingerprint(training_config)
-    existing = registry.find_by_fingerprint(fp)
-    if existing is not None:
-        info = next(i for i in registry.versions() if i.version == existing)
-        return TrainOutcome(
-            Registered(existing, info.run_id, reused=True), {}, None, data.rows,
-            registry.model_uri(existing),
-        )  # fmt: skip
+    parent_model, parent = registry.load(update_from)
+    data = load_dataset(
+        lake, config.instruments.venue, list(symbols), start, end, parent_model.feature_set
+    )
+    training_config = _training_config(config, data, "partial_fit", parent)
+    prepared = Prepared(data, start, end, training_config, fingerprint(training_config))
+    found = existing_version(config, prepared)
+    if found is not None:
+        return found
+    model, metrics = partial_fit(parent_model, data, s.regime)
+    return register_fitted(config, prepared, model, None, metrics, parent)
 
-    report: TrainReport | None
-    if parent_model is not None:
-        model, metrics = partial_fit(parent_model, data, s.regime)
-        report = None
-    else:
-        model, report = fit_regime_model(data, s.regime, s.policy, s.drift, progress)
-        metrics = report.metrics
+
+def register_fitted(
+    config: AppConfig,
+    prepared: Prepared,
+    model: Any,
+    report: TrainReport | None,
+    partial_metrics: dict[str, float] | None = None,
+    parent: int | None = None,
+) -> TrainOutcome:
+    """Register a fitted model (a fresh fit with its report, or a partial fit of `parent`
+    with its metrics) as a new `candidate` version, with its files, tags and pyfunc."""
+    s = config.settings
+    registry = Registry(s.registry, config.home)
+    data, start, end = prepared.data, prepared.start, prepared.end
+    fs = data.feature_set
+    fp = prepared.fingerprint
+    kind = "partial_fit" if parent is not None else "train"
+    metrics = report.metrics if report is not None else dict(partial_metrics or {})
     model.info = {
         **model.info,
         "symbols": data.symbols,
@@ -167,7 +230,7 @@ def train_and_register(
         write_files=write_files,
         signature=signature_of(model),
         input_example=input_example(model, X, ts),
-        training_config=training_config,
+        training_config=prepared.training_config,
     )
     return TrainOutcome(
         registered, metrics, report, data.rows, registry.model_uri(registered.version)
