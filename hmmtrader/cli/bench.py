@@ -139,3 +139,21 @@ def bench_flow_cmd(
         raise InputError(f"--seconds must be between 3600 and 86400, got {seconds}")
     result = bench_flow(load_config(), seconds, console)
     print(result.to_json())
+
+
+@app.command("simulate")
+def bench_simulate_cmd(
+    nights: Annotated[int, typer.Option(min=2, max=30, help="Synthetic nights.")] = 5,
+    seconds: Annotated[int, typer.Option(help="Length of each synthetic day in seconds.")] = 21_600,
+    cold: Annotated[
+        bool, typer.Option("--cold/--no-cold", help="Also simulate in a fresh state root.")
+    ] = True,
+) -> None:
+    """A simulated night against a nightly flow run on the same data: the flow over N nights,
+    then simulate over them (reusing the flow's recorded backtests, and cold);
+    ratio = flow seconds per night / simulate seconds per night."""
+    from hmmtrader.bench.simulate import bench_simulate
+
+    if not 3600 <= seconds <= 86_400:
+        raise InputError(f"--seconds must be between 3600 and 86400, got {seconds}")
+    print(bench_simulate(load_config(), nights, seconds, cold, console).to_json())

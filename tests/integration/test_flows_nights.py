@@ -27,8 +27,8 @@ from trading.regime.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-NIGHT1, NIGHT2, NIGHT3, NIGHT4, NIGHT5, NIGHT6, NIGHT7 = (
-    dt.date(2024, 1, 2) + dt.timedelta(days=i) for i in range(7)
+NIGHT1, NIGHT2, NIGHT3, NIGHT4, NIGHT5, NIGHT6 = (
+    dt.date(2024, 1, 2) + dt.timedelta(days=i) for i in range(6)
 )
 
 
@@ -202,15 +202,18 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     assert registry_of(home).aliases()["production"] == 1  # the user's registry: untouched
     print(f"simulate {NIGHT1}..{NIGHT5}: " + ", ".join(f"{k} {v:+.2f}" for k, v in totals.items()))
 
-    # night 6 with a floor no candidate meets: the canary fails, production stays version
-    # 1, the artifact lists the failing rule
+    # a floor no candidate meets, through the canary flow alone: version 3 on night 5's
+    # holdout, then promote. Both backtests are recorded already (night 5's canary and
+    # simulate's newest-policy day): none runs. The canary fails, production stays version
+    # 1, the artifacts list the failing rule
+    from flows.nightly import canary as canary_flow
+
     with flows_on(server, home, **{**LENIENT, **IMPOSSIBLE}):
-        rejected = nightly_retrain(NIGHT6)
-    assert run_named(api, f"nightly-retrain-{NIGHT6}")["state"]["type"] == "COMPLETED"
-    assert [d.decision for d in rejected.decisions] == ["rejected"]
-    candidate = rejected.trained[0].version
-    assert rejected.canaries[0].production == 1
-    assert "min_trades" in rejected.canaries[0].failed_rules
+        checked = canary_flow(version="3", night=NIGHT5, promote_on_pass=True)
+    candidate = 3
+    assert checked.version == candidate and checked.production == 1 and not checked.passed
+    assert "min_trades" in checked.failed_rules
+    assert sum("were reused" in n for n in checked.notes) == 2, checked.notes
     assert registry_of(home).aliases()["production"] == 1
     canary = api.latest_artifact("canary-hmm-regime")["data"]
     assert "FAILED" in canary and "`min_trades`" in canary and "production version 1" in canary
@@ -219,7 +222,7 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     assert "REJECTED" in promotion and "min_trades" in promotion
     # production, held to the same (impossible) floors on the same window, fails too:
     # the canary, its artifact, production's tags and `models` say so (action: alert)
-    floors = rejected.canaries[0].production_floors or {}
+    floors = checked.production_floors or {}
     assert floors["version"] == 1 and floors["failed_rules"] == ["min_trades"], floors
     assert floors["action"] == "alert"
     assert "**Production version 1 FAILS the floor(s) `min_trades`" in canary
@@ -233,24 +236,24 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     listed = " ".join(capsys.readouterr().out.split())
     assert "PRODUCTION version 1 FAILS the canary floor(s) min_trades" in listed, listed
 
-    # night 7 with a crossed book injected: stops at validate, nothing registered
+    # night 6 with a crossed book injected: stops at validate, nothing registered
     versions = [i.version for i in registry_of(home).versions()]
     with flows_on(server, home, **LENIENT):
         config = config_for(home)
-        plan = steps.plan_night(config, NIGHT7)
+        plan = steps.plan_night(config, NIGHT6)
         for symbol in plan.symbols:
             steps.ingest_symbol(config, symbol, plan)
-        crossed_quotes(home, "BTCUSDT", NIGHT7)
+        crossed_quotes(home, "BTCUSDT", NIGHT6)
         with pytest.raises(steps.QualityBlockedError, match="crossed_book"):
-            nightly_retrain(NIGHT7)
-    assert run_named(api, f"nightly-retrain-{NIGHT7}")["state"]["type"] == "FAILED"
+            nightly_retrain(NIGHT6)
+    assert run_named(api, f"nightly-retrain-{NIGHT6}")["state"]["type"] == "FAILED"
     assert [i.version for i in registry_of(home).versions()] == versions
     assert registry_of(home).aliases()["production"] == 1
     quality = api.latest_artifact("data-quality-quotes-trades")["data"]
     assert "BLOCKED" in quality and "crossed_book" in quality and "BTCUSDT" in quality
     summary_md = api.latest_artifact("nightly-summary")["data"]
     assert "Stopped" in summary_md and "crossed_book" in summary_md
-    assert not api.flow_runs(name={"any_": [f"train-{NIGHT7}"]})
+    assert not api.flow_runs(name={"any_": [f"train-{NIGHT6}"]})
 
 
 def test_a_bars_night_from_the_archive_site(server: LocalPrefectServer, tmp_path: Path) -> None:
