@@ -61,17 +61,20 @@ def lake_files(root: Path) -> list[Path]:
 # The heaviest modules first (their measured share of a run), so that the two xdist
 # workers (whole files each, in this order) finish close together; the rest keep their
 # collection order.
-HEAVY_FIRST = (
-    "test_flows_nights.py",
-    "test_node.py",
-    "test_backtest.py",
-    "test_demo.py",
-    "test_registry.py",
-    "test_dashboard.py",
-    "test_flows_deploy.py",
-    "test_serving.py",
-    "test_quickcheck.py",
+HEAVY_FIRST = (  # longest first (seconds of one worker, 2026-12-05 on this machine)
+    "test_flows_nights.py",  # ~200: five flow nights, simulate, the Dask night
+    "test_node.py",  # ~110
+    "test_exchange_node.py",  # ~100: the exchange hour
+    "test_backtest.py",  # ~75
+    "test_flows_deploy.py",  # ~70
+    "test_registry.py",  # ~60
+    "test_demo.py",  # ~55
+    "test_serving.py",  # ~50
+    "test_real_month.py",  # ~45
+    "test_exchange_restart.py",  # ~40
+    "test_dashboard.py",  # ~35
     "test_serving_fuzz.py",
+    "test_quickcheck.py",
     "test_ops.py",
     "test_node_build.py",
 )
