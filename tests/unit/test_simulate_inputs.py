@@ -1,0 +1,93 @@
+"""`hmmtrader simulate`'s inputs: which nights, and the run directory (a new one, or a
+stopped run of the same arguments to resume); bad input says what is wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from hmmtrader.cli import run
+from tests.unit.test_nightly import with_flows
+from trading.errors import InputError
+from trading.nightly.simulate import _prepare_run_dir, nights_of, sandbox_config
+from trading.settings import AppConfig, load_settings
+
+D = dt.date
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> AppConfig:
+    base = load_settings()
+    settings = base.settings.model_copy(update={"home": tmp_path / "home"})
+    return base.model_copy(update={"settings": settings})
+
+
+def test_nights_default_from_the_first_synthetic_night(config: AppConfig) -> None:
+    flows = config.settings.flows
+    first = flows.synthetic_origin + dt.timedelta(
+        days=flows.train_days + config.settings.canary.holdout_days - 1
+    )
+    nights = nights_of(config, None, None, 5)
+    assert nights == [first + dt.timedelta(days=i) for i in range(5)]
+    assert nights_of(config, D(2024, 1, 3), D(2024, 1, 4), 5) == [D(2024, 1, 3), D(2024, 1, 4)]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "nights", "message"),
+    [
+        (D(2024, 1, 5), D(2024, 1, 5), 5, "must be after --start"),
+        (D(2024, 1, 5), D(2024, 1, 3), 5, "must be after --start"),
+        (D(2024, 1, 5), None, 1, "--nights must be at least 2"),
+        (D(2024, 1, 5), D(2025, 6, 1), 5, "more than a year"),
+        (D(2023, 12, 1), D(2024, 1, 5), 5, "before the synthetic market's origin"),
+    ],
+)
+def test_bad_nights_say_what_is_wrong(
+    config: AppConfig, start: D, end: D | None, nights: int, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        nights_of(config, start, end, nights)
+
+
+def test_a_real_source_needs_a_start(config: AppConfig) -> None:
+    with pytest.raises(InputError, match="--start is required"):
+        nights_of(with_flows(config, source="archive"), None, None, 5)
+
+
+def test_the_run_directory_is_new_or_a_stopped_run_of_the_same_arguments(
+    config: AppConfig, tmp_path: Path
+) -> None:
+    request = {"model": "hmm-regime", "start": "2024-01-02", "end": "2024-01-06"}
+    out = tmp_path / "run"
+    state = _prepare_run_dir(config, out, request)
+    user = config.home
+    # the sandbox shares the user's lake, data-quality results and backtest KPIs, nothing else
+    assert (state / "lake").resolve() == (user / "lake").resolve()
+    assert (state / "quality" / "cache").resolve() == (user / "quality" / "cache").resolve()
+    kpis = state / "cache" / "backtest-kpis"
+    assert kpis.resolve() == (user / "cache" / "backtest-kpis").resolve()
+    assert json.loads((out / "simulate.json").read_text()) == request
+    sandbox = sandbox_config(config, state)
+    assert sandbox.home == state and sandbox.settings.registry.tracking_uri is None
+    assert _prepare_run_dir(config, out, request) == state  # resume: accepted
+    with pytest.raises(InputError, match=r"other arguments \(end\)"):
+        _prepare_run_dir(config, out, {**request, "end": "2024-01-09"})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a simulate run directory"):
+        _prepare_run_dir(config, other, request)
+    assert (other / "notes.txt").read_text() == "mine"  # nothing written there
+
+
+def test_the_cli_refuses_bad_nights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = str(tmp_path / "home")
+    assert run(["--home", home, "simulate", "--start", "2024-01-05", "--end", "2024-01-04"]) == 1
+    assert "must be after --start" in capsys.readouterr().err
+    assert run(["--home", home, "simulate", "--start", "2024-13-01"]) == 1
+    assert "--start" in capsys.readouterr().err
+    assert run(["--home", home, "simulate", "--nights", "1"]) == 2  # typer's range check
+    assert not (tmp_path / "home" / "runs").exists()  # nothing started
