@@ -200,6 +200,8 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     logged = client.get_run(summary["mlflow_run_id"])
     assert logged.data.metrics["net_pnl_usd_gated"] == pytest.approx(totals["gated"])
     assert registry_of(home).aliases()["production"] == 1  # the user's registry: untouched
+    sandbox = registry_of(out / "state")  # the simulation's own, with its own move history
+    assert [(m.kind, m.version, m.by) for m in sandbox.moves()] == [("promote", 1, "simulate")]
     print(f"simulate {NIGHT1}..{NIGHT5}: " + ", ".join(f"{k} {v:+.2f}" for k, v in totals.items()))
 
     # a floor no candidate meets, through the canary flow alone: version 3 on night 5's

@@ -463,7 +463,7 @@ def simulate(
                     gate["canary_reused"] += reused
                 row.verdict = canary.verdict or ("passed" if canary.passed else "")
                 row.failed_rules = list(canary.failed_rules)
-                decision = steps.promote_set(sim, symbol_set, row.version)
+                decision = steps.promote_set(sim, symbol_set, row.version, by="simulate")
                 row.decision = decision.decision
                 row.production_after = decision.production_after
                 step(f"night {night}: v{row.version} {row.decision} "

@@ -509,9 +509,12 @@ class PromotionDecision:
     tracking_uri: str
 
 
-def promote_set(config: AppConfig, symbol_set: SymbolSet, version: int) -> PromotionDecision:
+def promote_set(
+    config: AppConfig, symbol_set: SymbolSet, version: int, by: str = "nightly flow"
+) -> PromotionDecision:
     """Promote only on the passed canary verdict recorded on the version (the registry is
-    the source of truth); a failed or missing verdict leaves production untouched."""
+    the source of truth); a failed or missing verdict leaves production untouched. `by`
+    is the actor the registry's move history records."""
     from trading.regime.registry import TAG_CANARY, Registry, default_tracking_uri
 
     cfg = set_config(config, symbol_set)
@@ -539,7 +542,7 @@ def promote_set(config: AppConfig, symbol_set: SymbolSet, version: int) -> Promo
             "intervals for the paired test)",
         }.get(verdict, "no canary verdict")
         return decision("rejected", f"{why}; production stays {before}", before)
-    registry.promote(version, by="nightly flow")
+    registry.promote(version, by=by)
     against = info.tags.get("canary_against", "none")
     basis = f"production version {against}" if against != "none" else "the floors"
     return decision("promoted", f"canary passed against {basis}", version)
