@@ -161,14 +161,15 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
         pids |= {int(m) for log in logs for m in re.findall(r", pid (\d+)", log["message"])}
     assert pids and os.getpid() not in pids  # the per-symbol tasks ran in Dask workers
 
-    # simulate over the same five nights, fits in two worker processes: night by night the
-    # same decisions, the same production; the flow's canary backtests are reused
+    # simulate over the same five nights (in this process: the worker pool's plumbing is
+    # tested in tests/unit/test_simulate_inputs.py, and `bench simulate` runs it): night by
+    # night the same decisions, the same production; the flow's canary backtests are reused
     kpi_files = {p.name for p in (home / "cache" / "backtest-kpis").iterdir()}
     out = tmp_path / "simulate"
     capsys.readouterr()
     with isolated_env({**SHORT_NIGHTS, **LENIENT}):
         assert cli(home, "simulate", "--start", str(NIGHT1), "--end", str(NIGHT5),
-                   "--workers", "2", "--out", str(out)) == 0  # fmt: skip
+                   "--workers", "1", "--out", str(out)) == 0  # fmt: skip
     printed = " ".join(capsys.readouterr().out.split())
     summary = json.loads((out / "summary.json").read_text())
     nights = {dt.date.fromisoformat(n["night"]): n for n in summary["per_night"]}

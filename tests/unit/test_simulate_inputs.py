@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from hmmtrader.cli import run
 from tests.unit.test_nightly import with_flows
 from trading.errors import InputError
-from trading.nightly.simulate import _prepare_run_dir, nights_of, sandbox_config
+from trading.nightly.simulate import _prepare_run_dir, _Work, nights_of, sandbox_config
 from trading.settings import AppConfig, load_settings
 
 D = dt.date
@@ -91,3 +92,19 @@ def test_the_cli_refuses_bad_nights(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--start" in capsys.readouterr().err
     assert run(["--home", home, "simulate", "--nights", "1"]) == 2  # typer's range check
     assert not (tmp_path / "home" / "runs").exists()  # nothing started
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_work_runs_in_worker_processes_or_inline(workers: int) -> None:
+    """Fits and policy backtests go through _Work: spawned worker processes, or this
+    process with one worker; a failure reaches the waiter either way."""
+    work = _Work(workers)
+    try:
+        pids = {work.submit(os.getpid).result() for _ in range(4)}
+        failed = work.submit(int, "not a number")
+        with pytest.raises(ValueError, match="not a number"):
+            failed.result()
+    finally:
+        work.close()
+    assert work.workers == workers
+    assert (os.getpid() in pids) == (workers == 1), pids
