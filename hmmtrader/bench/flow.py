@@ -9,12 +9,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from hmmtrader.bench import BenchResult
 from trading.settings import AppConfig
+
+if TYPE_CHECKING:
+    from flows.server import LocalPrefectServer
 
 
 def _bench_env(home: Path, seconds: int) -> dict[str, str]:
@@ -55,34 +59,42 @@ def _warm_up(config: AppConfig) -> None:
     steps.validate(config, plan.symbols, plan.first_day, plan.night, ("quotes", "trades"))
 
 
-def bench_flow(config: AppConfig, seconds: int, console: Console) -> BenchResult:
+def warm_server(config: AppConfig, root: Path, console: Console) -> LocalPrefectServer:
+    """A local Prefect server (SQLite under root/prefect) started and healthy; while it
+    starts, a warm-up that is thrown away: imports, and numba's compiled kernels, on a
+    one-hour night. The caller stops the server."""
     from flows.runtime import prefect_env
     from flows.server import LocalPrefectServer
+    from trading.settings import load_settings
+
+    prefect_home = root / "prefect"
+    os.environ["PREFECT_HOME"] = str(prefect_home)
+    prefect_env(config)
+    server = LocalPrefectServer(prefect_home).launch()
+    try:
+        saved = _apply(_bench_env(root / "warmup", 3600))
+        try:
+            _warm_up(load_settings())
+        finally:
+            _restore(saved)
+        with console.status("waiting for the local Prefect server ..."):
+            server.wait_healthy()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def bench_flow(config: AppConfig, seconds: int, console: Console) -> BenchResult:
     from trading.nightly.steps import run_night
     from trading.settings import load_settings
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hmmtrader-bench-flow-") as tmp:
         root = Path(tmp)
-        prefect_home = root / "prefect"
-        os.environ["PREFECT_HOME"] = str(prefect_home)
-        prefect_env(config)
         timings: dict[str, float] = {}
         outcomes: dict[str, str] = {}
-        server = LocalPrefectServer(prefect_home).launch()
-        try:
-            # while the server starts, a warm-up that is thrown away: imports, and numba's
-            # compiled kernels, on a one-hour night
-            saved = _apply(_bench_env(root / "warmup", 3600))
-            try:
-                _warm_up(load_settings())
-            finally:
-                _restore(saved)
-            with console.status("waiting for the local Prefect server ..."):
-                server.wait_healthy()
-        except BaseException:
-            server.stop()
-            raise
+        server = warm_server(config, root, console)
         server_s = time.perf_counter() - began
         try:
             from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -8,7 +8,6 @@ per night (> 1: a simulated night costs less than a nightly run)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -18,36 +17,20 @@ from rich.console import Console
 from rich.table import Table
 
 from hmmtrader.bench import BenchResult
-from hmmtrader.bench.flow import _apply, _bench_env, _restore, _warm_up
+from hmmtrader.bench.flow import _apply, _bench_env, _restore, warm_server
 from trading.settings import AppConfig
 
 
 def bench_simulate(
     config: AppConfig, nights: int, seconds: int, cold: bool, console: Console
 ) -> BenchResult:
-    from flows.runtime import prefect_env
-    from flows.server import LocalPrefectServer
     from trading.nightly.simulate import nights_of, simulate
     from trading.settings import load_settings
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hmmtrader-bench-simulate-") as tmp:
         root = Path(tmp)
-        prefect_home = root / "prefect"
-        os.environ["PREFECT_HOME"] = str(prefect_home)
-        prefect_env(config)
-        server = LocalPrefectServer(prefect_home).launch()
-        try:
-            saved = _apply(_bench_env(root / "warmup", 3600))
-            try:
-                _warm_up(load_settings())  # imports and compiled kernels, thrown away
-            finally:
-                _restore(saved)
-            with console.status("waiting for the local Prefect server ..."):
-                server.wait_healthy()
-        except BaseException:
-            server.stop()
-            raise
+        server = warm_server(config, root, console)
         flow_s: list[float] = []
         outcomes: list[str] = []
         try:

@@ -111,8 +111,8 @@ def _print(result: SimulationResult) -> None:
                                                                   "buy&hold"} else "left")  # fmt: skip
     by_day = {d.day: d for d in result.days}
 
-    def money(day: object, policy: str) -> str:
-        d = by_day.get(day)  # type: ignore[call-overload]
+    def money(day: dt.date, policy: str) -> str:
+        d = by_day.get(day)
         if d is None or d.skipped:
             return "-"
         value = d.pnl.get(policy)

@@ -253,13 +253,15 @@ class _Kpis:
     """The KPI record of (version, window): the canary's record, or a policy backtest
     (started early in a worker, recorded the same way, so a later canary reuses it)."""
 
-    def __init__(self, cfg: AppConfig, symbols: list[str], work: _Work, root: Path) -> None:
+    def __init__(
+        self, cfg: AppConfig, registry: Any, symbols: list[str], work: _Work, root: Path
+    ) -> None:
         from trading.backtest.canary import KpiRecords
-        from trading.regime.registry import Registry
 
-        self.cfg, self.symbols, self.work, self.root = cfg, symbols, work, root
+        self.cfg, self.registry, self.symbols, self.work, self.root = (
+            cfg, registry, symbols, work, root
+        )  # fmt: skip
         self.records = KpiRecords(cfg.home)
-        self.registry = Registry(cfg.settings.registry, cfg.home)
         self.pending: dict[tuple[int, int], tuple[Future[Any], Window]] = {}
         self.ran: set[tuple[int, int]] = set()  # (version, window start) backtested here
         self._keys: dict[tuple[int, int], str] = {}
@@ -346,6 +348,7 @@ def simulate(
 ) -> SimulationResult:
     """Simulate the nightly loop over `nights` (see the module's docstring); writes the run
     directory and returns what it found."""
+    from trading.backtest.canary import recorded_pnl
     from trading.regime.pipeline import existing_version, prepare_training, register_fitted
     from trading.regime.registry import Registry
 
@@ -379,7 +382,8 @@ def simulate(
             progress(message, min(1.0, done / total))
 
     ok = False
-    kpis = _Kpis(cfg, symbols, work, run_dir / "backtests")
+    registry = Registry(cfg.settings.registry, cfg.home)  # the sandbox's
+    kpis = _Kpis(cfg, registry, symbols, work, run_dir / "backtests")
     try:
         log.info("simulate %s (%s) over nights %s..%s in %s, %s worker(s)", name,
                  ",".join(symbols), nights[0], nights[-1], run_dir,
@@ -412,13 +416,12 @@ def simulate(
                 step(f"night {night}: features blocked ({item.row.stopped})")
                 continue
             item.prepared = prepare_training(cfg, symbols, plan.train_start, plan.train_end)
-            item.existing = existing_version(cfg, item.prepared)
+            item.existing = existing_version(cfg, item.prepared, registry)
             if item.existing is None:
                 item.fit = work.submit(_fit, cfg, item.prepared)
             step(f"night {night}: data ready, training on {plan.train_start}..{plan.train_end}")
 
         # 2. night by night: register, canary against production, promote or reject
-        registry = Registry(cfg.settings.registry, cfg.home)
         production_after: dict[dt.date, int | None] = {}
         newest_after: dict[dt.date, int | None] = {}
         first: tuple[int, dt.date] | None = None
@@ -442,7 +445,9 @@ def simulate(
                         step(f"night {night}: training failed ({exc}); production stays "
                              f"v{row.production_after}")  # fmt: skip
                         continue
-                    outcome = register_fitted(cfg, item.prepared, fitted_model, report)
+                    outcome = register_fitted(
+                        cfg, item.prepared, fitted_model, report, registry=registry
+                    )
                 row.version, row.reused = outcome.registered.version, outcome.registered.reused
                 newest = row.version
                 if first is None:
@@ -503,8 +508,6 @@ def simulate(
                 bench = (summary.get("benchmarks") or {}).get("buy_hold_pnl_usd")
                 if bench is not None:
                     pnl["buy_hold"] = float(bench)
-                from trading.backtest.canary import recorded_pnl
-
                 series = recorded_pnl(record, item.window, interval)
                 if series is not None:
                     step_ns = series.interval_s * 1_000_000_000

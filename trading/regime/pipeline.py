@@ -102,9 +102,11 @@ def fit_prepared(config: AppConfig, prepared: Prepared, progress: Progress | Non
     return fit_regime_model(prepared.data, s.regime, s.policy, s.drift, progress)
 
 
-def existing_version(config: AppConfig, prepared: Prepared) -> TrainOutcome | None:
+def existing_version(
+    config: AppConfig, prepared: Prepared, registry: Registry | None = None
+) -> TrainOutcome | None:
     """The registered version with the same fingerprint (nothing to fit), or None."""
-    registry = Registry(config.settings.registry, config.home)
+    registry = registry or Registry(config.settings.registry, config.home)
     existing = registry.find_by_fingerprint(prepared.fingerprint)
     if existing is None:
         return None
@@ -129,27 +131,27 @@ def train_and_register(
     With update_from (a version reference), run partial_fit on that version instead.
     feature_set (features_v1, bars_v1) overrides regime.feature_set.
     The same data and config as an existing version reuse it (nothing is registered)."""
+    s = config.settings
+    registry = Registry(s.registry, config.home)
     if update_from is None:
         prepared = prepare_training(config, symbols, start, end, feature_set=feature_set)
-        found = existing_version(config, prepared)
+        found = existing_version(config, prepared, registry)
         if found is not None:
             return found
         model, report = fit_prepared(config, prepared, progress)
-        return register_fitted(config, prepared, model, report)
-    s = config.settings
+        return register_fitted(config, prepared, model, report, registry=registry)
     lake = Lake(StatePaths(config.home).lake)
-    registry = Registry(s.registry, config.home)
     parent_model, parent = registry.load(update_from)
     data = load_dataset(
         lake, config.instruments.venue, list(symbols), start, end, parent_model.feature_set
     )
     training_config = _training_config(config, data, "partial_fit", parent)
     prepared = Prepared(data, start, end, training_config, fingerprint(training_config))
-    found = existing_version(config, prepared)
+    found = existing_version(config, prepared, registry)
     if found is not None:
         return found
     model, metrics = partial_fit(parent_model, data, s.regime)
-    return register_fitted(config, prepared, model, None, metrics, parent)
+    return register_fitted(config, prepared, model, None, metrics, parent, registry=registry)
 
 
 def register_fitted(
@@ -159,11 +161,13 @@ def register_fitted(
     report: TrainReport | None,
     partial_metrics: dict[str, float] | None = None,
     parent: int | None = None,
+    *,
+    registry: Registry | None = None,
 ) -> TrainOutcome:
     """Register a fitted model (a fresh fit with its report, or a partial fit of `parent`
     with its metrics) as a new `candidate` version, with its files, tags and pyfunc."""
     s = config.settings
-    registry = Registry(s.registry, config.home)
+    registry = registry or Registry(s.registry, config.home)
     data, start, end = prepared.data, prepared.start, prepared.end
     fs = data.feature_set
     fp = prepared.fingerprint
