@@ -1,9 +1,10 @@
-"""`hmmtrader flow nightly | backfill`: the Prefect flows (flows/) run in this process, on
+"""`hmmtrader flow nightly | backfill | simulate`: the Prefect flows (flows/) run in this process, on
 PREFECT_API_URL or on a local Prefect server started for the command."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -14,6 +15,15 @@ import typer
 from rich.table import Table
 
 from hmmtrader.cli.common import console, load_config
+from hmmtrader.cli.simulate import (
+    EndOption,
+    JsonOption,
+    ModelOption,
+    NightsOption,
+    OutOption,
+    StartOption,
+    print_simulation,
+)
 from trading.errors import InputError
 
 if TYPE_CHECKING:
@@ -155,6 +165,40 @@ def flow_backfill_cmd(
 
         done = backfill(first, last, retrain)
     console.print(f"backfilled nights: {', '.join(done)}")
+
+
+@flow_app.command("simulate")
+def flow_simulate_cmd(
+    start: StartOption = None,
+    end: EndOption = None,
+    nights: NightsOption = 5,
+    model: ModelOption = None,
+    out: OutOption = None,
+    runner: Annotated[
+        str | None, typer.Option("--task-runner", help="threads or dask (default: config).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the simulate flow here: `hmmtrader simulate` with each fit and each policy
+    backtest a task run on the flows' task runner (threads or a Dask cluster)."""
+    import logging
+
+    from trading.nightly.simulate import nights_of
+
+    config = _with_runner(load_config(), runner)
+    for name in ("mlflow", "alembic"):  # the sandbox registry's info lines
+        logging.getLogger(name).setLevel(logging.ERROR)
+    first, last = _day(start, "--start"), _day(end, "--end")
+    chosen = nights_of(config, first, last, nights)  # bad input: said before any server
+    with prefect_api(config):
+        from flows.simulate import simulate
+
+        result = simulate(chosen[0], chosen[-1], len(chosen), model,
+                          str(out) if out is not None else None)  # fmt: skip
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
+        return
+    print_simulation(result)
 
 
 def run_night(night: dt.date | None) -> NightReport:

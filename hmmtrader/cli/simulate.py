@@ -26,32 +26,40 @@ def _day(text: str | None, option: str) -> dt.date | None:
     return parse_day(text, option) if text else None
 
 
+StartOption = Annotated[
+    str | None,
+    typer.Option(
+        help="First night YYYY-MM-DD (synthetic source: default the first night "
+        "the market has days for; real sources: required)."
+    ),
+]
+EndOption = Annotated[
+    str | None, typer.Option(help="Last night YYYY-MM-DD (default: start + nights - 1).")
+]
+NightsOption = Annotated[
+    int, typer.Option(min=2, max=367, help="Nights to simulate when --end is not given.")
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="Registered model (symbol set) to simulate (default: the first)."),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Run directory (default <home>/runs/simulate-<start>-<end>-<time>); "
+        "the --out of a stopped simulate resumes it."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print summary.json only.")]
+
+
 @app.command("simulate")
 def simulate_cmd(
-    start: Annotated[
-        str | None,
-        typer.Option(
-            help="First night YYYY-MM-DD (synthetic source: default the first night "
-            "the market has days for; real sources: required)."
-        ),
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="Last night YYYY-MM-DD (default: start + nights - 1).")
-    ] = None,
-    nights: Annotated[
-        int, typer.Option(min=2, max=367, help="Nights to simulate when --end is not given.")
-    ] = 5,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Registered model (symbol set) to simulate (default: the first)."),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Run directory (default <home>/runs/simulate-<start>-<end>-<time>); "
-            "the --out of a stopped simulate resumes it."
-        ),
-    ] = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    nights: NightsOption = 5,
+    model: ModelOption = None,
+    out: OutOption = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -61,12 +69,12 @@ def simulate_cmd(
     log_mlflow: Annotated[
         bool, typer.Option("--mlflow/--no-mlflow", help="Log a run to the tracking store.")
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json only.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Backtest the nightly retrain-and-promote policy over history: each night trains and
     gates as the nightly flow does (in a sandbox registry; the lake is shared), and each
     next day is traded by the version each policy holds. Writes nights.csv, equity.png,
-    summary.json and an MLflow run."""
+    summary.json and an MLflow run. As a Prefect flow: `hmmtrader flow simulate`."""
     import logging
 
     import mlflow  # noqa: F401  (its loggers are configured on import: quieted after)
@@ -100,10 +108,10 @@ def simulate_cmd(
     if as_json:
         print(json.dumps(result.summary(), indent=2))
         return
-    _print(result)
+    print_simulation(result)
 
 
-def _print(result: SimulationResult) -> None:
+def print_simulation(result: SimulationResult) -> None:
     nights = Table(title=f"simulate {result.model_name}: night by night")
     for column in ("night", "trained", "verdict", "decision", "production", "next day",
                    "gated", "never", "newest", "buy&hold"):  # fmt: skip

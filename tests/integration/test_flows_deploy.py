@@ -61,7 +61,7 @@ def test_deploy_worker_runs_nightly_and_cron_schedules(
         api = Api(server.api_url)
         prefect_cli(env, "work-pool", "create", "hmmtrader", "--type", "process")
         deploy_out = prefect_cli(env, "--no-prompt", "deploy", "--all", timeout=180)
-        for name in ("nightly-retrain", "backfill", "canary"):
+        for name in ("nightly-retrain", "backfill", "canary", "simulate"):
             assert name in deploy_out
         deployment = api.get("/deployments/name/nightly-retrain/nightly-retrain")
         assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"

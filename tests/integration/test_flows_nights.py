@@ -138,12 +138,16 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     assert all(not o.written for o in again.ingest)
     assert all(f.days == 0 and f.present == 1 for f in again.features)
 
-    # nights 2..5: night 2 on the Dask task runner (local cluster); what production holds
+    # nights 2..5: night 2 on the Dask task runner (a local cluster); what production holds
     # after each night is what simulate must reproduce
     production = {NIGHT1: 1}
     decisions = {NIGHT1: "promoted"}
     for night in (NIGHT2, NIGHT3, NIGHT4, NIGHT5):
-        runner = {"HMMTRADER_FLOWS__TASK_RUNNER": "dask"} if night == NIGHT2 else {}
+        runner = (  # one worker process: its imports are most of the night's extra cost
+            {"HMMTRADER_FLOWS__TASK_RUNNER": "dask", "HMMTRADER_FLOWS__DASK_WORKERS": "1"}
+            if night == NIGHT2
+            else {}
+        )
         with flows_on(server, home, **LENIENT, **runner):
             try:
                 decided = nightly_retrain(night)
@@ -161,16 +165,32 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
         pids |= {int(m) for log in logs for m in re.findall(r", pid (\d+)", log["message"])}
     assert pids and os.getpid() not in pids  # the per-symbol tasks ran in Dask workers
 
-    # simulate over the same five nights (in this process: the worker pool's plumbing is
-    # tested in tests/unit/test_simulate_inputs.py, and `bench simulate` runs it): night by
-    # night the same decisions, the same production; the flow's canary backtests are reused
+    # simulate over the same five nights, as the Prefect flow (`hmmtrader flow simulate`:
+    # each fit and policy backtest a task run on the thread pool; `hmmtrader simulate`'s
+    # process pool is tested in tests/unit/test_simulate_inputs.py and run by `bench
+    # simulate`): night by night the same decisions, the same production; the flow's canary
+    # backtests are reused
     kpi_files = {p.name for p in (home / "cache" / "backtest-kpis").iterdir()}
     out = tmp_path / "simulate"
     capsys.readouterr()
-    with isolated_env({**SHORT_NIGHTS, **LENIENT}):
-        assert cli(home, "simulate", "--start", str(NIGHT1), "--end", str(NIGHT5),
-                   "--workers", "1", "--out", str(out)) == 0  # fmt: skip
+    with flows_on(server, home, **LENIENT):
+        assert cli(home, "flow", "simulate", "--start", str(NIGHT1), "--end", str(NIGHT5),
+                   "--out", str(out)) == 0  # fmt: skip
     printed = " ".join(capsys.readouterr().out.split())
+    sim_run = run_named(api, f"simulate-{NIGHT1}-{NIGHT5}")
+    assert sim_run["state"]["type"] == "COMPLETED"
+    steps_run = api.post("/task_runs/filter",
+                         {"flow_runs": {"id": {"any_": [sim_run["id"]]}}})  # fmt: skip
+    states = {t["name"]: t["state"]["type"] for t in steps_run}
+    # four fits (night 4's failed: no version, as in the flow) and the four policy days
+    assert {n: st for n, st in states.items() if n.startswith("fit ")} == {
+        f"fit {n}": "FAILED" if n == NIGHT4 else "COMPLETED"
+        for n in (NIGHT1, NIGHT2, NIGHT3, NIGHT4, NIGHT5)
+    }
+    assert sum(n.startswith("backtest v") and st == "COMPLETED" for n, st in states.items()) == 4
+    artifact = api.latest_artifact("simulate-hmm-regime")["data"]
+    assert "# Simulate: hmm-regime, 5 nights, 4 trading day(s)" in artifact
+    assert "| gated |" in artifact and str(out) in artifact
     summary = json.loads((out / "summary.json").read_text())
     nights = {dt.date.fromisoformat(n["night"]): n for n in summary["per_night"]}
     assert {n: r["decision"] for n, r in nights.items()} == decisions

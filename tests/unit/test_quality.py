@@ -148,6 +148,38 @@ def test_clean_real_data_passes(config: AppConfig, lake: Lake, home: Path) -> No
     assert result.data_docs.is_file()
 
 
+def test_data_docs_templates_compile_once_per_process(
+    config: AppConfig, lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GX makes a Jinja environment per rendered page; the shared bytecode cache compiles
+    each template once: a second project's Data Docs compile nothing and are the same."""
+    from jinja2 import Environment
+
+    ingest_real(config, lake)
+    run_gate(config, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    compiled: list[str] = []
+    compile_ = Environment.compile
+
+    def counting(self: Environment, source: str, name: str | None = None, *a, **k):  # type: ignore[no-untyped-def]
+        compiled.append(str(name))
+        return compile_(self, source, name, *a, **k)
+
+    monkeypatch.setattr(Environment, "compile", counting)
+    monkeypatch.setenv("HMMTRADER_HOME", str(tmp_path / "other"))
+    other = load_settings()  # a new state root: a new GX project, its first docs build
+    second = run_gate(other, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    assert second.data_docs.is_relative_to(tmp_path / "other")
+    assert compiled == [], compiled
+
+    def pages(site: Path) -> list[tuple[str, ...]]:  # without the run-time directory
+        return sorted((*p.relative_to(site).parts[:3], p.name) for p in site.rglob("*.html"))
+
+    first_docs = config.home / "quality/gx/uncommitted/data_docs/local_site"
+    assert pages(second.data_docs.parent) == pages(first_docs)
+    assert len(pages(first_docs)) >= 3
+    assert "BTCUSDT quotes 2021-01-08" in second.data_docs.read_text()
+
+
 def test_faults_in_a_copy_of_real_data(config: AppConfig, lake: Lake, tmp_path: Path) -> None:
     ingest_real(config, lake)
     faulty = copy_lake(lake, tmp_path / "faulty-lake")

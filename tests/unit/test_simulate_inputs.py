@@ -91,7 +91,14 @@ def test_the_cli_refuses_bad_nights(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run(["--home", home, "simulate", "--start", "2024-13-01"]) == 1
     assert "--start" in capsys.readouterr().err
     assert run(["--home", home, "simulate", "--nights", "1"]) == 2  # typer's range check
+    # the flow's command checks the same before it starts (or reaches) a Prefect server
+    args = ["--home", home, "flow", "simulate", "--start", "2024-01-05", "--end", "2024-01-04"]
+    assert run(args) == 1
+    assert "must be after --start" in capsys.readouterr().err
+    assert run(["--home", home, "flow", "simulate", "--task-runner", "ray"]) == 1
+    assert "--task-runner must be threads or dask" in capsys.readouterr().err
     assert not (tmp_path / "home" / "runs").exists()  # nothing started
+    assert not (tmp_path / "home" / "prefect").exists()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -100,8 +107,8 @@ def test_work_runs_in_worker_processes_or_inline(workers: int) -> None:
     process with one worker; a failure reaches the waiter either way."""
     work = _Work(workers)
     try:
-        pids = {work.submit(os.getpid).result() for _ in range(4)}
-        failed = work.submit(int, "not a number")
+        pids = {work.submit("pid", os.getpid).result() for _ in range(4)}
+        failed = work.submit("bad", int, "not a number")
         with pytest.raises(ValueError, match="not a number"):
             failed.result()
     finally:

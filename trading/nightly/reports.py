@@ -1,9 +1,10 @@
-"""Markdown for the Prefect artifacts (and the demo's summary) of one night."""
+"""Markdown for the Prefect artifacts (and the demo's summary) of one night, and of a
+simulate run."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.nightly.steps import (
     CanaryReport,
@@ -14,6 +15,9 @@ from trading.nightly.steps import (
     QualityOutcome,
     TrainResult,
 )
+
+if TYPE_CHECKING:
+    from trading.nightly.simulate import SimulationResult
 
 
 def _cell(value: Any) -> str:
@@ -231,4 +235,30 @@ def promotion_markdown(d: PromotionDecision) -> str:
                 ["tracking store", d.tracking_uri],
             ],
         )
+    )
+
+
+def simulate_markdown(result: SimulationResult) -> str:
+    """The policies' net PnL on the same days, and the nights (nights.csv's columns)."""
+    from trading.nightly.simulate import _night_rows
+
+    traded = [d for d in result.days if not d.skipped]
+    b = result.backtests
+    totals = table(
+        ["policy", "net PnL (USD)"], [[p, f"{v:+.2f}"] for p, v in result.totals.items()]
+    )
+    rows = _night_rows(result)
+    columns = ["night", "trained", "verdict", "decision", "production_after", "next_day",
+               "gated_pnl_usd", "never_pnl_usd", "newest_pnl_usd", "buy_hold_pnl_usd"]  # fmt: skip
+    nights = table(columns, [[row[c] for c in columns] for row in rows])
+    return (
+        f"# Simulate: {result.model_name}, {len(result.nights)} nights, "
+        f"{len(traded)} trading day(s)\n\n"
+        "Net PnL of each policy over the same days (gated: production after each night's "
+        "gate; never: the first version; newest: every new version, no gate).\n\n"
+        f"{totals}\n\n{nights}\n\n"
+        f"Backtests: {b['canary_run']} run and {b['canary_reused']} reused by the canaries; "
+        f"{b['policy_run']} run and {b['policy_reused']} reused for the policies' days. "
+        f"Run directory: `{result.run_dir}`"
+        + (f"; MLflow run `{result.mlflow_run_id}`." if result.mlflow_run_id else ".")
     )

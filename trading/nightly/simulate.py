@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from trading.atomic import atomic_write_text
 from trading.data.inputs import day_range
@@ -201,6 +201,17 @@ def nights_of(config: AppConfig, start: dt.date | None, end: dt.date | None, nig
 # ---- backtests, recorded once per (version, day) -------------------------------------
 
 
+class Work(Protocol):
+    """Where fits and policy backtests run: `submit(label, fn, *args)` returns a future
+    (`result()`, `cancel()`); `close` waits for (or cancels) what is still running."""
+
+    workers: int
+
+    def submit(self, label: str, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def close(self, cancel: bool = False) -> None: ...
+
+
 class _Work:
     """Fits and policy backtests: in worker processes (spawned), or inline with one."""
 
@@ -215,7 +226,7 @@ class _Work:
             else None
         )
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    def submit(self, label: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         if self.pool is not None:
             return self.pool.submit(fn, *args)
         future: Future[Any] = Future()
@@ -254,7 +265,7 @@ class _Kpis:
     (started early in a worker, recorded the same way, so a later canary reuses it)."""
 
     def __init__(
-        self, cfg: AppConfig, registry: Any, symbols: list[str], work: _Work, root: Path
+        self, cfg: AppConfig, registry: Any, symbols: list[str], work: Work, root: Path
     ) -> None:
         from trading.backtest.canary import KpiRecords
 
@@ -262,7 +273,7 @@ class _Kpis:
             cfg, registry, symbols, work, root
         )  # fmt: skip
         self.records = KpiRecords(cfg.home)
-        self.pending: dict[tuple[int, int], tuple[Future[Any], Window]] = {}
+        self.pending: dict[tuple[int, int], tuple[Any, Window]] = {}  # futures
         self.ran: set[tuple[int, int]] = set()  # (version, window start) backtested here
         self._keys: dict[tuple[int, int], str] = {}
 
@@ -289,8 +300,9 @@ class _Kpis:
             shutil.rmtree(run_dir)  # what a stopped run left half written
         log.info("policy backtest of version %s on %s", version, window)
         future = self.work.submit(
-            _policy_backtest, self.cfg, version, self.symbols, window, run_dir
-        )
+            f"backtest v{version} {day}", _policy_backtest, self.cfg, version, self.symbols,
+            window, run_dir,
+        )  # fmt: skip
         self.pending[(version, window.start_ns)] = (future, window)
 
     def settle(self, version: int, window: Window) -> None:
@@ -332,7 +344,7 @@ class _Night:
     window: Window | None = None  # its holdout (day `night`): the day the previous night's
     validated: str = ""  # version trades; the raw gate's issue CSV
     prepared: Any = None
-    fit: Future[Any] | None = None
+    fit: Any = None  # its future (Work.submit)
     existing: Any = None  # TrainOutcome of a version with the same fingerprint
 
 
@@ -345,9 +357,11 @@ def simulate(
     workers: int | None = None,
     progress: Progress | None = None,
     log_mlflow: bool = True,
+    work: Work | None = None,
 ) -> SimulationResult:
     """Simulate the nightly loop over `nights` (see the module's docstring); writes the run
-    directory and returns what it found."""
+    directory and returns what it found. `work` runs the fits and policy backtests (default:
+    `workers` spawned processes; the Prefect flow passes its task runner's)."""
     from trading.backtest.canary import recorded_pnl
     from trading.regime.pipeline import existing_version, prepare_training, register_fitted
     from trading.regime.registry import Registry
@@ -370,7 +384,8 @@ def simulate(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    work = _Work(workers or config.settings.canary.workers)
+    if work is None:
+        work = _Work(workers or config.settings.canary.workers)
     total = 2 * len(nights) + (len(nights) - 1)
     done = 0
 
@@ -418,7 +433,7 @@ def simulate(
             item.prepared = prepare_training(cfg, symbols, plan.train_start, plan.train_end)
             item.existing = existing_version(cfg, item.prepared, registry)
             if item.existing is None:
-                item.fit = work.submit(_fit, cfg, item.prepared)
+                item.fit = work.submit(f"fit {night}", _fit, cfg, item.prepared)
             step(f"night {night}: data ready, training on {plan.train_start}..{plan.train_end}")
 
         # 2. night by night: register, canary against production, promote or reject

@@ -24,6 +24,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations import Expectation
+from jinja2.bccache import Bucket, BytecodeCache
 
 from trading.data.schemas import SCHEMAS
 from trading.env import disable_telemetry
@@ -314,6 +315,7 @@ def build_suites(
 def open_project(project_root: Path) -> Any:
     """A file-mode GX project at `project_root/gx` (created if absent), progress bars off."""
     disable_telemetry()
+    _share_compiled_templates()
     project_root.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=project_root)
     bars = context.variables.progress_bars  # a dict when read back from the YAML
@@ -324,6 +326,46 @@ def open_project(project_root: Path) -> Any:
         )
         context.variables.save()
     return context
+
+
+class _CompiledTemplates(BytecodeCache):
+    """Jinja's bytecode cache in memory: every Data Docs view of this process shares the
+    templates' compiled code (a bucket checks its template's source checksum)."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+    def clear(self) -> None:
+        self._code.clear()
+
+
+_TEMPLATES = _CompiledTemplates()
+
+
+def _share_compiled_templates() -> None:
+    """GX builds a new Jinja environment for every Data Docs page it renders, so each page
+    compiled the same templates again: about two thirds of a docs build (0.3 s per page
+    here). A shared bytecode cache compiles each template once per process."""
+    from great_expectations.render.view.view import DefaultJinjaView
+
+    init = DefaultJinjaView.__init__
+    if getattr(init, "_shares_templates", False):
+        return
+
+    def shared_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.env.bytecode_cache = _TEMPLATES
+
+    shared_init._shares_templates = True  # type: ignore[attr-defined]
+    DefaultJinjaView.__init__ = shared_init  # type: ignore[method-assign]
 
 
 def _stable_id(*parts: Any) -> str:
