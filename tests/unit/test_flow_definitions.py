@@ -18,6 +18,7 @@ REQUIRED = {
     "nightly-retrain": {},
     "canary": {},
     "backfill": {"start": "2024-01-02", "end": "2024-01-03"},
+    "simulate": {},
 }
 
 
@@ -36,7 +37,8 @@ def test_every_deployment_names_a_flow_that_takes_its_parameters() -> None:
     from prefect import Flow
 
     deployments = _deployments()
-    assert {d["name"] for d in deployments} == {"nightly-retrain", "backfill", "canary"}
+    assert {d["name"] for d in deployments} == {"nightly-retrain", "backfill", "canary",
+                                                "simulate"}  # fmt: skip
     for deployment in deployments:
         flow = _flow(deployment["entrypoint"])
         assert isinstance(flow, Flow), deployment["entrypoint"]
@@ -58,3 +60,6 @@ def test_a_bad_parameter_is_refused_by_name() -> None:
     backfill = _flow("flows/nightly.py:backfill")
     with pytest.raises(ParameterTypeError, match="start"):
         backfill.validate_parameters({"start": "not a date", "end": "2024-01-03"})
+    simulate = _flow("flows/simulate.py:simulate")
+    with pytest.raises(ParameterTypeError, match="nights"):
+        simulate.validate_parameters({"nights": "five"})
