@@ -221,6 +221,14 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     logged = client.get_run(summary["mlflow_run_id"])
     assert logged.data.metrics["net_pnl_usd_gated"] == pytest.approx(totals["gated"])
     assert registry_of(home).aliases()["production"] == 1  # the user's registry: untouched
+    # `hmmtrader simulate` (no Prefect) on the flow's run directory: a finished run resumed,
+    # every version, verdict and backtest reused, the same days and totals
+    with isolated_env({**SHORT_NIGHTS, **LENIENT}):
+        assert cli(home, "simulate", "--start", str(NIGHT1), "--end", str(NIGHT5), "--workers",
+                   "1", "--out", str(out), "--no-mlflow", "--json") == 0  # fmt: skip
+    again = json.loads(capsys.readouterr().out)
+    assert again["per_day"] == summary["per_day"] and again["net_pnl_usd"] == totals
+    assert again["backtests"]["canary_run"] == again["backtests"]["policy_run"] == 0, again
     sandbox = registry_of(out / "state")  # the simulation's own, with its own move history
     assert [(m.kind, m.version, m.by) for m in sandbox.moves()] == [("promote", 1, "simulate")]
     print(f"simulate {NIGHT1}..{NIGHT5}: " + ", ".join(f"{k} {v:+.2f}" for k, v in totals.items()))
