@@ -34,7 +34,7 @@ app = typer.Typer(
     help="hmm-trader: regime-adaptive crypto trading with a model lifecycle.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
 )
 # groups
 app.add_typer(ingest.app, name="ingest")
@@ -48,8 +48,38 @@ for module in (data, models, evaluate, simulate, demo, serve, node, exchange, op
     app.add_typer(module.app)
 
 
+def versions() -> str:
+    """hmmtrader's version and the pinned stack's, from the installed metadata (no
+    imports of the libraries themselves)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for dist in ("hmm-trader", "nautilus_trader", "prefect", "mlflow", "great_expectations",
+                 "hmmlearn", "scikit-learn"):  # fmt: skip
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    py = sys.version_info
+    return f"hmmtrader {parts[0].split()[1]} (Python {py.major}.{py.minor}.{py.micro}; " + (
+        ", ".join(parts[1:]) + ")"
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(versions(), highlight=False, soft_wrap=True)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the versions and exit."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     config_dir: Annotated[
         Path | None, typer.Option(help="Directory with settings.yaml and symbols.yaml.")

@@ -116,11 +116,39 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["flow"],
         ["flow", "nightly"],
         ["flow", "backfill"],
+        ["flow", "simulate"],
         ["bench", "flow"],
     ]
     for command in commands:
         assert run([*command, "--help"]) == 0, command
         assert "Usage: hmmtrader" in capsys.readouterr().out
+
+
+def test_version_and_shell_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the pinned stack's versions (from the installed metadata) and writes
+    nothing; the shell completion script completes commands and subcommands."""
+    from importlib.metadata import version
+
+    assert run(["--home", str(tmp_path / "home"), "--version"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"hmmtrader {version('hmm-trader')} (Python 3.12")
+    assert f"nautilus_trader {version('nautilus_trader')}" in printed
+    assert f"prefect {version('prefect')}" in printed and "mlflow 3." in printed
+    assert not (tmp_path / "home").exists()
+    exe = Path(sys.executable).parent / "hmmtrader"
+    script = subprocess.run([exe, "--show-completion", "bash"], capture_output=True, text=True,
+                            env={**os.environ, "SHELL": "/bin/bash"}, check=True)  # fmt: skip
+    assert "_HMMTRADER_COMPLETE=complete_bash" in script.stdout
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_HMMTRADER_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split(" ")) - 1)}  # fmt: skip
+        done = subprocess.run([exe], capture_output=True, text=True, env=env, check=True)
+        return done.stdout.split()
+
+    assert complete("hmmtrader si") == ["simulate"]
+    assert complete("hmmtrader flow s") == ["simulate"]
+    assert {"nightly", "backfill", "simulate"} <= set(complete("hmmtrader flow "))
 
 
 def test_real_entry_point_no_traceback_unless_debug(tmp_path: Path) -> None:
