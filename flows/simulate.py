@@ -51,9 +51,11 @@ class _Submitted:
     def result(self) -> Any:
         return self.future.result()
 
-    def cancel(self) -> bool:
+    def cancel(self) -> None:
+        """Cancel the task if it has not started (threads: concurrent.futures; Dask)."""
         wrapped = getattr(self.future, "wrapped_future", None)
-        return bool(wrapped is not None and wrapped.cancel())
+        if wrapped is not None:
+            wrapped.cancel()
 
 
 class TaskRunnerWork:

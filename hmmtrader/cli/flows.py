@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hmmtrader.cli.common import console, load_config
+from hmmtrader.cli.common import console, err_console, load_config
 from hmmtrader.cli.simulate import (
     EndOption,
     JsonOption,
@@ -69,7 +69,7 @@ def prefect_api(config: AppConfig) -> Iterator[str]:
     prefect_env(config)
     url = os.environ.get("PREFECT_API_URL")
     if url:
-        console.print(f"Prefect API: {url} (PREFECT_API_URL)", highlight=False)
+        err_console.print(f"Prefect API: {url} (PREFECT_API_URL)", highlight=False)
         yield url
         return
     from flows.server import LocalPrefectServer
@@ -77,7 +77,7 @@ def prefect_api(config: AppConfig) -> Iterator[str]:
 
     home = StatePaths(config.home).prefect.resolve()  # the server's database lives here
     began = time.perf_counter()
-    with console.status("starting a local Prefect server (SQLite) ..."):
+    with err_console.status("starting a local Prefect server (SQLite) ..."):
         server = LocalPrefectServer(home).launch()
         try:
             _preload()  # meanwhile, on the other core
@@ -85,7 +85,7 @@ def prefect_api(config: AppConfig) -> Iterator[str]:
         except BaseException:
             server.stop()
             raise
-    console.print(
+    err_console.print(
         f"Prefect server {server.ui_url} (PREFECT_HOME={home}) up in "
         f"{time.perf_counter() - began:.1f} s",
         highlight=False,
@@ -177,11 +177,17 @@ def flow_simulate_cmd(
     runner: Annotated[
         str | None, typer.Option("--task-runner", help="threads or dask (default: config).")
     ] = None,
+    log_mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log a run to the tracking store.")
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Run the simulate flow here: `hmmtrader simulate` with each fit and each policy
-    backtest a task run on the flows' task runner (threads or a Dask cluster)."""
+    backtest a task run on the flows' task runner (threads or a Dask cluster). --json:
+    stdout holds summary.json only (the Prefect lines go to stderr)."""
     import logging
+
+    import mlflow  # noqa: F401  (its loggers are configured on import: quieted after)
 
     from trading.nightly.simulate import nights_of
 
@@ -194,7 +200,7 @@ def flow_simulate_cmd(
         from flows.simulate import simulate
 
         result = simulate(chosen[0], chosen[-1], len(chosen), model,
-                          str(out) if out is not None else None)  # fmt: skip
+                          str(out) if out is not None else None, log_mlflow)  # fmt: skip
     if as_json:
         print(json.dumps(result.summary(), indent=2))
         return

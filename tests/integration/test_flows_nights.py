@@ -182,7 +182,7 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     steps_run = api.post("/task_runs/filter",
                          {"flow_runs": {"id": {"any_": [sim_run["id"]]}}})  # fmt: skip
     states = {t["name"]: t["state"]["type"] for t in steps_run}
-    # four fits (night 4's failed: no version, as in the flow) and the four policy days
+    # five fits (night 4's failed: no version, as in the flow) and the four policy days
     assert {n: st for n, st in states.items() if n.startswith("fit ")} == {
         f"fit {n}": "FAILED" if n == NIGHT4 else "COMPLETED"
         for n in (NIGHT1, NIGHT2, NIGHT3, NIGHT4, NIGHT5)

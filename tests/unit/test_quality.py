@@ -151,8 +151,9 @@ def test_clean_real_data_passes(config: AppConfig, lake: Lake, home: Path) -> No
 def test_data_docs_templates_compile_once_per_process(
     config: AppConfig, lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """GX makes a Jinja environment per rendered page; the shared bytecode cache compiles
-    each template once: a second project's Data Docs compile nothing and are the same."""
+    """GX makes a Jinja environment per view; the shared bytecode cache compiles each of
+    its templates once per process: a second project's Data Docs compile none of them
+    again, have the same pages, and still take the project's custom styles."""
     from jinja2 import Environment
 
     ingest_real(config, lake)
@@ -169,7 +170,9 @@ def test_data_docs_templates_compile_once_per_process(
     other = load_settings()  # a new state root: a new GX project, its first docs build
     second = run_gate(other, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
     assert second.data_docs.is_relative_to(tmp_path / "other")
-    assert compiled == [], compiled
+    # GX's own templates come from the cache; only the new project's custom styles file
+    # (a template of its own, at its own path) is compiled
+    assert set(compiled) <= {"data_docs_custom_styles.css"}, compiled
 
     def pages(site: Path) -> list[tuple[str, ...]]:  # without the run-time directory
         return sorted((*p.relative_to(site).parts[:3], p.name) for p in site.rglob("*.html"))
@@ -178,6 +181,13 @@ def test_data_docs_templates_compile_once_per_process(
     assert pages(second.data_docs.parent) == pages(first_docs)
     assert len(pages(first_docs)) >= 3
     assert "BTCUSDT quotes 2021-01-08" in second.data_docs.read_text()
+    # the project's custom Data Docs styles still reach every view (a rebuilt site)
+    styles = tmp_path / "other/quality/gx/plugins/custom_data_docs/styles"
+    styles.mkdir(parents=True, exist_ok=True)
+    (styles / "data_docs_custom_styles.css").write_text(".desk-style { color: teal; }\n")
+    second.data_docs.unlink()
+    third = run_gate(other, lake, "BTCUSDT", REAL_DAY, REAL_DAY, kinds=("quotes",))
+    assert ".desk-style { color: teal; }" in third.data_docs.read_text()
 
 
 def test_faults_in_a_copy_of_real_data(config: AppConfig, lake: Lake, tmp_path: Path) -> None:

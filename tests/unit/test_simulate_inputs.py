@@ -115,3 +115,33 @@ def test_work_runs_in_worker_processes_or_inline(workers: int) -> None:
         work.close()
     assert work.workers == workers
     assert (os.getpid() in pids) == (workers == 1), pids
+
+
+def test_backtests_in_threads_of_one_process_take_turns() -> None:
+    """The simulate flow's thread pool backtests beside the canary: run_backtest holds a
+    process-wide lock (Nautilus runs one kernel per process), so two threads never run an
+    engine at once."""
+    import threading
+    import time
+
+    from trading.backtest import engine
+
+    assert engine.run_backtest.__wrapped__.__name__ == "run_backtest"  # type: ignore[attr-defined]
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    @engine._one_engine_at_a_time
+    def fake_run(n: int) -> int:
+        inside.append(n)
+        if len(inside) > 1:
+            overlaps.append(n)
+        time.sleep(0.05)
+        inside.remove(n)
+        return n
+
+    threads = [threading.Thread(target=fake_run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [] and inside == []

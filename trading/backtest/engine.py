@@ -9,7 +9,9 @@ positions on every close), fills `slippage_bp` beyond the touch, and an order la
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -27,6 +29,19 @@ from trading.strategy.inference import Inference
 from trading.strategy.recorder import Recorder
 
 log = logging.getLogger(__name__)
+# One Nautilus engine at a time per process: Nautilus supports one kernel per process (its
+# logging clock is global). Threads that backtest (the simulate flow's thread pool beside
+# the canary) take turns; processes (canary.workers, Dask) run in parallel.
+_ENGINE = threading.RLock()
+
+
+def _one_engine_at_a_time[**P, R](fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _ENGINE:
+            return fn(*args, **kwargs)
+
+    return locked
 
 
 @dataclass
@@ -36,6 +51,7 @@ class BacktestRun:
     model_version: str
 
 
+@_one_engine_at_a_time
 def run_backtest(
     config: AppConfig,
     inference: Inference,
