@@ -3,7 +3,9 @@ features and its data-quality gate."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -31,6 +33,12 @@ def _fmt_ts(ts_ns: int | None) -> str:
     if ts_ns is None:
         return "-"
     return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _iso(ts_ns: int | None) -> str | None:
+    if ts_ns is None:
+        return None
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _fmt_gap(gap_ns: int | None) -> str:
@@ -66,9 +74,26 @@ def print_lake_summary(lake: Lake) -> int:
 
 
 @data_app.command("ls")
-def data_ls() -> None:
+def data_ls(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the partitions as JSON (times in ns and ISO).")
+    ] = False,
+) -> None:
     """What is in the lake: symbol, kind, days, rows, first/last timestamp, largest gap."""
-    print_lake_summary(lake_of(load_config()))
+    lake = lake_of(load_config())
+    if not as_json:
+        print_lake_summary(lake)
+        return
+    partitions = [
+        {
+            **dataclasses.asdict(row),
+            "sources": list(row.sources),
+            "first": _iso(row.first_ts_ns),
+            "last": _iso(row.last_ts_ns),
+        }
+        for row in lake.summary()
+    ]
+    print(json.dumps({"lake": str(lake.root), "partitions": partitions}, indent=2))
 
 
 @app.command("features")

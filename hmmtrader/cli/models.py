@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -177,10 +178,22 @@ def models_cmd(
     history: Annotated[
         bool, typer.Option("--history", help="List every recorded move of production.")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the versions (tags included), the production guard and every move as JSON.",
+        ),
+    ] = False,
 ) -> None:
     """Registered versions: aliases, data range, key metrics, canary verdict."""
     config = load_config()
     registry = open_registry(config)
+    if as_json:
+        if repair:
+            raise InputError("--json lists only: run --repair without it")
+        print(json.dumps(_listing(registry), indent=2))
+        return
     if repair:
         done = registry.repair()
         for version in done.removed_versions:
@@ -252,6 +265,30 @@ def models_cmd(
             "Run hmmtrader models --repair (the next train does it too).",
             highlight=False,
         )
+
+
+def _listing(registry: Any) -> dict[str, Any]:
+    """What `models` shows, as data: every version, the guard of production, its moves."""
+    guard = registry.guard()
+    versions = [
+        {
+            "version": v.version,
+            "complete": v.complete,
+            "aliases": list(v.aliases),
+            "created": v.created.isoformat(),
+            "run_id": v.run_id,
+            "canary": v.canary,
+            "tags": dict(v.tags),
+        }
+        for v in registry.versions()
+    ]
+    return {
+        "model": registry.name,
+        "tracking_uri": registry.uri,
+        "versions": versions,
+        "production": guard.to_dict(),
+        "moves": [m.to_dict() for m in registry.moves()],
+    }
 
 
 def _print_history(moves: list[Move]) -> None:

@@ -266,6 +266,15 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
         assert cli(home, "models") == 0
     listed = " ".join(capsys.readouterr().out.split())
     assert "PRODUCTION version 1 FAILS the canary floor(s) min_trades" in listed, listed
+    with isolated_env({}):  # the same as data
+        assert cli(home, "models", "--json") == 0
+        listing = json.loads(capsys.readouterr().out)
+        assert cli(home, "models", "--json", "--repair") == 1  # listing only
+    assert [v["version"] for v in listing["versions"]] == [1, 2, 3, 4]
+    assert listing["versions"][0]["tags"]["floors_failed"] == "min_trades"
+    assert "production" in listing["versions"][0]["aliases"]
+    assert listing["production"]["serving"] == 1 and listing["production"]["anomaly"] == ""
+    assert [(m["kind"], m["version"]) for m in listing["moves"]] == [("promote", 1)]
 
     # night 6 with a crossed book injected: stops at validate, nothing registered
     versions = [i.version for i in registry_of(home).versions()]

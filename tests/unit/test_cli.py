@@ -93,6 +93,14 @@ def test_files_ingest_and_data_ls(home: Path, capsys: pytest.CaptureFixture[str]
     assert "quotes" in out and "451" in out and "2,001" in out
     assert "2021-01-08 00:00:00.278" in out  # first trade
     assert "0.622 s" in out  # largest gap between trades
+    assert run(["data", "ls", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    kinds = {p["kind"]: p for p in listing["partitions"]}
+    assert set(kinds) == {"quotes", "trades"} and listing["lake"].endswith("lake")
+    trades = kinds["trades"]
+    assert (trades["symbol"], trades["days"], trades["rows"]) == ("BTCUSDT", 1, 2001)
+    assert trades["first"] == "2021-01-08T00:00:00.278+00:00"
+    assert trades["largest_gap_ns"] == pytest.approx(0.622e9, abs=1e6)
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
