@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import artifact_key, flow_config, shared_cluster, task_runner
 from trading.nightly import reports
-from trading.nightly.simulate import SimulationResult, nights_of
+from trading.nightly.simulate import SimulationResult, default_run_dir, nights_of
 from trading.nightly.simulate import simulate as simulate_nights
 
 
@@ -86,16 +86,9 @@ def simulate(
     compare the gated policy with never retraining, always promoting the newest, flat and
     buy-and-hold on the same days. `out`: the run directory (default
     <home>/runs/simulate-<start>-<end>-<time>; an existing one is resumed)."""
-    from trading.paths import StatePaths
-
     config = flow_config()
     chosen = nights_of(config, start, end, nights)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = (
-        Path(out)
-        if out
-        else StatePaths(config.home).runs / f"simulate-{chosen[0]}-{chosen[-1]}-{stamp}"
-    )
+    run_dir = Path(out) if out else default_run_dir(config, chosen)
     logger = get_run_logger()
     logger.info("simulate %d nights %s..%s in %s", len(chosen), chosen[0], chosen[-1], run_dir)
     flows = config.settings.flows

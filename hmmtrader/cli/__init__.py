@@ -53,16 +53,19 @@ def versions() -> str:
     imports of the libraries themselves)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    parts = []
-    for dist in ("hmm-trader", "nautilus_trader", "prefect", "mlflow", "great_expectations",
-                 "hmmlearn", "scikit-learn"):  # fmt: skip
+    def of(dist: str) -> str:
         try:
-            parts.append(f"{dist} {version(dist)}")
+            return version(dist)
         except PackageNotFoundError:
-            parts.append(f"{dist} not installed")
+            return "not installed"
+
+    stack = ("nautilus_trader", "prefect", "mlflow", "great_expectations", "hmmlearn",
+             "scikit-learn")  # fmt: skip
     py = sys.version_info
-    return f"hmmtrader {parts[0].split()[1]} (Python {py.major}.{py.minor}.{py.micro}; " + (
-        ", ".join(parts[1:]) + ")"
+    return (
+        f"hmmtrader {of('hmm-trader')} (Python {py.major}.{py.minor}.{py.micro}; "
+        + ", ".join(f"{dist} {of(dist)}" for dist in stack)
+        + ")"
     )
 
 

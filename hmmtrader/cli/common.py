@@ -4,6 +4,7 @@ of the servers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import sys
@@ -55,6 +56,13 @@ def load_config() -> AppConfig:
         settings = config.settings.model_copy(update={"home": State.home})
         config = config.model_copy(update={"settings": settings})
     return config
+
+
+def optional_day(text: str | None, option: str) -> dt.date | None:
+    """An optional YYYY-MM-DD option: None when not given; a bad date names `option`."""
+    from trading.data.inputs import parse_day
+
+    return parse_day(text, option) if text else None
 
 
 def open_registry(config: AppConfig) -> Registry:

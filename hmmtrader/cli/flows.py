@@ -4,7 +4,6 @@ PREFECT_API_URL or on a local Prefect server started for the command."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -14,15 +13,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hmmtrader.cli.common import console, err_console, load_config
+from hmmtrader.cli.common import console, err_console, load_config, optional_day
 from hmmtrader.cli.simulate import (
     EndOption,
     JsonOption,
+    MlflowOption,
     ModelOption,
     NightsOption,
     OutOption,
     StartOption,
-    print_simulation,
+    quiet_mlflow,
+    show,
 )
 from trading.errors import InputError
 
@@ -42,12 +43,6 @@ NightOption = Annotated[
         help="Night YYYY-MM-DD (default: yesterday UTC; synthetic source: the next night).",
     ),
 ]
-
-
-def _day(text: str | None, option: str) -> dt.date | None:
-    from trading.data.inputs import parse_day
-
-    return parse_day(text, option) if text else None
 
 
 def _with_runner(config: AppConfig, runner: str | None) -> AppConfig:
@@ -136,7 +131,7 @@ def flow_nightly_cmd(
 ) -> None:
     """Run the nightly-retrain flow once, here (exit 1 when validate blocks)."""
     config = _with_runner(load_config(), runner)
-    when = _day(night, "--night")
+    when = optional_day(night, "--night")
     with prefect_api(config):
         report = run_night(when)
     print_night(report)
@@ -157,7 +152,7 @@ def flow_backfill_cmd(
     from trading.data.inputs import check_range
 
     config = load_config()
-    first, last = _day(start, "--start"), _day(end, "--end")
+    first, last = optional_day(start, "--start"), optional_day(end, "--end")
     assert first is not None and last is not None
     check_range(first, last, 366)
     with prefect_api(config):
@@ -177,34 +172,24 @@ def flow_simulate_cmd(
     runner: Annotated[
         str | None, typer.Option("--task-runner", help="threads or dask (default: config).")
     ] = None,
-    log_mlflow: Annotated[
-        bool, typer.Option("--mlflow/--no-mlflow", help="Log a run to the tracking store.")
-    ] = True,
+    log_mlflow: MlflowOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Run the simulate flow here: `hmmtrader simulate` with each fit and each policy
     backtest a task run on the flows' task runner (threads or a Dask cluster). --json:
     stdout holds summary.json only (the Prefect lines go to stderr)."""
-    import logging
-
-    import mlflow  # noqa: F401  (its loggers are configured on import: quieted after)
-
     from trading.nightly.simulate import nights_of
 
+    quiet_mlflow()
     config = _with_runner(load_config(), runner)
-    for name in ("mlflow", "alembic"):  # the sandbox registry's info lines
-        logging.getLogger(name).setLevel(logging.ERROR)
-    first, last = _day(start, "--start"), _day(end, "--end")
+    first, last = optional_day(start, "--start"), optional_day(end, "--end")
     chosen = nights_of(config, first, last, nights)  # bad input: said before any server
     with prefect_api(config):
         from flows.simulate import simulate
 
         result = simulate(chosen[0], chosen[-1], len(chosen), model,
                           str(out) if out is not None else None, log_mlflow)  # fmt: skip
-    if as_json:
-        print(json.dumps(result.summary(), indent=2))
-        return
-    print_simulation(result)
+    show(result, as_json)
 
 
 def run_night(night: dt.date | None) -> NightReport:

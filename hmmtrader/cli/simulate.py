@@ -12,18 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hmmtrader.cli.common import console, fraction_bar, load_config
+from hmmtrader.cli.common import console, fraction_bar, load_config, optional_day
 
 if TYPE_CHECKING:
     from trading.nightly.simulate import SimulationResult
 
 app = typer.Typer()
-
-
-def _day(text: str | None, option: str) -> dt.date | None:
-    from trading.data.inputs import parse_day
-
-    return parse_day(text, option) if text else None
 
 
 StartOption = Annotated[
@@ -51,6 +45,28 @@ OutOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print summary.json only.")]
+MlflowOption = Annotated[
+    bool, typer.Option("--mlflow/--no-mlflow", help="Log a run to the tracking store.")
+]
+
+
+def quiet_mlflow() -> None:
+    """Import MLflow (it configures its loggers on import), then quiet the sandbox
+    registry's info lines."""
+    import logging
+
+    import mlflow  # noqa: F401
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def show(result: SimulationResult, as_json: bool) -> None:
+    """summary.json alone (--json), or the tables."""
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
+    else:
+        print_simulation(result)
 
 
 @app.command("simulate")
@@ -66,29 +82,19 @@ def simulate_cmd(
             min=1, max=16, help="Processes for fits and backtests (default: canary.workers)."
         ),
     ] = None,
-    log_mlflow: Annotated[
-        bool, typer.Option("--mlflow/--no-mlflow", help="Log a run to the tracking store.")
-    ] = True,
+    log_mlflow: MlflowOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Backtest the nightly retrain-and-promote policy over history: each night trains and
     gates as the nightly flow does (in a sandbox registry; the lake is shared), and each
     next day is traded by the version each policy holds. Writes nights.csv, equity.png,
     summary.json and an MLflow run. As a Prefect flow: `hmmtrader flow simulate`."""
-    import logging
+    from trading.nightly.simulate import default_run_dir, nights_of, simulate
 
-    import mlflow  # noqa: F401  (its loggers are configured on import: quieted after)
-
-    from trading.nightly.simulate import nights_of, simulate
-
+    quiet_mlflow()
     config = load_config()
-    for name in ("mlflow", "alembic"):  # the sandbox registry's info lines
-        logging.getLogger(name).setLevel(logging.ERROR)
-    chosen = nights_of(config, _day(start, "--start"), _day(end, "--end"), nights)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    from trading.paths import StatePaths
-
-    run_dir = out or StatePaths(config.home).runs / (f"simulate-{chosen[0]}-{chosen[-1]}-{stamp}")
+    chosen = nights_of(config, optional_day(start, "--start"), optional_day(end, "--end"), nights)
+    run_dir = out or default_run_dir(config, chosen)
     if not as_json:
         console.print(
             f"simulating {len(chosen)} nights {chosen[0]}..{chosen[-1]} "
@@ -105,10 +111,7 @@ def simulate_cmd(
             config, chosen, run_dir, model=model, workers=workers,
             progress=None if as_json else progress, log_mlflow=log_mlflow,
         )  # fmt: skip
-    if as_json:
-        print(json.dumps(result.summary(), indent=2))
-        return
-    print_simulation(result)
+    show(result, as_json)
 
 
 def print_simulation(result: SimulationResult) -> None:

@@ -240,14 +240,14 @@ def promotion_markdown(d: PromotionDecision) -> str:
 
 def simulate_markdown(result: SimulationResult) -> str:
     """The policies' net PnL on the same days, and the nights (nights.csv's columns)."""
-    from trading.nightly.simulate import _night_rows
+    from trading.nightly.simulate import night_rows
 
     traded = [d for d in result.days if not d.skipped]
     b = result.backtests
     totals = table(
         ["policy", "net PnL (USD)"], [[p, f"{v:+.2f}"] for p, v in result.totals.items()]
     )
-    rows = _night_rows(result)
+    rows = night_rows(result)
     columns = ["night", "trained", "verdict", "decision", "production_after", "next_day",
                "gated_pnl_usd", "never_pnl_usd", "newest_pnl_usd", "buy_hold_pnl_usd"]  # fmt: skip
     nights = table(columns, [[row[c] for c in columns] for row in rows])

@@ -198,6 +198,12 @@ def nights_of(config: AppConfig, start: dt.date | None, end: dt.date | None, nig
     return day_range(start, end)
 
 
+def default_run_dir(config: AppConfig, nights: list[dt.date]) -> Path:
+    """<home>/runs/simulate-<first>-<last>-<UTC time>: a new run directory per run."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return StatePaths(config.home).runs / f"simulate-{nights[0]}-{nights[-1]}-{stamp}"
+
+
 # ---- backtests, recorded once per (version, day) -------------------------------------
 
 
@@ -560,7 +566,9 @@ def simulate(
 # ---- outputs --------------------------------------------------------------------------
 
 
-def _night_rows(result: SimulationResult) -> list[dict[str, Any]]:
+def night_rows(result: SimulationResult) -> list[dict[str, Any]]:
+    """One row per night (nights.csv, the flow's artifact): what it trained and decided,
+    and each policy's version and net PnL on the next day."""
     by_day = {d.day: d for d in result.days}
     rows = []
     for n in result.nights:
@@ -585,7 +593,7 @@ def _night_rows(result: SimulationResult) -> list[dict[str, Any]]:
 
 
 def _write_outputs(result: SimulationResult, curves: dict[str, list[tuple[int, float]]]) -> None:
-    rows = _night_rows(result)
+    rows = night_rows(result)
     path = result.run_dir / "nights.csv"
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
