@@ -28,6 +28,8 @@ class LocalPrefectServer(ServerProcess):
             {
                 "PREFECT_HOME": str(self.prefect_home),
                 "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
+                # the UI's pages call this API; without it they look for 127.0.0.1:4200
+                "PREFECT_UI_API_URL": f"http://{LOOPBACK}:{self.port}/api",
                 **(
                     {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url} if database_url else {}
                 ),

@@ -24,9 +24,9 @@ from hmmtrader.cli import (
     serve,
     simulate,
 )
-from hmmtrader.cli.common import State, console, err_console
+from hmmtrader.cli.common import State, console, err_console, quiet_libraries
 from trading.env import disable_telemetry
-from trading.errors import HmmTraderError, store_failure
+from trading.errors import HmmTraderError, InputError, store_failure
 
 __all__ = ["app", "main", "run"]
 
@@ -44,7 +44,8 @@ app.add_typer(flows.flow_app, name="flow")
 app.add_typer(ops.ops_app, name="ops")
 app.add_typer(bench.app, name="bench")
 # top-level commands, in the order of the README
-for module in (data, models, evaluate, simulate, demo, serve, node, exchange, ops, quickcheck):
+for module in (data, models, evaluate, simulate, demo, serve, node, exchange, ops,
+               quickcheck):  # fmt: skip
     app.add_typer(module.app)
 
 
@@ -75,8 +76,14 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# commands that make a state root when --home names none; every other command refuses a
+# --home that does not exist (a typo would otherwise read as an empty state and exit 0)
+CREATES_STATE = ("demo", "ingest", "flow", "up", "bench")
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -92,6 +99,16 @@ def _main(
     ] = None,
 ) -> None:
     State.debug, State.config_dir, State.home = debug, config_dir, home
+    quiet_libraries(debug)
+    command = ctx.invoked_subcommand
+    if home is not None and not home.is_dir() and not ctx.resilient_parsing:
+        if home.exists():
+            raise InputError(f"--home {home} is a file, not a directory; pass a state root")
+        if command not in CREATES_STATE:
+            raise InputError(
+                f"--home {home} does not exist. Check the path; a new state root is made by "
+                f"{', '.join(CREATES_STATE[:3])} (e.g. hmmtrader --home {home} demo)"
+            )
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -157,3 +157,14 @@ def bench_simulate_cmd(
     if not 3600 <= seconds <= 86_400:
         raise InputError(f"--seconds must be between 3600 and 86400, got {seconds}")
     print(bench_simulate(load_config(), nights, seconds, cold, console).to_json())
+
+
+@app.command("models")
+def bench_models_cmd(
+    repeats: Annotated[int, typer.Option(min=1, max=20, help="Runs of each (best kept).")] = 5,
+) -> None:
+    """`hmmtrader models` wall time on the state root (the demo's: run `make demo` first)
+    vs the same listing through MLflow's client. Goal: under 2 s."""
+    from hmmtrader.bench.models import bench_models
+
+    print(bench_models(load_config().home, repeats, console).to_json())

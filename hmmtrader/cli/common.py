@@ -47,6 +47,22 @@ class State:
     home: Path | None = None
 
 
+def quiet_libraries(debug: bool) -> None:
+    """Library warnings and MLflow's info lines stay out of normal output; --debug shows
+    them. MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported
+    (a user's setting wins)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "ERROR")
+    if debug:
+        warnings.simplefilter("default")
+        return
+    warnings.simplefilter("ignore")
+    for name in ("mlflow", "alembic"):  # in case MLflow was imported before
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def load_config() -> AppConfig:
     """configs/ (or --config-dir), HMMTRADER_* and .env, with --home applied."""
     from trading.settings import load_settings
@@ -66,11 +82,9 @@ def optional_day(text: str | None, option: str) -> dt.date | None:
 
 
 def open_registry(config: AppConfig) -> Registry:
-    """The configured registry, without MLflow's and Alembic's info lines in the output."""
+    """The configured registry (quiet_libraries keeps MLflow's lines out of the output)."""
     from trading.regime.registry import Registry
 
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     return Registry(config.settings.registry, config.home)
 
 
@@ -84,7 +98,10 @@ def lake_of(config: AppConfig) -> Lake:
 Symbols = Annotated[str, typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT.")]
 StartDay = Annotated[str, typer.Option("--start", help="First UTC day, YYYY-MM-DD.")]
 EndDay = Annotated[str, typer.Option("--end", help="Last UTC day (inclusive), YYYY-MM-DD.")]
-LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+LogLevel = Annotated[Literal["debug", "info", "warning", "error"], typer.Option(help="Log level.")]
+# choices that --help lists (typer shows a Literal's values and refuses others)
+FeatureSetName = Literal["features_v1", "bars_v1"]
+TaskRunnerName = Literal["threads", "dask"]
 AccessLog = Annotated[bool, typer.Option(help="Log every request (uvicorn).")]
 
 
@@ -141,11 +158,6 @@ def check_port(host: str, port: int) -> None:
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}; pass another --port "
                 "(or stop what is using it)"
             ) from None
-
-
-def check_log_level(level: str) -> None:
-    if level.lower() not in ("debug", "info", "warning", "error"):
-        raise InputError(f"--log-level must be debug, info, warning or error, got {level!r}")
 
 
 def configure_logging(level: str) -> None:

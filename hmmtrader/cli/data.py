@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hmmtrader.cli.common import EndDay, StartDay, Symbols, console, lake_of, load_config
+from hmmtrader.cli.common import (
+    EndDay,
+    FeatureSetName,
+    StartDay,
+    Symbols,
+    console,
+    lake_of,
+    load_config,
+)
 from trading.errors import InputError
 
 if TYPE_CHECKING:
@@ -102,7 +110,7 @@ def features_cmd(
     start: StartDay,
     end: EndDay,
     feature_set: Annotated[
-        str | None,
+        FeatureSetName | None,
         typer.Option(
             "--set",
             help="features_v1 (ticks: quotes + trades) or bars_v1 (1-minute klines); "
@@ -121,8 +129,6 @@ def features_cmd(
     names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     check_range(first, last)
-    if feature_set is not None and feature_set.lower() not in ("features_v1", "bars_v1"):
-        raise InputError(f"--set must be one of features_v1, bars_v1, got {feature_set!r}")
     if not 0 <= lookback_days <= 7:
         raise InputError(f"--lookback-days must be between 0 and 7, got {lookback_days}")
     fs = configured_feature_set(config, feature_set)

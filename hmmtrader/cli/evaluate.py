@@ -70,7 +70,8 @@ def backtest_cmd(
     run_dir = out or StatePaths(config.home).runs / f"backtest-v{version}-{stamp}"
     began = time.perf_counter()
     with fraction_bar() as bar:
-        task = bar.add_task(f"backtest v{version} {window}", total=1.0)
+        title = f"backtest v{version} {window}"
+        task = bar.add_task(title, total=1.0)
         run = run_backtest(
             config,
             inference,
@@ -78,6 +79,8 @@ def backtest_cmd(
             window,
             run_dir,
             progress=lambda f: bar.update(task, completed=f),
+            # every stage named as it begins: gate, loading, warm-up, run, reports
+            stage=lambda name: bar.update(task, description=f"{title}: {name}"),
         )
     print_summary(run.summary, f"backtest of version {version}, {window}")
     if log_mlflow:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from hmmtrader.cli.common import (
     LogLevel,
-    check_log_level,
     check_port,
     configure_logging,
     console,
@@ -90,7 +89,6 @@ def exchange_cmd(
     from serving.exchange.app import Keys, build_server, create_app
     from trading.node.session import lake_window
 
-    check_log_level(log_level)
     if not api_key or not api_secret:
         raise InputError(
             "the exchange needs an API key and secret: set BINANCE_TESTNET_API_KEY and "
@@ -143,10 +141,8 @@ def exchange_cmd(
 @app.command("exchange-fault")
 def exchange_fault_cmd(
     kind: Annotated[
-        str,
-        typer.Argument(
-            help="drop_ws, refuse, delay, market_cut, throttle (429 then 418) or clear."
-        ),
+        Literal["drop_ws", "refuse", "delay", "market_cut", "throttle", "clear"],
+        typer.Argument(help="throttle: 429 then 418."),
     ],
     url: Annotated[str, typer.Option(help="The exchange.")] = "http://127.0.0.1:8090",
     seconds: Annotated[
@@ -154,7 +150,7 @@ def exchange_fault_cmd(
     ] = 20.0,
     delay_ms: Annotated[float, typer.Option(min=0, help="delay: added to every answer.")] = 0.0,
     target: Annotated[
-        str | None, typer.Option(help="drop_ws: market or user (default both).")
+        Literal["market", "user"] | None, typer.Option(help="drop_ws: one side (default both).")
     ] = None,
 ) -> None:
     """Inject a fault into a running local exchange: drop its WebSockets, refuse

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hmmtrader.cli.common import console, err_console, load_config, optional_day
+from hmmtrader.cli.common import TaskRunnerName, console, err_console, load_config, optional_day
 from hmmtrader.cli.simulate import (
     EndOption,
     JsonOption,
@@ -22,10 +22,8 @@ from hmmtrader.cli.simulate import (
     NightsOption,
     OutOption,
     StartOption,
-    quiet_mlflow,
     show,
 )
-from trading.errors import InputError
 
 if TYPE_CHECKING:
     from trading.nightly.steps import NightReport
@@ -48,8 +46,6 @@ NightOption = Annotated[
 def _with_runner(config: AppConfig, runner: str | None) -> AppConfig:
     if runner is None:
         return config
-    if runner not in ("threads", "dask"):
-        raise InputError(f"--task-runner must be threads or dask, got {runner!r}")
     os.environ["HMMTRADER_FLOWS__TASK_RUNNER"] = runner  # the flows load their own config
     return load_config()
 
@@ -109,16 +105,21 @@ def _preload() -> None:
     import flows.nightly  # noqa: F401
 
 
-def ui_commands(config: AppConfig) -> list[str]:
+def ui_commands(config: AppConfig, prefect_port: int = 4200, mlflow_port: int = 5000) -> list[str]:
+    """Shell commands that open the Prefect and MLflow UIs on this state root."""
     from trading.paths import StatePaths
     from trading.regime.registry import default_tracking_uri
 
     paths = StatePaths(config.home)
     tracking = config.settings.registry.tracking_uri or default_tracking_uri(config.home)
+    # PORT=...: one number to change; the Prefect UI's pages find their API through
+    # PREFECT_UI_API_URL, so it names the same port (without it they try 127.0.0.1:4200)
     return [
-        f"PREFECT_HOME={paths.prefect.resolve()} .venv/bin/prefect server start "
-        "--host 127.0.0.1 --port 4200",
-        f".venv/bin/mlflow ui --backend-store-uri {tracking} --host 127.0.0.1 --port 5000",
+        f"PORT={prefect_port}; PREFECT_HOME={paths.prefect.resolve()} "
+        "PREFECT_UI_API_URL=http://127.0.0.1:$PORT/api .venv/bin/prefect server start "
+        "--host 127.0.0.1 --port $PORT",
+        f"PORT={mlflow_port}; .venv/bin/mlflow ui --backend-store-uri {tracking} "
+        "--host 127.0.0.1 --port $PORT",
     ]
 
 
@@ -126,7 +127,7 @@ def ui_commands(config: AppConfig) -> list[str]:
 def flow_nightly_cmd(
     night: NightOption = None,
     runner: Annotated[
-        str | None, typer.Option("--task-runner", help="threads or dask (default: config).")
+        TaskRunnerName | None, typer.Option("--task-runner", help="Default: flows.task_runner.")
     ] = None,
 ) -> None:
     """Run the nightly-retrain flow once, here (exit 1 when validate blocks)."""
@@ -170,7 +171,7 @@ def flow_simulate_cmd(
     model: ModelOption = None,
     out: OutOption = None,
     runner: Annotated[
-        str | None, typer.Option("--task-runner", help="threads or dask (default: config).")
+        TaskRunnerName | None, typer.Option("--task-runner", help="Default: flows.task_runner.")
     ] = None,
     log_mlflow: MlflowOption = True,
     as_json: JsonOption = False,
@@ -180,7 +181,6 @@ def flow_simulate_cmd(
     stdout holds summary.json only (the Prefect lines go to stderr)."""
     from trading.nightly.simulate import nights_of
 
-    quiet_mlflow()
     config = _with_runner(load_config(), runner)
     first, last = optional_day(start, "--start"), optional_day(end, "--end")
     chosen = nights_of(config, first, last, nights)  # bad input: said before any server

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -56,10 +56,11 @@ def ingest_archive_cmd(
     start: StartDay,
     end: EndDay,
     kind: Annotated[
-        str, typer.Option(help="aggTrades, bookTicker, klines (1m) or fundingRate (um, monthly).")
+        Literal["aggTrades", "bookTicker", "klines", "fundingRate"],
+        typer.Option(help="klines are 1m; fundingRate is um, monthly."),
     ] = "aggTrades",
-    market: Annotated[str, typer.Option(help="spot or um (USD-M futures).")] = "spot",
-    period: Annotated[str, typer.Option(help="daily or monthly archives.")] = "daily",
+    market: Annotated[Literal["spot", "um"], typer.Option(help="um: USD-M futures.")] = "spot",
+    period: Annotated[Literal["daily", "monthly"], typer.Option(help="Archive period.")] = "daily",
     base_url: Annotated[
         str | None, typer.Option(help="Archive site (default from settings).")
     ] = None,

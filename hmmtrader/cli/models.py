@@ -10,11 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from hmmtrader.cli.common import EndDay, StartDay, Symbols, console, load_config, open_registry
+from hmmtrader.cli.common import (
+    EndDay,
+    FeatureSetName,
+    StartDay,
+    Symbols,
+    console,
+    load_config,
+    open_registry,
+)
 from trading.errors import InputError
 
 if TYPE_CHECKING:
     from trading.regime.registry import Move
+    from trading.settings import AppConfig
 
 app = typer.Typer()  # top-level commands: train, models, promote, rollback
 
@@ -33,7 +42,7 @@ def train_cmd(
         ),
     ] = None,
     feature_set: Annotated[
-        str | None,
+        FeatureSetName | None,
         typer.Option(
             "--feature-set",
             help="features_v1 (ticks) or bars_v1 (1-minute bars); default: regime.feature_set. "
@@ -49,8 +58,6 @@ def train_cmd(
     names = parse_symbols(config, symbols)
     first, last = parse_day(start, "--start"), parse_day(end, "--end")
     check_range(first, last)
-    if feature_set is not None and feature_set.lower() not in ("features_v1", "bars_v1"):
-        raise InputError(f"--feature-set must be features_v1 or bars_v1, got {feature_set!r}")
     if feature_set is not None and update is not None:
         raise InputError("--feature-set is not used with --update (the version's set is kept)")
     registry = open_registry(config)
@@ -188,14 +195,10 @@ def models_cmd(
 ) -> None:
     """Registered versions: aliases, data range, key metrics, canary verdict."""
     config = load_config()
-    registry = open_registry(config)
-    if as_json:
-        if repair:
-            raise InputError("--json lists only: run --repair without it")
-        print(json.dumps(_listing(registry), indent=2))
-        return
+    if as_json and repair:
+        raise InputError("--json lists only: run --repair without it")
     if repair:
-        done = registry.repair()
+        done = open_registry(config).repair()
         for version in done.removed_versions:
             console.print(f"removed incomplete version {version}")
         for run_id in done.failed_runs:
@@ -206,6 +209,10 @@ def models_cmd(
             console.print(
                 "Nothing to repair: every version is complete and no run is left RUNNING."
             )
+    registry = _reader(config)
+    if as_json:
+        print(json.dumps(_listing(registry), indent=2))
+        return
     versions = registry.versions()
     if not versions:
         console.print(f"No versions of {registry.name} yet: run hmmtrader train.")
@@ -265,6 +272,17 @@ def models_cmd(
             "Run hmmtrader models --repair (the next train does it too).",
             highlight=False,
         )
+
+
+def _reader(config: AppConfig) -> Any:
+    """The registered model to list: read from MLflow's database without importing MLflow
+    (trading.regime.catalog), or through MLflow's client for a tracking server."""
+    from trading.regime.catalog import read_catalog
+    from trading.regime.registry import default_tracking_uri
+
+    settings = config.settings.registry
+    uri = settings.tracking_uri or default_tracking_uri(config.home)
+    return read_catalog(uri, settings.model_name) or open_registry(config)
 
 
 def _listing(registry: Any) -> dict[str, Any]:

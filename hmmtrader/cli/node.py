@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -13,17 +13,26 @@ from hmmtrader.cli.evaluate import print_summary
 app = typer.Typer()  # top-level command: node
 
 
+def _symbols(symbols: str | None, old: list[str] | None) -> list[str]:
+    """--symbols A,B (as every command), plus the old repeated --symbol X.BINANCE."""
+    names = [s for s in (symbols or "").split(",") if s.strip()] + list(old or [])
+    return [s.strip().upper().removesuffix(".BINANCE") for s in names]
+
+
 @app.command("node")
 def node_cmd(
     mode: Annotated[
+        Literal["replay", "paper", "testnet", "live"] | None,
+        typer.Option(help="replay: the lake, offline (default node.mode)."),
+    ] = None,
+    symbols: Annotated[
         str | None,
-        typer.Option(help="replay (lake, offline), paper, testnet or live (default node.mode)."),
+        typer.Option(
+            "--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT (default node.symbols)."
+        ),
     ] = None,
     symbol: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--symbol", help="Instrument, repeatable: BTCUSDT.BINANCE (default node.symbols)."
-        ),
+        list[str] | None, typer.Option("--symbol", hidden=True, help="Old form of --symbols.")
     ] = None,
     live: Annotated[
         bool, typer.Option("--live", help="Required (with TRADING_ENABLED=true) for live mode.")
@@ -40,8 +49,8 @@ def node_cmd(
     ] = None,
     end: Annotated[str | None, typer.Option(help="Replay: last UTC day or end time.")] = None,
     inference: Annotated[
-        str | None,
-        typer.Option(help="in_process (registry, hot reload) or remote (serving.url)."),
+        Literal["in_process", "remote"] | None,
+        typer.Option(help="in_process: registry, hot reload; remote: serving.url."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Replay run directory (default <home>/runs/node-replay-*).")
@@ -74,7 +83,7 @@ def node_cmd(
     node = config.settings.node
     opts = NodeOptions(
         mode=mode or node.mode,
-        symbols=list(symbol) if symbol else list(node.symbols),
+        symbols=_symbols(symbols, symbol) or list(node.symbols),
         live=live,
         speed=speed,
         start=start,

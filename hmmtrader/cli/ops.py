@@ -14,7 +14,6 @@ from rich.table import Table
 from hmmtrader.cli.common import (
     AccessLog,
     LogLevel,
-    check_log_level,
     check_port,
     configure_logging,
     console,
@@ -63,7 +62,6 @@ def serve_cmd(
     from trading.node.state import state_path
     from trading.settings import OpsSettings
 
-    check_log_level(log_level)
     config = load_config()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     ops = OpsSettings.model_validate({**config.settings.ops.model_dump(), **overrides})
@@ -101,7 +99,6 @@ def dashboard_cmd(
     from trading.node.state import state_path
     from trading.settings import DashboardSettings
 
-    check_log_level(log_level)
     config = load_config()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     board = DashboardSettings.model_validate(

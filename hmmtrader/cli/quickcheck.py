@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from hmmtrader.cli.common import console, load_config
-from trading.errors import InputError
 
 app = typer.Typer()  # top-level command: quickcheck
+
+
+class Check(StrEnum):  # a list of choices: typer takes an Enum there, not a Literal
+    inference = "inference"
+    backtest = "backtest"
+    dashboard = "dashboard"
+    ops = "ops"
+    canary = "canary"
 
 
 @app.command("quickcheck")
 def quickcheck_cmd(
     check: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--check",
-            help="Run only these (repeatable): inference, backtest, dashboard, ops, canary.",
-        ),
+        list[Check] | None,
+        typer.Option("--check", help="Run only these (repeatable)."),
     ] = None,
     hours: Annotated[
         float,
@@ -40,10 +45,7 @@ def quickcheck_cmd(
     any check fails."""
     from hmmtrader.quickcheck import CHECKS, TITLES, CheckResult, QuickcheckOptions, run_checks
 
-    chosen = tuple(check) if check else CHECKS
-    unknown = [c for c in chosen if c not in CHECKS]
-    if unknown:
-        raise InputError(f"unknown check {unknown[0]!r}: use {', '.join(CHECKS)}")
+    chosen = tuple(c.value for c in check) if check else CHECKS
     config = load_config()
     opts = QuickcheckOptions(
         checks=chosen, hours=hours, candidate=candidate, promote=promote,

@@ -9,7 +9,6 @@ import typer
 from hmmtrader.cli.common import (
     AccessLog,
     LogLevel,
-    check_log_level,
     check_port,
     configure_logging,
     console,
@@ -43,7 +42,6 @@ def serve_cmd(
     from serving.inference.limits import uvicorn_options
     from trading.settings import ServingSettings
 
-    check_log_level(log_level)
     config = load_config()
     overrides = {
         k: v

@@ -50,17 +50,6 @@ MlflowOption = Annotated[
 ]
 
 
-def quiet_mlflow() -> None:
-    """Import MLflow (it configures its loggers on import), then quiet the sandbox
-    registry's info lines."""
-    import logging
-
-    import mlflow  # noqa: F401
-
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def show(result: SimulationResult, as_json: bool) -> None:
     """summary.json alone (--json), or the tables."""
     if as_json:
@@ -91,7 +80,6 @@ def simulate_cmd(
     summary.json and an MLflow run. As a Prefect flow: `hmmtrader flow simulate`."""
     from trading.nightly.simulate import default_run_dir, nights_of, simulate
 
-    quiet_mlflow()
     config = load_config()
     chosen = nights_of(config, optional_day(start, "--start"), optional_day(end, "--end"), nights)
     run_dir = out or default_run_dir(config, chosen)

@@ -62,5 +62,5 @@ def node_process(
     home: Path, args: Sequence[str], log_path: Path, env: Mapping[str, str]
 ) -> NodeProcess:
     cmd = [HMMTRADER, "--home", str(home), "node", "--mode", "replay",
-           "--symbol", "BTCUSDT.BINANCE", "--symbol", "ETHUSDT.BINANCE", *args]  # fmt: skip
+           "--symbols", "BTCUSDT,ETHUSDT", *args]  # fmt: skip
     return NodeProcess("hmmtrader node", cmd, log_path, env=env)

@@ -144,14 +144,19 @@ def test_changing_data_after_t_changes_no_decision_at_or_before_t(tmp_path: Path
     t = window.start_ns + 3600 * 10**9
     symbols = ["BTCUSDT", "ETHUSDT"]
 
+    stages: list[str] = []
+
     def backtest(name: str) -> dict[str, pd.DataFrame]:
         out = tmp_path / name
-        run_backtest(config, InProcessInference(model, version), symbols, window, out, gate=False)
+        run_backtest(config, InProcessInference(model, version), symbols, window, out, gate=False,
+                     stage=stages.append)  # fmt: skip
         return {
             f: pd.read_csv(out / f"{f}.csv") for f in ("state_timeline", "guardrails", "trades")
         }
 
     before = backtest("original")
+    # the progress names every stage as it begins (`backtest` draws them; no gate here)
+    assert stages == ["loading", "warm-up", "run", "reports"]
     registry = Registry(RegistrySettings(), home)
     recorded = kpi_fingerprint(config, registry, version, symbols, window)
     lake = Lake(home / "lake")

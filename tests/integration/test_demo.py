@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _ui(command: str, port: int, health: str, log: Path, extra: dict[str, str]) -> ServerProcess:
     """A UI command the demo printed, on another free port (its only change)."""
-    command = re.sub(r"--port \d+", f"--port {port}", command)
+    command = re.sub(r"^PORT=\d+;", f"PORT={port};", command)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     return ServerProcess(
         command.split()[0], ["bash", "-c", command], log, env=child_env(extra, base=base),
@@ -48,6 +48,10 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "Demo finished" in out and "promoted" in out
+    # MLflow's own lines (log_model's warnings) stay out; --debug shows them
+    assert " mlflow." not in out + done.stderr, [
+        line for line in (out + done.stderr).splitlines() if " mlflow." in line
+    ]
     # the trading node replayed the last hour against the production version
     assert "node replay stopped cleanly" in out, out[-3000:]
     assert re.search(r"hmm-regime\s+│\s+1\s+│\s+new\s+│\s+passed", out)
@@ -69,6 +73,9 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
         names = {r["name"]: r["state"]["type"] for r in runs}
         assert names.get("nightly-retrain-2024-01-02") == "COMPLETED", names
         assert httpx.get(f"{prefect_ui.url}/").status_code == 200  # the UI
+        # the UI's pages take their API from /ui-settings: this port, not 4200
+        ui_api = httpx.get(f"{prefect_ui.url}/ui-settings").json()["api_url"]
+        assert ui_api == api and httpx.get(f"{ui_api}/health").status_code == 200
         prefect_ui.stop()
 
         mlflow_ui.wait_healthy()

@@ -106,8 +106,8 @@ def start_exchange(home: Path, tmp: Path, env: dict[str, str], *extra: str) -> S
 
 
 def start_node(home: Path, tmp: Path, env: dict[str, str], url: str, name: str) -> NodeProcess:
-    cmd = [HMMTRADER, "--home", str(home), "node", "--mode", "testnet", "--symbol",
-           "BTCUSDT.BINANCE", "--symbol", "ETHUSDT.BINANCE", "--exchange-url", url,
+    cmd = [HMMTRADER, "--home", str(home), "node", "--mode", "testnet",
+           "--symbols", "BTCUSDT,ETHUSDT", "--exchange-url", url,
            "--out", str(tmp / name)]  # fmt: skip
     return NodeProcess("hmmtrader node", cmd, tmp / f"{name}.log", env=env).start()
 

@@ -119,7 +119,7 @@ def test_live_refuses_without_both_opt_ins(
     monkeypatch.delenv("TRADING_ENABLED", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    args = ["node", "--mode", "live", "--symbol", "BTCUSDT.BINANCE"] + (["--live"] if flag else [])
+    args = ["node", "--mode", "live", "--symbols", "BTCUSDT"] + (["--live"] if flag else [])
     assert cli(home, *args) == 1
     err = capsys.readouterr().err
     assert "refusing to start a LIVE node" in err
@@ -246,7 +246,7 @@ def test_an_exchange_url_is_never_applied_silently_to_live(
     for key, value in LIVE_OPT_INS.items():
         monkeypatch.setenv(key, value)
     url = "http://127.0.0.1:8090"
-    args = ["node", "--mode", "live", "--live", "--symbol", "BTCUSDT.BINANCE"]
+    args = ["node", "--mode", "live", "--live", "--symbols", "btcusdt"]
     if source == "flag":
         args += ["--exchange-url", url]
     else:
@@ -276,7 +276,7 @@ def test_an_exchange_url_is_never_applied_silently_to_live(
 def test_a_malformed_exchange_url_is_refused(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["node", "--mode", "paper", "--symbol", "BTCUSDT.BINANCE",
+    args = ["node", "--mode", "paper", "--symbol", "BTCUSDT.BINANCE",  # the old form still works
             "--exchange-url", "127.0.0.1:8090/api"]  # fmt: skip
     assert cli(home, *args) == 1
     assert "write it as http://HOST:PORT" in capsys.readouterr().err

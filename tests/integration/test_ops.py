@@ -128,6 +128,7 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefectSe
 def ops(tmp_path_factory: pytest.TempPathFactory, prefect: LocalPrefectServer) -> Iterator[Ops]:
     root = tmp_path_factory.mktemp("ops")
     home = root / "home"
+    home.mkdir()  # a --home that does not exist is refused (a typo)
     env = _env(home, prefect, root)
     server = hmmtrader_server(home, ("ops", "serve"), root / "ops.log", env)
     o = Ops(home, server.url, env, server.log_path, prefect)

@@ -113,7 +113,7 @@ def test_quickcheck_passes_on_a_running_stack_and_names_what_is_down(
 
 def test_quickcheck_refuses_an_unknown_check(home: Path) -> None:
     done = _quickcheck(home, dict(os.environ), "--check", "nope")
-    assert done.returncode == 1
-    assert "unknown check 'nope': use inference, backtest, dashboard, ops, canary" in (
+    assert done.returncode == 2  # a usage error: the choices are listed
+    assert "'nope' is not one of 'inference', 'backtest', 'dashboard', 'ops', 'canary'" in (
         done.stdout + done.stderr
     )

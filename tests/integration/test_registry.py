@@ -45,6 +45,7 @@ from tests.profile import DAY1, DAY_SECONDS, FAST_TRAINING
 from trading.data.lake import Lake
 from trading.features.descriptor import features_v1
 from trading.features.store import METADATA_KEY, descriptor_of
+from trading.regime.catalog import read_catalog
 from trading.regime.config import RegimeSettings, RegistrySettings
 from trading.regime.pipeline import train_and_register
 from trading.regime.pyfunc import output_columns, predict_frame
@@ -57,6 +58,21 @@ SYMBOL = "BTCUSDT"
 DAY = dt.date.fromisoformat(DAY1)
 DAY_S = DAY.isoformat()
 MODEL = "hmm-regime"
+
+
+def same_listing(registry: Registry, uri: str | None = None) -> dict[str, Any]:
+    """`models` reads MLflow's database directly (trading.regime.catalog): it must list what
+    MLflow's client reads, field for field (the tracking URI aside: a server's is its URL)."""
+    from hmmtrader.cli.models import _listing
+
+    catalog = read_catalog(uri or registry.uri, MODEL)
+    assert catalog is not None
+    fast, slow = _listing(catalog), _listing(registry)
+    fast.pop("tracking_uri"), slow.pop("tracking_uri")
+    assert fast == slow
+    return fast
+
+
 FEATURES_KIND = "features_v1"
 TRAIN_ARGS = ("train", "--symbols", SYMBOL, "--start", DAY_S, "--end", DAY_S)
 RUN_FILES = {
@@ -356,6 +372,7 @@ def test_cli_lifecycle_on_default_sqlite_store(
     assert (guard.alias, guard.recorded, guard.serving, guard.blocked) == (3, 1, 1, True)
     assert "moved to version 3 outside promote/rollback" in guard.anomaly
     assert "has failed" in guard.anomaly and registry.resolve("production") == 1
+    assert same_listing(registry)["production"]["blocked"] is True
     assert cli(home, "models", "--history") == 0
     flagged = " ".join(capsys.readouterr().out.split())
     assert (
@@ -398,6 +415,16 @@ def test_cli_lifecycle_on_default_sqlite_store(
     assert list(rows) == [3, 2, 1]
     assert rows[3].strip() == "candidate" and rows[1].strip() == "production"
     assert rows[2].strip() == ""
+    assert len(same_listing(registry)["moves"]) == 11
+    # MLflow deletes a version by hiding it (a stage); the direct read hides it too
+    registry.client.delete_model_version(MODEL, "2")
+    assert [v["version"] for v in same_listing(registry)["versions"]] == [1, 3]
+    # the benchmark of `models` (new processes; it checks both readers agree)
+    capsys.readouterr()
+    assert cli(home, "bench", "models", "--repeats", "1") == 0
+    bench = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert bench["name"] == "models_cli_wall" and bench["extra"]["versions"] == 2
+    assert bench["ratio"] == round(bench["baseline"] / bench["value"], 2)
 
 
 # ---- shared registry for tests 2 and 3: v1 = production (forced), v2 = candidate ----
@@ -604,6 +631,11 @@ def test_tracking_server_round_trip(
     assert registry.aliases() == {"candidate": 1, "production": 1}
     aliases = backend_rows(backend, "SELECT alias, version FROM registered_model_aliases")
     assert sorted(aliases) == [("candidate", 1), ("production", 1)]
+    # `models` on the server's own database (SQLite or PostgreSQL) lists what the client does
+    store = (
+        sqlalchemy_uri(backend.database) if backend.database else f"sqlite:///{backend.sqlite_path}"
+    )
+    assert same_listing(registry, store)["production"]["serving"] == 1
 
     model, version = registry.load("production")
     assert version == 1

@@ -208,8 +208,8 @@ def test_serve_refuses_bad_options_before_starting(
         assert "--port" in lines[0]
     assert run(["serve", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
-    assert run(["serve", "--log-level", "loud"]) == 1
-    assert "--log-level must be" in errors(capsys)[0]
+    assert run(["serve", "--log-level", "loud"]) == 2
+    assert "'loud' is not one of 'debug', 'info', 'warning', 'error'" in errors(capsys)[0]
     assert run(["serve", "--poll-interval", "-1"]) == 1
     assert "poll_interval_s" in errors(capsys)[0]
 
@@ -242,3 +242,82 @@ def test_another_synthetic_day_length_is_refused_until_overwrite(
     out = capsys.readouterr().out
     assert f"deleted {features} (made from the data this ingest replaced)" in out
     assert not features.exists()
+
+
+def test_a_missing_home_is_refused_except_by_commands_that_create_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "hmoe"
+    for command in (["models"], ["data", "ls"], ["node", "--mode", "replay"], ["simulate"]):
+        assert run(["--home", str(typo), *command]) == 1, command
+        [line] = errors(capsys)
+        assert f"--home {typo} does not exist" in line and "demo" in line
+    assert not typo.exists()  # nothing made for a typo
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert run(["--home", str(a_file), "models"]) == 1
+    assert "is a file, not a directory" in errors(capsys)[0]
+    # ingest makes a new state root
+    sample = str(BINANCE_SAMPLES / "btcusdt-trades.parquet")
+    assert run(["--home", str(typo), "ingest", "files", sample, "--symbol", "BTCUSDT"]) == 0
+    assert (typo / "lake").is_dir()
+    capsys.readouterr()
+    assert run(["--home", str(typo), "data", "ls", "--json"]) == 0  # it exists now
+    assert json.loads(capsys.readouterr().out)["partitions"][0]["rows"] == 2001
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "choices"),
+    [
+        (["node"], "--mode", "replay|paper|testnet|live"),
+        (["node"], "--inference", "in_process|remote"),
+        (["flow", "nightly"], "--task-runner", "threads|dask"),
+        (["ingest", "archive"], "--kind", "aggTrades|bookTicker|klines|fundingRate"),
+        (["ingest", "archive"], "--market", "spot|um"),
+        (["features"], "--set", "features_v1|bars_v1"),
+        (["train"], "--feature-set", "features_v1|bars_v1"),
+        (["serve"], "--log-level", "debug|info|warning|error"),
+        (["quickcheck"], "--check", "inference|backtest|dashboard|ops|canary"),
+    ],
+)
+def test_choices_are_listed_in_help_and_enforced(
+    command: list[str],
+    option: str,
+    choices: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    assert run([*command, "--help"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if f" {option} " in x)
+    assert choices in line, line
+    assert run([*command, option, "nope"]) == 2
+    assert "'nope' is not one of" in capsys.readouterr().err
+
+
+def test_node_takes_symbols_as_every_command_does() -> None:
+    from hmmtrader.cli.node import _symbols
+
+    assert _symbols("btcusdt, ETHUSDT.BINANCE", None) == ["BTCUSDT", "ETHUSDT"]
+    assert _symbols(None, ["SOLUSDT.BINANCE"]) == ["SOLUSDT"]  # the old repeated --symbol
+    assert _symbols(None, None) == []  # node.symbols then
+
+
+def test_library_warnings_only_with_debug(tmp_path: Path) -> None:
+    script = (
+        "import logging, sys, warnings\n"
+        "from hmmtrader.cli.common import quiet_libraries\n"
+        "quiet_libraries(sys.argv[1] == 'debug')\n"
+        "import mlflow\n"
+        "warnings.warn('a library warning', DeprecationWarning)\n"
+        "print(logging.getLogger('mlflow').getEffectiveLevel())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
+
+    def child(mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", script, mode], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=60, check=True)  # fmt: skip
+
+    quiet, loud = child("normal"), child("debug")
+    assert "a library warning" not in quiet.stderr and quiet.stdout.strip() == "40"  # ERROR
+    assert "a library warning" in loud.stderr and loud.stdout.strip() == "10"  # DEBUG

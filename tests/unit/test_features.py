@@ -331,8 +331,8 @@ def test_features_cli(config: AppConfig, home, capsys: pytest.CaptureFixture[str
 
     assert features(symbol="ETHUSDT") == 1
     assert "no quotes for ETHUSDT" in capsys.readouterr().err
-    assert features("--set", "nope") == 1
-    assert "--set must be one of" in capsys.readouterr().err
+    assert features("--set", "nope") == 2
+    assert "'nope' is not one of 'features_v1', 'bars_v1'" in capsys.readouterr().err
     assert features(start="2024-01-02") == 1
     assert "swap them" in capsys.readouterr().err
 

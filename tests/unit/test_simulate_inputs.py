@@ -85,6 +85,7 @@ def test_the_run_directory_is_new_or_a_stopped_run_of_the_same_arguments(
 
 
 def test_the_cli_refuses_bad_nights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "home").mkdir()
     home = str(tmp_path / "home")
     assert run(["--home", home, "simulate", "--start", "2024-01-05", "--end", "2024-01-04"]) == 1
     assert "must be after --start" in capsys.readouterr().err
@@ -95,8 +96,8 @@ def test_the_cli_refuses_bad_nights(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = ["--home", home, "flow", "simulate", "--start", "2024-01-05", "--end", "2024-01-04"]
     assert run(args) == 1
     assert "must be after --start" in capsys.readouterr().err
-    assert run(["--home", home, "flow", "simulate", "--task-runner", "ray"]) == 1
-    assert "--task-runner must be threads or dask" in capsys.readouterr().err
+    assert run(["--home", home, "flow", "simulate", "--task-runner", "ray"]) == 2
+    assert "'ray' is not one of 'threads', 'dask'" in capsys.readouterr().err
     assert not (tmp_path / "home" / "runs").exists()  # nothing started
     assert not (tmp_path / "home" / "prefect").exists()
 

@@ -63,10 +63,14 @@ def run_backtest(
     quality: dict[str, Any] | None = None,
     progress: Callable[[float], None] | None = None,
     kill_engaged: Callable[[], bool] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> BacktestRun:
     """Backtest `inference` over `window` and write the run directory. The data-quality
     gate runs first unless `gate` is off or its result for this window is given
-    (`quality`, from `quality_gate`, whose issue CSV the caller placed in run_dir)."""
+    (`quality`, from `quality_gate`, whose issue CSV the caller placed in run_dir).
+    `stage` hears each stage as it begins: gate, loading, warm-up, run, reports;
+    `progress` the fraction of the window traded."""
+    enter = stage or (lambda name: None)
     from trading.backtest.report import benchmarks, write_reports
     from trading.data.nautilus import load_bars, load_ticks
 
@@ -79,8 +83,10 @@ def run_backtest(
     require_ticks(lake, config.instruments.venue, symbols, window, market_kinds(bars))
     run_dir.mkdir(parents=True, exist_ok=True)
     if quality is None and gate:
+        enter("gate")
         quality = quality_gate(config, lake, symbols, window, run_dir, bars=bars)
 
+    enter("loading")
     t0 = time.perf_counter()
     if bars:
         instruments, data, n_events = load_bars(
@@ -99,15 +105,18 @@ def run_backtest(
     load_s = time.perf_counter() - t0
     recorder = Recorder()
     engine, strategy = build_engine(
-        config, instruments, inference, window, limits, recorder, progress, kill_engaged
-    )
+        config, instruments, inference, window, limits, recorder, progress, kill_engaged,
+        stage=enter,
+    )  # fmt: skip
     engine.add_data(data, sort=True)
     del data
+    enter("warm-up")  # the data before the window: features warm, no trading
     t1 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         engine.run()
     run_s = time.perf_counter() - t1
+    enter("reports")
     try:
         summary = write_reports(
             engine,
@@ -148,6 +157,7 @@ def build_engine(
     progress: Callable[[float], None] | None,
     kill_engaged: Callable[[], bool] | None,
     strategy_factory: Callable[..., Any] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> tuple[Any, Any]:
     from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
     from nautilus_trader.backtest.models import LatencyModel, MakerTakerFeeModel
@@ -195,7 +205,13 @@ def build_engine(
             progress_every_s=bt.progress_every_s,
         )
 
+        trading = [False]
+
         def report(now_ns: int) -> None:
+            if not trading[0] and now_ns >= window.start_ns:
+                trading[0] = True  # the warm-up is over
+                if stage is not None:
+                    stage("run")
             if progress is not None:
                 progress(
                     max(

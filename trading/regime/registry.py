@@ -44,13 +44,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.env import disable_telemetry
 from trading.errors import HmmTraderError, InputError, first_line
 from trading.paths import StatePaths
 from trading.regime.config import RegistrySettings
-from trading.regime.model import RegimeModel
+
+if TYPE_CHECKING:  # the model (numba kernels) loads with a version, not with the module
+    from trading.regime.model import RegimeModel
 
 CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
 ALIASES = (CANDIDATE, PRODUCTION, PREVIOUS)
@@ -281,6 +283,66 @@ def _gated(tags: dict[str, str]) -> bool:
     """A passed canary verdict, or a recorded forced promotion with its reason."""
     forced = tags.get("promotion_forced") == "true" and tags.get("promotion_reason", "").strip()
     return tags.get(TAG_CANARY) == "passed" or bool(forced)
+
+
+def moves_of(tags: dict[str, str]) -> list[Move]:
+    """The recorded moves of production in the registered model's tags, oldest first."""
+    moves = []
+    for key in sorted(k for k in tags if k.startswith(TAG_MOVE)):
+        try:
+            d = json.loads(tags[key])
+            moves.append(Move(int(key[len(TAG_MOVE):]), str(d["kind"]), int(d["version"]),
+                              None if d.get("from") is None else int(d["from"]),
+                              str(d.get("by", "")), str(d.get("reason", "")),
+                              str(d.get("verdict", "")), str(d.get("at", ""))))  # fmt: skip
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignoring an unreadable move tag %s=%r", key, tags[key])
+    return moves
+
+
+def stack_of(tags: dict[str, str], aliases: dict[str, int]) -> list[int]:
+    """The production stack: the base (production_history) replayed with the moves."""
+    try:
+        base = [int(v) for v in json.loads(tags.get(TAG_HISTORY, "[]"))]
+    except (ValueError, TypeError):
+        base = []
+    moves = moves_of(tags)
+    if not moves and not base and PRODUCTION in aliases:
+        base = [aliases[PRODUCTION]]  # a registry from before moves: trusted as found
+    return replay(base, moves)
+
+
+def guard_of(
+    tags: dict[str, str],
+    aliases: dict[str, int],
+    version_tags: Callable[[int], dict[str, str]],
+) -> ProductionGuard:
+    """The production alias (of the model's `aliases`) against the moves in its `tags`;
+    `version_tags(v)` reads a version's tags when the alias disagrees with the record."""
+    stack = stack_of(tags, aliases)
+    recorded = stack[-1] if stack else None
+    previous = stack[-2] if len(stack) >= 2 else None
+    alias = aliases.get(PRODUCTION)
+    if alias == recorded:
+        return ProductionGuard(alias, recorded, previous, recorded, "", False)
+    if alias is None:
+        why = (f"the production alias was removed outside promote/rollback; version "
+               f"{recorded} (the last recorded) is still served")  # fmt: skip
+        return ProductionGuard(alias, recorded, previous, recorded, why, True)
+    alias_tags = version_tags(alias)
+    fix = (f"hmmtrader rollback (back to version {recorded})" if recorded is not None
+           else "hmmtrader rollback")  # fmt: skip
+    if _gated(alias_tags):
+        why = (f"production was moved to version {alias} outside promote/rollback (no "
+               f"recorded move); its canary passed, so it is served. Record it: "
+               f"hmmtrader promote {alias}, or undo it: {fix}")  # fmt: skip
+        return ProductionGuard(alias, recorded, previous, alias, why, False)
+    verdict = alias_tags.get(TAG_CANARY) or "no canary verdict"
+    kept = f"version {recorded} is still served" if recorded else "nothing is served"
+    why = (f"production was moved to version {alias} outside promote/rollback, and it "
+           f"has {verdict} and no recorded force reason: {kept}. Resolve it: {fix}, or "
+           f"hmmtrader promote {alias} --force --reason TEXT")  # fmt: skip
+    return ProductionGuard(alias, recorded, previous, recorded, why, True)
 
 
 class Registry:
@@ -604,63 +666,16 @@ class Registry:
         model = self.client.get_registered_model(self.name)
         return dict(model.tags or {}), {a: int(v) for a, v in model.aliases.items()}
 
-    @staticmethod
-    def _moves_of(tags: dict[str, str]) -> list[Move]:
-        moves = []
-        for key in sorted(k for k in tags if k.startswith(TAG_MOVE)):
-            try:
-                d = json.loads(tags[key])
-                moves.append(Move(int(key[len(TAG_MOVE):]), str(d["kind"]), int(d["version"]),
-                                  None if d.get("from") is None else int(d["from"]),
-                                  str(d.get("by", "")), str(d.get("reason", "")),
-                                  str(d.get("verdict", "")), str(d.get("at", ""))))  # fmt: skip
-            except (ValueError, TypeError, KeyError):
-                log.warning("ignoring an unreadable move tag %s=%r", key, tags[key])
-        return moves
-
     def moves(self) -> list[Move]:
         """Every recorded move of production, oldest first."""
-        return self._moves_of(self._model_tags()[0])
-
-    def _stack(self, tags: dict[str, str], aliases: dict[str, int]) -> list[int]:
-        try:
-            base = [int(v) for v in json.loads(tags.get(TAG_HISTORY, "[]"))]
-        except (ValueError, TypeError):
-            base = []
-        moves = self._moves_of(tags)
-        if not moves and not base and PRODUCTION in aliases:
-            base = [aliases[PRODUCTION]]  # a registry from before moves: trusted as found
-        return replay(base, moves)
+        return moves_of(self._model_tags()[0])
 
     def guard(self) -> ProductionGuard:
         """The production alias checked against the recorded moves (see the module doc)."""
         return self._guard_of(*self._model_tags())
 
     def _guard_of(self, tags: dict[str, str], aliases: dict[str, int]) -> ProductionGuard:
-        stack = self._stack(tags, aliases)
-        recorded = stack[-1] if stack else None
-        previous = stack[-2] if len(stack) >= 2 else None
-        alias = aliases.get(PRODUCTION)
-        if alias == recorded:
-            return ProductionGuard(alias, recorded, previous, recorded, "", False)
-        if alias is None:
-            why = (f"the production alias was removed outside promote/rollback; version "
-                   f"{recorded} (the last recorded) is still served")  # fmt: skip
-            return ProductionGuard(alias, recorded, previous, recorded, why, True)
-        version_tags = self.version_tags(alias)
-        fix = (f"hmmtrader rollback (back to version {recorded})" if recorded is not None
-               else "hmmtrader rollback")  # fmt: skip
-        if _gated(version_tags):
-            why = (f"production was moved to version {alias} outside promote/rollback (no "
-                   f"recorded move); its canary passed, so it is served. Record it: "
-                   f"hmmtrader promote {alias}, or undo it: {fix}")  # fmt: skip
-            return ProductionGuard(alias, recorded, previous, alias, why, False)
-        verdict = version_tags.get(TAG_CANARY) or "no canary verdict"
-        kept = f"version {recorded} is still served" if recorded else "nothing is served"
-        why = (f"production was moved to version {alias} outside promote/rollback, and it "
-               f"has {verdict} and no recorded force reason: {kept}. Resolve it: {fix}, or "
-               f"hmmtrader promote {alias} --force --reason TEXT")  # fmt: skip
-        return ProductionGuard(alias, recorded, previous, recorded, why, True)
+        return guard_of(tags, aliases, self.version_tags)
 
     def production(self) -> int | None:
         """The production version every consumer uses (guarded: see `guard`)."""
@@ -670,12 +685,12 @@ class Registry:
               from_version: int | None, reason: str, by: str, verdict: str) -> None:  # fmt: skip
         """Append one move to `tags` (the registered model's, as read before it), then point
         the aliases at the replayed stack."""
-        seqs = [m.seq for m in self._moves_of(tags)]
+        seqs = [m.seq for m in moves_of(tags)]
         tags = dict(tags)
         if not seqs and TAG_HISTORY not in tags:
             # the first move of a registry from before moves, production set: freeze it as
             # the trusted base
-            base = self._stack(tags, aliases)
+            base = stack_of(tags, aliases)
             if base:
                 tags[TAG_HISTORY] = json.dumps(base)
                 self.client.set_registered_model_tag(self.name, TAG_HISTORY, tags[TAG_HISTORY])
@@ -687,7 +702,7 @@ class Registry:
         key = f"{TAG_MOVE}{move.seq:06d}"
         tags[key] = json.dumps(move.to_dict())
         self.client.set_registered_model_tag(self.name, key, tags[key])
-        self._point(self._stack(tags, aliases))
+        self._point(stack_of(tags, aliases))
 
     def _point(self, stack: list[int]) -> None:
         """The production and previous aliases at the stack's top two entries."""
