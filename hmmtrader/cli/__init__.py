@@ -23,6 +23,7 @@ from hmmtrader.cli import (
     quickcheck,
     serve,
     simulate,
+    stack,
 )
 from hmmtrader.cli.common import State, console, err_console, quiet_libraries
 from trading.env import disable_telemetry
@@ -44,7 +45,7 @@ app.add_typer(flows.flow_app, name="flow")
 app.add_typer(ops.ops_app, name="ops")
 app.add_typer(bench.app, name="bench")
 # top-level commands, in the order of the README
-for module in (data, models, evaluate, simulate, demo, serve, node, exchange, ops,
+for module in (stack, data, models, evaluate, simulate, demo, serve, node, exchange, ops,
                quickcheck):  # fmt: skip
     app.add_typer(module.app)
 

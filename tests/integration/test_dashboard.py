@@ -6,7 +6,6 @@ token, a SIGTERM stops the node cleanly, and its run opens under past runs."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import struct
@@ -23,6 +22,7 @@ from tests.integration.processes import NodeProcess, hmmtrader_server, node_proc
 from tests.integration.serving_env import TOKEN
 from tests.integration.worlds import thin_home
 from tests.profile import SYMBOLS, THIN
+from tests.tools import missing_tool
 from trading.process import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,10 +43,7 @@ def fast_env() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def chromium_path() -> Path:
     if not CHROMIUM.exists():
-        reason = f"no {CHROMIUM}: apt-get install chromium (the dashboard's browser test)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_tool(f"{CHROMIUM} (the dashboard's browser test)", "apt-get install chromium")
     return CHROMIUM
 
 

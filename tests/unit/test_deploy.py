@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from tests.tools import missing_tool
 from trading.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,10 +212,7 @@ def verify_problems(paths: list[Path]) -> list[str]:
 @pytest.fixture
 def analyze() -> None:
     if shutil.which("systemd-analyze") is None:
-        reason = "systemd-analyze is not installed (apt-get install systemd)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_tool("systemd-analyze", "apt-get install systemd")
     if not (CHECKOUT_BIN / "hmmtrader").exists():
         pytest.fail(f"{CHECKOUT_BIN / 'hmmtrader'} missing: run `make setup`")
 

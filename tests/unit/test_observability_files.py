@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.tools import missing_tool
 from tests.unit.promql_names import (
     HISTOGRAM_LABEL,
     PROMETHEUS_SERIES,
@@ -111,14 +112,6 @@ GRAFANA_BUILTIN_VARIABLES = {"__range", "__rate_interval", "__interval"}
 
 
 # ---- tools ---------------------------------------------------------------------------------
-
-
-def missing_tool(what: str, install: str) -> None:
-    """Fail in CI (CI=true), skip elsewhere: a check that cannot run never passes silently."""
-    reason = f"{what} is not installed; install it with: {install}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
