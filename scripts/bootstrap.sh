@@ -42,3 +42,6 @@ export UV_PROJECT_ENVIRONMENT=.venv
 # Bytecode for the project's own modules too: where PYTHONDONTWRITEBYTECODE is set, every
 # process would compile them again (the venv's packages: --compile-bytecode above).
 .venv/bin/python -m compileall -q trading serving flows hmmtrader tests >/dev/null
+# The Data Docs' CSS and JS (pinned npm packages, integrity checked) so that they render
+# offline; without them the docs keep their CDN links (a warning, not a failed setup).
+.venv/bin/python scripts/fetch_web_assets.py || true

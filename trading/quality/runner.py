@@ -28,6 +28,7 @@ from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.exceptions import DataContextError
 
 from trading.quality import data_docs_index
+from trading.quality.offline import localize
 from trading.quality.suites import open_project
 
 DATASOURCE = "lake"
@@ -130,6 +131,7 @@ class SuiteRunner:
             self.context.build_data_docs(resource_identifiers=self._validated)
         else:
             self.context.build_data_docs()
+        localize(self.data_docs.parent)  # local CSS and JS: the pages render offline
 
 
 def _suite_content(suite: gx.ExpectationSuite) -> str:
