@@ -92,6 +92,29 @@ def backtest_cmd(
     console.print(
         f"Run directory: {run_dir} ({time.perf_counter() - began:.1f} s)", highlight=False
     )
+    _print_report(run_dir)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A backtest, replay, canary or simulate run directory.")
+    ],
+) -> None:
+    """Write (again) a run directory's report.html: self-contained, opens offline."""
+    from trading.backtest.html_report import write_any_report
+
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir} is not a directory: pass a run directory (<home>/runs/...)")
+    console.print(f"Report: {write_any_report(run_dir)}", highlight=False)
+
+
+def _print_report(run_dir: Path) -> None:
+    from trading.backtest.html_report import REPORT
+
+    report = run_dir / REPORT
+    if report.is_file():
+        console.print(f"Report: {report} (open it in a browser; self-contained)", highlight=False)
 
 
 _LOGGED = (
@@ -252,5 +275,6 @@ def _print_verdict(result: CanaryResult) -> None:
     )
     console.print(f"Verdict: {verdict}; tagged on version {result.version}; production unchanged.")
     console.print(f"Run directory: {result.run_dir} (verdict.json, canary.log)", highlight=False)
+    _print_report(result.run_dir)
     if result.passed:
         console.print(f"Next: hmmtrader promote {result.version}", highlight=False)

@@ -56,6 +56,9 @@ def show(result: SimulationResult, as_json: bool) -> None:
         print(json.dumps(result.summary(), indent=2))
     else:
         print_simulation(result)
+        report = result.run_dir / "report.html"
+        if report.is_file():
+            console.print(f"Report: {report}", highlight=False)
 
 
 @app.command("simulate")

@@ -31,6 +31,9 @@ STATIC = Path(__file__).parent / "static" / "dashboard"
 RUN_FILES = ("summary.json", "equity.csv", "state_timeline.csv", "guardrails.csv", "trades.csv")
 
 
+REPORT = "report.html"  # trading.backtest.html_report.REPORT (not imported: pandas)
+
+
 class HistoryPoint(BaseModel):
     id: int = Field(default=0, description="increasing with every point the node writes")
     at: str = Field(description="wall time of the heartbeat (UTC)")
@@ -56,6 +59,7 @@ class RunInfo(BaseModel):
     net_pnl_usd: float | None = None
     trades: int | None = None
     modified: float = Field(description="unix time of its summary.json")
+    report: str | None = Field(default=None, description="URL of its report.html")
 
 
 class RunDetail(BaseModel):
@@ -66,6 +70,10 @@ class RunDetail(BaseModel):
     confidence: dict[str, list[tuple[str, float]]] = Field(description="per symbol")
     guardrails: dict[str, dict[str, int]] = Field(description="reason -> symbol -> count")
     trades: list[dict[str, Any]]
+    report: str | None = Field(default=None, description="URL of its report.html")
+    compare: dict[str, list[tuple[str, float]]] = Field(
+        default_factory=dict, description="a canary: production's equity (time, USD) by label"
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -76,26 +84,41 @@ def _every(n: int, limit: int) -> int:
     return max(1, math.ceil(n / limit))
 
 
+def _report_url(run_dir: Path) -> str | None:
+    return f"/runs/{run_dir.name}/report.html" if (run_dir / REPORT).is_file() else None
+
+
+def _main_dir(run_dir: Path) -> Path:
+    """Where a run's summary.json is: the run directory, or a canary's candidate side."""
+    return run_dir / "candidate" if (run_dir / "verdict.json").is_file() else run_dir
+
+
 def list_runs(root: Path) -> list[RunInfo]:
-    """Run directories (anything with a summary.json) under `root`, newest first."""
+    """Run directories (a backtest's or replay's summary.json, a canary's verdict.json)
+    under `root`, newest first."""
     runs: list[RunInfo] = []
     if not root.is_dir():
         return runs
-    for summary_path in root.glob("*/summary.json"):
+    found = [p.parent for p in root.glob("*/summary.json")]
+    found += [p.parent for p in root.glob("*/verdict.json") if p.parent not in found]
+    for run_dir in found:
+        summary_path = _main_dir(run_dir) / "summary.json"
         try:
             summary = json.loads(summary_path.read_text())
         except (OSError, ValueError):
             continue  # a run still being written, or not ours
+        canary = (run_dir / "verdict.json").is_file()
         runs.append(
             RunInfo(
-                name=summary_path.parent.name,
-                mode=summary.get("mode") or "backtest",
+                name=run_dir.name,
+                mode="canary" if canary else summary.get("mode") or "backtest",
                 model_version=_text(summary.get("model_version")),
                 window_start=summary.get("window_start"),
                 window_end=summary.get("window_end"),
                 net_pnl_usd=json_safe(summary.get("net_pnl_usd")),
                 trades=summary.get("trades"),
                 modified=summary_path.stat().st_mtime,
+                report=_report_url(run_dir),
             )
         )
     return sorted(runs, key=lambda r: r.modified, reverse=True)
@@ -104,18 +127,32 @@ def list_runs(root: Path) -> list[RunInfo]:
 def read_run(root: Path, name: str, max_points: int) -> RunDetail:
     import pandas as pd
 
-    run_dir = (root / name).resolve()
-    if run_dir.parent != root.resolve() or not (run_dir / "summary.json").is_file():
+    top = (root / name).resolve()
+    run_dir = _main_dir(top)
+    if top.parent != root.resolve() or not (run_dir / "summary.json").is_file():
         raise HTTPException(404, f"no run {name!r} under {root} (GET /api/runs lists them)")
     summary = json_safe(json.loads((run_dir / "summary.json").read_text()))
     summary.pop("settings", None)
-    equity: list[tuple[str, float]] = []
-    if (run_dir / "equity.csv").is_file():
-        frame = pd.read_csv(run_dir / "equity.csv")
+
+    from trading.backtest.html_report import data_dir
+
+    def equity_of(side: Path) -> list[tuple[str, float]]:
+        directory = data_dir(side)  # a reused canary side: the run it points at
+        if directory is None:
+            return []
+        frame = pd.read_csv(directory / "equity.csv")
         frame = frame.iloc[:: _every(len(frame), max_points)]
-        equity = [
-            (str(t), float(e)) for t, e in zip(frame["time"], frame["equity_usd"], strict=True)
-        ]
+        return [(str(t), float(e)) for t, e in zip(frame["time"], frame["equity_usd"], strict=True)]
+
+    equity = equity_of(run_dir)
+    compare: dict[str, list[tuple[str, float]]] = {}
+    if run_dir != top:  # a canary: its verdict, and production on the same window
+        verdict = json.loads((top / "verdict.json").read_text())
+        summary["mode"] = f"canary ({verdict.get('verdict')})"
+        if (top / "production" / "summary.json").is_file():
+            compare[f"production v{verdict.get('production_version')}"] = equity_of(
+                top / "production"
+            )
     states: dict[str, list[tuple[str, int]]] = {}
     confidence: dict[str, list[tuple[str, float]]] = {}
     if (run_dir / "state_timeline.csv").is_file():
@@ -147,6 +184,8 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
         confidence=confidence,
         guardrails=guardrails,
         trades=trades,
+        report=_report_url(top),
+        compare=compare,
     )
 
 
@@ -190,6 +229,13 @@ def create_dashboard_app(config: AppConfig) -> FastAPI:
     @app.get("/api/runs/{name}", response_model=RunDetail, summary="One past run")
     async def api_run(name: str) -> RunDetail:
         return await asyncio.to_thread(read_run, runs_root, name, settings.max_points)
+
+    @app.get("/runs/{name}/report.html", include_in_schema=False)
+    async def run_report(name: str) -> FileResponse:
+        report = (runs_root / name / REPORT).resolve()
+        if report.parent.parent != runs_root.resolve() or not report.is_file():
+            raise HTTPException(404, f"no report of run {name!r}")
+        return FileResponse(report, media_type="text/html")
 
     @app.websocket("/ws")
     async def ws(socket: WebSocket) -> None:

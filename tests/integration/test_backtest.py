@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.cli_env import cli, config_for, isolated_env
+from tests.integration.report_check import open_report
 from tests.integration.worlds import trained_home
 from tests.profile import DAY1, DAY2, DAY_SECONDS
 from trading.backtest.canary import kpi_fingerprint
@@ -68,7 +69,12 @@ def test_backtest_day_writes_consistent_reports(
     assert code == 0, printed
     assert {p.name for p in out.iterdir()} >= RUN_FILES
     assert "net PnL (after fees, slippage)" in printed and f"Run directory: {out}" in printed
+    assert f"Report: {out / 'report.html'}" in printed
     summary = json.loads((out / "summary.json").read_text())
+    _check_report(out, summary)
+    (out / "report.html").unlink()  # `hmmtrader report` writes it again, the same
+    assert cli(home, "report", str(out)) == 0 and (out / "report.html").is_file()
+    assert cli(home, "report", str(out / "equity.csv")) == 1  # not a run directory
     trades = pd.read_csv(out / "trades.csv")
     equity = pd.read_csv(out / "equity.csv")
     guard = pd.read_csv(out / "guardrails.csv")
@@ -134,6 +140,41 @@ def _shift_prices_after(lake: Lake, symbol: str, day: str, t_ns: int, factor: fl
             scaled = pc.if_else(after, pc.multiply(column, pa.scalar(factor, column.type)), column)
             table = table.set_column(table.schema.get_field_index(name), name, scaled)
         pq.write_table(table, path)
+
+
+def _check_report(out: Path, summary: dict[str, object]) -> None:
+    """report.html, offline in Chromium: its charts draw and its numbers are summary.json's."""
+    page = open_report(out / "report.html", out / "report.png")
+    assert page["remote"] == [] and page["errors"] == []
+    assert {"strategy net PnL", "flat", "buy-and-hold (marked to mid)", "drawdown"} <= set(
+        page["lines"]
+    )
+    for name, (points, width) in page["lines"].items():
+        assert points >= 2 and width > 100, (name, points, width)  # drawn, not empty
+    assert page["bars"] >= 1  # the trade distribution (and guardrail) bars
+    values = page["values"]
+    for key in ("net_pnl_usd", "gross_pnl_usd", "fees_usd", "sharpe", "max_drawdown_usd",
+                "trades", "hit_rate", "guardrail_blocks_total", "state_entropy"):  # fmt: skip
+        assert values[key] == summary[key], key
+    benchmarks = summary["benchmarks"]
+    assert isinstance(benchmarks, dict)
+    assert values["buy_hold_pnl_usd"] == benchmarks["buy_hold_pnl_usd"]
+    assert page["shown"]["net_pnl_usd"] == f"{summary['net_pnl_usd']:+,.2f} USD"
+    # per regime state: trades add up to the run's, PnL to its net PnL
+    trades = pd.read_csv(out / "trades.csv")
+    per_state = {
+        k: v for k, v in values.items() if k.startswith("state_") and k.endswith("_trades")
+    }
+    assert sum(per_state.values()) == summary["trades"] == len(trades)
+    pnl = sum(v for k, v in values.items() if k.startswith("state_") and k.endswith("_pnl_usd"))
+    assert pnl == pytest.approx(trades["pnl_usd"].sum(), abs=1e-4)
+    blocks = summary["guardrail_blocks"]
+    assert isinstance(blocks, dict)
+    assert {
+        k: v
+        for k, v in values.items()
+        if k.startswith("guardrail_") and k != "guardrail_blocks_total"
+    } == {f"guardrail_{k}": v for k, v in blocks.items()}
 
 
 def test_changing_data_after_t_changes_no_decision_at_or_before_t(tmp_path: Path) -> None:
@@ -270,6 +311,7 @@ def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
         a.path for a in registry.client.list_artifacts(v1.run_id, f"canary/{run_dir.name}")
     ]
     assert f"canary/{run_dir.name}/verdict.json" in artifacts
+    assert f"canary/{run_dir.name}/report.html" in artifacts  # the report, next to the run
 
     assert cli(home, "promote", "1") == 0
     assert registry.aliases()["production"] == 1
@@ -308,10 +350,21 @@ def test_canary_passes_a_good_candidate_and_fails_an_overtrading_one(
     assert "Paired test" in out and "P(better)" in out
     reused = [n for n in verdict["notes"] if "KPIs on this window were reused" in n]
     assert reused and str(run_dir / "candidate") in reused[0], verdict["notes"]
-    # no backtest ran for production: its side holds the recorded summary only
+    # no backtest ran for production: its side holds the recorded summary, and where the
+    # backtest's files are (the first canary's candidate side)
     recorded = Path(v2.tags["canary_run_dir"]) / "production"
-    assert [f.name for f in recorded.iterdir()] == ["summary.json"]
+    assert sorted(f.name for f in recorded.iterdir()) == ["reused_from.json", "summary.json"]
     assert json.loads((recorded / "summary.json").read_text()) == good
+    # the canary's report: the verdict's rules, both sides' numbers, both curves overlaid
+    page = open_report(Path(v2.tags["canary_run_dir"]) / "report.html")
+    assert page["remote"] == [] and page["errors"] == []
+    assert {"candidate v2", "production v1"} <= set(page["lines"])
+    assert all(points >= 2 and width > 100 for points, width in page["lines"].values())
+    values = page["values"]
+    assert values["candidate_net_pnl_usd"] == bad["net_pnl_usd"]
+    assert values["production_net_pnl_usd"] == good["net_pnl_usd"]
+    assert values["rule_net_pnl_candidate"] == by_name["net_pnl"]["candidate"]
+    assert "Report: " in out
     assert bad["trades"] > good["trades"] and bad["net_pnl_usd"] < 0
     # production untouched; promote refuses the failed candidate
     assert registry.aliases() == {"production": 1, "candidate": 2}

@@ -217,6 +217,11 @@ def test_nights_promote_reject_rerun_block_dask_and_simulate(
     rows = (out / "nights.csv").read_text().splitlines()
     assert len(rows) == 6 and rows[0].startswith("night,trained,verdict")
     assert (out / "equity.png").stat().st_size > 10_000
+    # the report: each policy's cumulative PnL drawn, its totals summary.json's
+    report = (out / "report.html").read_text()
+    shown = dict(re.findall(r'data-key="total_(\w+)" data-value="([^"]+)"', report))
+    assert {k: json.loads(v) for k, v in shown.items()} == totals
+    assert len(re.findall(r'<polyline data-series="\w+" data-points="4"', report)) == 5
     assert "net PnL over 4 trading day(s)" in printed and "buy_hold" in printed, printed
     from mlflow.tracking import MlflowClient
 

@@ -66,6 +66,37 @@ def test_runs_list_and_detail(app_config: AppConfig, tmp_path: Path) -> None:
         assert "GET /api/runs lists them" in response.json()["detail"], bad
 
 
+def test_a_canary_is_a_past_run_with_both_curves_and_its_report(
+    app_config: AppConfig, tmp_path: Path
+) -> None:
+    root = tmp_path / "runs"
+    canary = root / "canary-v4-x"
+    _run_dir(canary, "candidate", rows=10)
+    first = _run_dir(root, "canary-v3-y", rows=10)  # production's backtest, an earlier canary
+    (canary / "production").mkdir()
+    (canary / "production" / "summary.json").write_text(json.dumps({"net_pnl_usd": 1.25}))
+    # production's KPIs were reused: its files are the earlier run's
+    (canary / "production" / "reused_from.json").write_text(json.dumps({"run_dir": str(first)}))
+    (canary / "verdict.json").write_text(json.dumps({"verdict": "failed", "production_version": 3}))
+    (canary / "report.html").write_text("<html>the canary's report</html>")
+    client = TestClient(create_dashboard_app(app_config))
+    runs = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert runs["canary-v4-x"]["mode"] == "canary"
+    assert runs["canary-v4-x"]["report"] == "/runs/canary-v4-x/report.html"
+    assert runs["canary-v3-y"]["report"] is None
+    detail = client.get("/api/runs/canary-v4-x").json()
+    assert detail["summary"]["mode"] == "canary (failed)" and len(detail["equity"]) == 10
+    assert (
+        list(detail["compare"]) == ["production v3"]
+        and len(detail["compare"]["production v3"]) == 10
+    )
+    page = client.get("/runs/canary-v4-x/report.html")
+    assert page.status_code == 200 and "the canary's report" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    for bad in ("canary-v3-y", "nope", "%2E%2E"):
+        assert client.get(f"/runs/{bad}/report.html").status_code == 404, bad
+
+
 def test_live_history_websocket_and_kill(app_config: AppConfig) -> None:
     state = open_state(app_config)
     session = state.start_session("replay", "k#1").session.id

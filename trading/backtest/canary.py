@@ -26,6 +26,7 @@ from typing import Any
 
 from trading.atomic import atomic_write_text
 from trading.backtest.engine import BacktestRun, quality_gate, run_backtest, warmup_ns
+from trading.backtest.html_report import REUSED_FROM, write_canary_report, write_report
 from trading.backtest.paired import (
     INSUFFICIENT,
     IntervalPnl,
@@ -441,6 +442,9 @@ def run_canary(
             (run_dir / side).mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / side / "summary.json",
                               json.dumps(record["summary"], indent=2, default=str))  # fmt: skip
+            # where the backtest's files are (its equity, trades: the report draws them)
+            atomic_write_text(run_dir / side / REUSED_FROM,
+                              json.dumps({"run_dir": str(record["run_dir"])}))  # fmt: skip
             note = (
                 f"{side} version {v}'s KPIs on this window were reused from "
                 f"{record['run_dir']} (same model, data, strategy and backtest settings)"
@@ -721,6 +725,7 @@ def _paired_tag(p: dict[str, Any] | None) -> str:
 def _record(registry: Registry, result: CanaryResult, log_mlflow: bool) -> None:
     verdict = verdict_dict(result)
     atomic_write_text(result.run_dir / "verdict.json", json.dumps(verdict, indent=2))
+    write_report(write_canary_report, result.run_dir)  # before MLflow logs the directory
     paired = result.paired
     registry.set_tags(
         result.version,

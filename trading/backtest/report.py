@@ -325,6 +325,9 @@ def write_reports(
     if not (run_dir / "data_quality_issues.csv").exists():
         (run_dir / "data_quality_issues.csv").write_text("symbol,kind,day,check,severity,detail\n")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    from trading.backtest.html_report import write_backtest_report, write_report
+
+    write_report(write_backtest_report, run_dir)
     return summary
 
 

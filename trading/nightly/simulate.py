@@ -602,6 +602,9 @@ def _write_outputs(result: SimulationResult, curves: dict[str, list[tuple[int, f
         writer.writerows(rows)
     os.replace(tmp, path)
     _plot(result, curves, result.run_dir / "equity.png")
+    from trading.backtest.html_report import write_report, write_simulate_report
+
+    write_report(write_simulate_report, result.run_dir, result.summary())
 
 
 def _plot(result: SimulationResult, curves: dict[str, list[tuple[int, float]]], path: Path
@@ -687,7 +690,7 @@ def _log_mlflow(config: AppConfig, result: SimulationResult, request: dict[str, 
         client.log_metric(run_id, f"net_pnl_usd_{policy}", float(value))
     for key in ("promotions", "rejections", "blocked_nights"):
         client.log_metric(run_id, key, float(summary[key]))
-    for file in ("nights.csv", "equity.png", "simulate.log", MARKER):
+    for file in ("nights.csv", "equity.png", "report.html", "simulate.log", MARKER):
         if (result.run_dir / file).is_file():
             client.log_artifact(run_id, str(result.run_dir / file))
     client.log_text(run_id, json.dumps(summary, indent=2), "summary.json")

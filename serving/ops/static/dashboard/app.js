@@ -541,8 +541,17 @@ function renderRun() {
     kpi("run-sharpe", "Sharpe", num(s.sharpe, 2), s.sharpe),
     kpi("run-max-drawdown", "max drawdown", usd(s.max_drawdown_usd), s.max_drawdown_usd),
     kpi("run-blocks", "guardrail blocks", s.guardrail_blocks_total ?? "–", s.guardrail_blocks_total));
-  Chart.line($("#run-equity"), [{ label: "equity", color: "#4e9af1",
-    points: run.equity.map(([t, v]) => [parseTime(t), v]) }], { yLabel: (v, digits) => usd(v, digits) });
+  // a canary: the candidate (its equity) and production on the same window, overlaid
+  const compared = Object.entries(run.compare || {}).map(([label, points], i) => ({
+    label, color: ["#f0883e", "#a371f7"][i % 2], points: points.map(([t, v]) => [parseTime(t), v]) }));
+  const main = compared.length ? `candidate v${s.model_version ?? "?"}` : "equity";
+  Chart.line($("#run-equity"), [{ label: main, color: "#4e9af1",
+    points: run.equity.map(([t, v]) => [parseTime(t), v]) }, ...compared],
+    { yLabel: (v, digits) => usd(v, digits) });
+  $("#run-equity").dataset.series = String(1 + compared.length);
+  const link = $("#run-report");
+  link.hidden = !run.report;
+  if (run.report) link.href = run.report;
   const box = $("#run-timelines");
   for (const [symbol, states] of Object.entries(run.states)) {
     let canvas = document.getElementById(`run-timeline-${symbol}`);
