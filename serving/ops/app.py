@@ -150,6 +150,9 @@ class StatusResponse(BaseModel):
     ml_health: MlHealth | None = Field(default=None, description="the snapshot's `model` object")
     orders: int | None = None
     market_time: str | None = None
+    trading_from: str | None = Field(
+        default=None, description="a replay's warm-up ends at this market time (no orders before)"
+    )
     blocks: dict[str, int] | None = Field(default=None, description="guardrail blocks by reason")
     open_orders: list[OpenOrder] | None = Field(default=None, description="open on the venue")
     found_at_start: FoundAtStart | None = Field(
@@ -264,6 +267,7 @@ def build_status(state: NodeState, ops: OpsSettings) -> StatusResponse:
     out.regime = _field(body, "regime", dict[str, Regime], errors)
     out.orders = _field(body, "orders", int, errors)
     out.market_time = _field(body, "market_time", str, errors)
+    out.trading_from = _field(body, "trading_from", str, errors)
     out.blocks = _field(body, "blocks", dict[str, int], errors)
     out.open_orders = _field(body, "open_orders", list[OpenOrder], errors)
     out.found_at_start = _field(body, "found_at_start", FoundAtStart, errors)

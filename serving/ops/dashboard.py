@@ -32,6 +32,7 @@ RUN_FILES = ("summary.json", "equity.csv", "state_timeline.csv", "guardrails.csv
 
 
 REPORT = "report.html"  # trading.backtest.html_report.REPORT (not imported: pandas)
+MAX_TRADES = 5000  # a run's trade list (the newest, when it has more)
 
 
 class HistoryPoint(BaseModel):
@@ -69,7 +70,14 @@ class RunDetail(BaseModel):
     states: dict[str, list[tuple[str, int]]] = Field(description="per symbol: (time, state)")
     confidence: dict[str, list[tuple[str, float]]] = Field(description="per symbol")
     guardrails: dict[str, dict[str, int]] = Field(description="reason -> symbol -> count")
-    trades: list[dict[str, Any]]
+    trades: list[dict[str, Any]] = Field(description="every trade (up to max_trades), oldest first")
+    prices: dict[str, list[tuple[str, float]]] = Field(
+        default_factory=dict, description="per symbol: (time, mid), downsampled"
+    )
+    pnl: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="net PnL of the trades (USD) by 'day' (exit day, UTC), 'symbol', 'state'",
+    )
     report: str | None = Field(default=None, description="URL of its report.html")
     compare: dict[str, list[tuple[str, float]]] = Field(
         default_factory=dict, description="a canary: production's equity (time, USD) by label"
@@ -155,11 +163,16 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
             )
     states: dict[str, list[tuple[str, int]]] = {}
     confidence: dict[str, list[tuple[str, float]]] = {}
+    prices: dict[str, list[tuple[str, float]]] = {}
     if (run_dir / "state_timeline.csv").is_file():
-        cols = ["time", "symbol", "state", "confidence"]
-        timeline = pd.read_csv(run_dir / "state_timeline.csv", usecols=cols)
+        cols = ("time", "symbol", "state", "confidence", "mid")
+        timeline = pd.read_csv(run_dir / "state_timeline.csv", usecols=lambda c: c in cols)
         for symbol, rows in timeline.groupby("symbol", sort=True):
             rows = rows.iloc[:: _every(len(rows), max_points)]
+            if "mid" in rows:
+                prices[str(symbol)] = [
+                    (str(t), float(m)) for t, m in zip(rows["time"], rows["mid"], strict=True)
+                ]
             states[str(symbol)] = [
                 (str(t), int(s)) for t, s in zip(rows["time"], rows["state"], strict=True)
             ]
@@ -173,9 +186,16 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
         for (reason, symbol), count in blocks.groupby(["reason", "symbol"]).size().items():
             guardrails.setdefault(str(reason), {})[str(symbol)] = int(count)
     trades: list[dict[str, Any]] = []
+    pnl: dict[str, dict[str, float]] = {}
     if (run_dir / "trades.csv").is_file():
-        frame = pd.read_csv(run_dir / "trades.csv").tail(200)
-        trades = json_safe(json.loads(frame.to_json(orient="records")))
+        frame = pd.read_csv(run_dir / "trades.csv")
+        if len(frame):
+            by = {"day": frame["exit_time"].astype(str).str[:10], "symbol": frame["symbol"],
+                  "state": "S" + frame["state"].astype(str)}  # fmt: skip
+            pnl = {name: {str(k): round(float(v), 6) for k, v in
+                          frame["pnl_usd"].groupby(key).sum().items()}
+                   for name, key in by.items()}  # fmt: skip
+        trades = json_safe(json.loads(frame.tail(MAX_TRADES).to_json(orient="records")))
     return RunDetail(
         name=name,
         summary=summary,
@@ -184,6 +204,8 @@ def read_run(root: Path, name: str, max_points: int) -> RunDetail:
         confidence=confidence,
         guardrails=guardrails,
         trades=trades,
+        prices=prices,
+        pnl=pnl,
         report=_report_url(top),
         compare=compare,
     )

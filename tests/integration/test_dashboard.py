@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,10 @@ import pytest
 
 from tests.integration.cli_env import isolated_env
 from tests.integration.node_env import DAY, node_env, state_of, status_body, wait_for
-from tests.integration.processes import NodeProcess, hmmtrader_server, node_process
+from tests.integration.processes import HMMTRADER, NodeProcess, hmmtrader_server, node_process
 from tests.integration.serving_env import TOKEN
 from tests.integration.worlds import thin_home
-from tests.profile import SYMBOLS, THIN
+from tests.profile import DAY2, SYMBOLS, THIN
 from tests.tools import missing_tool
 from trading.process import ServerProcess
 
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/hmmtrader-dashboard.png")
+CANARY_SCREENSHOT = Path("/tmp/hmmtrader-dashboard-canary.png")
 RUN_NAME = "replay-test"
 WAIT_MS = 90_000  # the page's conditions, on a loaded 2-core machine
 TOKEN_KEY = "hmmtrader.ops-token"  # app.js keeps the token there (sessionStorage)
@@ -88,12 +90,14 @@ def _check_live(page: Any, db: Path) -> None:
     assert _wait_points(page, "chart-equity", 10) >= 10
     assert _wait_points(page, "chart-pnl", 10) >= 10
     status = status_body(db)
+    # the replay's window starts at 00:30; what comes before it is its warm-up
+    assert status["trading_from"] == f"{DAY}T00:30:00+00:00"
     for symbol in SYMBOLS:
         states = len(status["regime"][symbol]["posterior"])
         _wait_points(page, f"posterior-{symbol}", 0)
         assert _points(page, f"posterior-{symbol}") == states
         assert _wait_points(page, f"timeline-{symbol}", 5) > 5
-    assert page.inner_text("#mode") == "replay"
+    assert page.inner_text("#mode").startswith("replay")  # "· WARM-UP until ..." before the window
     assert page.inner_text("#symbols-list") == ", ".join(SYMBOLS)
     assert page.inner_text("#model").startswith("v1 · in_process")
     assert page.inner_text("#node-state").startswith("running (heartbeat")
@@ -191,6 +195,55 @@ def _check_past_run(page: Any, out: Path) -> None:
         assert shown == summary["guardrail_blocks"]
     else:
         assert rows == [["no guardrail blocks"]]
+    _check_traders_screen(page, out, summary)
+
+
+def _check_traders_screen(page: Any, run_dir: Path, summary: dict[str, Any]) -> None:
+    """The run's price charts mark every trade of trades.csv, the trade list is trades.csv,
+    and the PnL per day adds up to the run's net PnL."""
+    import pandas as pd
+
+    trades = pd.read_csv(run_dir / "trades.csv")
+    for symbol in SYMBOLS:
+        _wait_points(page, f"run-price-{symbol}", 10)
+    marked = sum(int(page.get_attribute(f"#run-price-{s}", "data-trades") or -1) for s in SYMBOLS)
+    assert marked == len(trades)
+    listed = page.eval_on_selector_all(
+        "#run-trade-list tbody tr[data-entry]",
+        "rows => rows.map(r => [r.dataset.entry, r.dataset.symbol, Number(r.dataset.pnl)])",
+    )
+    expected = [[t.entry_time, t.symbol, t.pnl_usd] for t in trades.itertuples()][::-1]
+    assert listed == expected  # newest first
+    per_day = page.eval_on_selector_all(
+        "#run-pnl-day td[data-value]", "cells => cells.map(c => Number(c.dataset.value))"
+    )
+    per_symbol = page.eval_on_selector_all(
+        "#run-pnl-symbol td[data-value]", "cells => cells.map(c => Number(c.dataset.value))"
+    )
+    if len(trades):
+        assert sum(per_day) == pytest.approx(summary["net_pnl_usd"], abs=0.01)
+        assert sum(per_symbol) == pytest.approx(trades["pnl_usd"].sum(), abs=1e-4)
+    print(f"trader's screen: {len(trades)} trades marked and listed, {len(per_day)} day(s)")
+
+
+def _check_canary(page: Any, canary_dir: Path) -> None:
+    """The canary is a past run: candidate and production equity overlaid, its report
+    linked, the candidate's trades on the price charts."""
+    name = canary_dir.name
+    page.wait_for_function(
+        "name => [...document.querySelectorAll('#run-select option')].some(o => o.value == name)",
+        arg=name,
+        timeout=WAIT_MS,
+    )
+    page.select_option("#run-select", name)
+    page.wait_for_function(
+        "() => document.getElementById('run-equity').dataset.series === '2'", timeout=WAIT_MS
+    )
+    assert _wait_points(page, "run-equity", 10) > 10
+    assert "canary" in page.inner_text("#run-title")
+    assert page.get_attribute("#run-report", "href") == f"/runs/{name}/report.html"
+    candidate = canary_dir / "candidate"
+    _check_traders_screen(page, candidate, json.loads((candidate / "summary.json").read_text()))
 
 
 def _check_reconnect(page: Any, board: ServerProcess, errors: list[str]) -> None:
@@ -200,7 +253,11 @@ def _check_reconnect(page: Any, board: ServerProcess, errors: list[str]) -> None
     board.stop()
     _wait_text(page, "#ws-state", "disconnected")
     board.start()
-    _wait_text(page, "#ws-state", "live")
+    # connected again; "live" only while a node runs, and this one has stopped
+    page.wait_for_function(
+        "() => document.getElementById('ws-state').textContent === 'connected · no node running'",
+        timeout=WAIT_MS,
+    )
     page.wait_for_function(
         "n => Number(document.getElementById('ws-updates').textContent) > n", arg=before
     )
@@ -243,6 +300,14 @@ def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path)
     db, out = tmp_path / "node.db", home / "runs" / RUN_NAME
     env = node_env({**THIN, "HMMTRADER_OPS__TOKEN": TOKEN, "HMMTRADER_NODE__KILL_DB": str(db),
                     "HMMTRADER_NODE__MODEL_POLL_S": "1"})  # fmt: skip
+    # a real canary of version 2 against production (version 1) on an hour after its
+    # training day: a past run
+    canary = subprocess.run(
+        [HMMTRADER, "--home", str(home), "canary", "2", "--start", f"{DAY2}T02:00", "--end",
+         f"{DAY2}T03:00"], env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert canary.returncode in (0, 1), canary.stdout[-2000:] + canary.stderr[-2000:]
+    [canary_dir] = (home / "runs").glob("canary-v2-*")
     node = node_process(home, ["--speed", "100", "--no-gate", "--start", f"{DAY}T00:30",
                                "--end", f"{DAY}T01:30", "--out", str(out)],
                         tmp_path / "node.log", env)  # fmt: skip
@@ -279,6 +344,8 @@ def test_dashboard_in_a_browser(home: Path, chromium_path: Path, tmp_path: Path)
             _check_past_run(page, out)
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=shot, full_page=True)
+            _check_canary(page, canary_dir)
+            page.screenshot(path=CANARY_SCREENSHOT, full_page=True)
             browser.close()
     finally:
         node.kill()

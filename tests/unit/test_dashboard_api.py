@@ -103,6 +103,7 @@ def test_live_history_websocket_and_kill(app_config: AppConfig) -> None:
     body = {"mode": "replay", "symbols": ["BTCUSDT"], "equity_usd": 10_001.0,
             "realized_pnl_usd": 1.0, "unrealized_pnl_usd": 0.0,
             "market_time": "2025-01-01T00:40:00+00:00",
+            "trading_from": "2025-01-01T00:30:00+00:00",
             "regime": {"BTCUSDT": {"state": 1, "posterior": [0.1, 0.9], "confidence": 0.8,
                                    "drift": 0.1, "action": 1}}}  # fmt: skip
     for _ in range(3):
@@ -111,6 +112,7 @@ def test_live_history_websocket_and_kill(app_config: AppConfig) -> None:
     live = client.get("/api/live").json()
     assert live["status"]["regime"]["BTCUSDT"]["posterior"] == [0.1, 0.9]
     assert live["status"]["equity_usd"] == 10_001.0 and len(live["history"]) == 3
+    assert live["status"]["trading_from"] == "2025-01-01T00:30:00+00:00"  # the warm-up ends
     assert live["history"][0]["states"] == {"BTCUSDT": {"state": 1, "confidence": 0.8}}
     with client.websocket_connect("/ws") as socket:
         first = socket.receive_json()

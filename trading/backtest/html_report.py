@@ -31,7 +31,17 @@ REPORT = "report.html"
 REUSED_FROM = "reused_from.json"  # a canary side whose KPIs were reused: where its files are
 log = logging.getLogger("hmmtrader.report")
 MAX_POINTS = 1500  # per series: enough for a 1,000-pixel chart
-STATE_COLORS = ("#2166ac", "#67a9cf", "#91cf60", "#fdae61", "#f46d43", "#d73027", "#a50026")
+# the state colour scale of the dashboard and of the MLflow state plots: matplotlib's
+# coolwarm, S0 (the calmest) blue to the most volatile red
+COOLWARM = ("#3b4cc0", "#6282ea", "#8db0fe", "#b9d0f9", "#dddcdc", "#f5c4ac", "#f4987a",
+            "#dd5f4b", "#b40426")  # fmt: skip
+
+
+def state_color(state: int, k: int) -> str:
+    at = min(1.0, max(0.0, state / max(1, k - 1))) * (len(COOLWARM) - 1)
+    return COOLWARM[int(at + 0.5)]
+
+
 SERIES_COLORS = ("#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd", "#8c564b")
 
 _CSS = """
@@ -220,7 +230,7 @@ def _kpi_table(s: dict[str, Any], prefix: str = "") -> str:
     return "<table><tr><th>KPI</th><th>value</th></tr>" + "".join(rows) + "</table>"
 
 
-def _bands(timeline: pd.DataFrame) -> list[tuple[float, float, str]]:
+def _bands(timeline: pd.DataFrame, k: int) -> list[tuple[float, float, str]]:
     """Background bands of the first symbol's regime state (state changes only)."""
     if timeline.empty or "state" not in timeline:
         return []
@@ -231,7 +241,7 @@ def _bands(timeline: pd.DataFrame) -> list[tuple[float, float, str]]:
     ends = np.concatenate([change, [len(ts) - 1]])
     if len(starts) > 400:  # too many changes to draw: no bands
         return []
-    return [(float(ts[a]), float(ts[b]), STATE_COLORS[int(st[a]) % len(STATE_COLORS)])
+    return [(float(ts[a]), float(ts[b]), state_color(int(st[a]), k))
             for a, b in zip(starts, ends, strict=True)]  # fmt: skip
 
 
@@ -264,7 +274,7 @@ def regime_table(trades: pd.DataFrame, s: dict[str, Any]) -> tuple[str, pd.DataF
     frame = pd.DataFrame(rows)
     body = "".join(
         f"<tr><td><i style='display:inline-block;width:10px;height:10px;background:"
-        f"{STATE_COLORS[r.state % len(STATE_COLORS)]}'></i> state {r.state}</td>"
+        f"{state_color(r.state, len(frame))}'></i> state {r.state}</td>"
         f"{_cell(f'state_{r.state}_time', r.time, '{:.1%}')}"
         f"{_cell(f'state_{r.state}_trades', r.trades, '{:,}')}"
         f"{_cell(f'state_{r.state}_pnl_usd', round(r.pnl, 6), '{:+,.2f}')}"
@@ -313,7 +323,7 @@ def run_sections(side: Path, s: dict[str, Any], key: str = "run") -> str:
         "<h2>Equity and benchmarks</h2>",
         line_chart(series, title="PnL over the window (background: regime state of "
                    f"{_esc(timeline['symbol'].iloc[0]) if len(timeline) else '-'})",
-                   chart_id=f"{key}-equity", bands=_bands(timeline)),
+                   chart_id=f"{key}-equity", bands=_bands(timeline, len(s.get("state_occupancy") or {}))),
         line_chart([("drawdown", ts, drawdown)], title="Drawdown from the running peak",
                    chart_id=f"{key}-drawdown", height=170),
         "<h2>Per regime state</h2>", regimes,

@@ -148,6 +148,13 @@ class StatusReporter:
             "market_time": (
                 dt.datetime.fromtimestamp(book_ts / NS, dt.UTC).isoformat() if book_ts else None
             ),
+            # a replay's warm-up: before this market time decisions warm the features up
+            # and nothing trades (None: the node trades from its first tick)
+            "trading_from": (
+                dt.datetime.fromtimestamp(trade_from / NS, dt.UTC).isoformat()
+                if (trade_from := int(self.strategy.config.trade_from_ns or 0))
+                else None
+            ),
             "blocks": snap.blocks,
         }
 

@@ -3,8 +3,16 @@
 // No build step and no dependencies: served as is by serving/dashboard.py.
 "use strict";
 
-const STATE_COLORS = ["#4e9af1", "#f2a93b", "#3ecf8e", "#e5534b", "#a371f7", "#39c5cf",
-  "#f778ba", "#c9d1d9"];
+// one state colour scale everywhere: matplotlib's coolwarm, as the MLflow state plots
+// (states are ordered by volatility: S0, the calmest, blue; the most volatile, red)
+const COOLWARM = ["#3b4cc0", "#6282ea", "#8db0fe", "#b9d0f9", "#dddcdc", "#f5c4ac", "#f4987a",
+  "#dd5f4b", "#b40426"];
+function stateColor(state, k) {
+  if (state == null || !Number.isFinite(state)) return "#30363d";
+  const n = Math.max(2, k || 2);
+  const at = Math.min(1, Math.max(0, state / (n - 1))) * (COOLWARM.length - 1);
+  return COOLWARM[Math.round(at)];
+}
 const MAX_HISTORY_POINTS = 20000;
 const SILENT_SOCKET_MS = 30000; // the server sends a keep-alive every ~10 s
 const TOKEN_KEY = "hmmtrader.ops-token";
@@ -142,6 +150,7 @@ const Chart = {
       });
       ctx.stroke();
     }
+    if (opts.overlay) opts.overlay(ctx, x, y, plot);
     this.legend(ctx, plot, drawn);
     canvas.dataset.points = String(n);
   },
@@ -213,19 +222,24 @@ function drawTimeline(canvas, points, nStates, xRange = {}) {
     yTicks: Array.from({ length: k }, (_, i) => i),
     yLabel: (v) => "S" + v,
     emptyText: "no states yet",
-    bands: (ctx, x, y, plot) => {
-      ctx.globalAlpha = 0.35;
-      for (let i = 0; i < points.length;) {
-        let j = i + 1; // one band per run of the same state (no seams between its points)
-        while (j < points.length && points[j][1] === points[i][1]) j += 1;
-        const start = x(points[i][0]), end = j < points.length ? x(points[j][0]) : plot.r;
-        ctx.fillStyle = STATE_COLORS[points[i][1] % STATE_COLORS.length];
-        ctx.fillRect(start, plot.t, Math.max(1, end - start), plot.b - plot.t);
-        i = j;
-      }
-      ctx.globalAlpha = 1;
-    },
+    bands: stateBands(points, k, 0.35),
   });
+}
+
+// a chart's background: one band per run of the same state, in the state colour scale
+function stateBands(points, k, alpha) {
+  return (ctx, x, y, plot) => {
+    ctx.globalAlpha = alpha;
+    for (let i = 0; i < points.length;) {
+      let j = i + 1; // one band per run of the same state (no seams between its points)
+      while (j < points.length && points[j][1] === points[i][1]) j += 1;
+      const start = x(points[i][0]), end = j < points.length ? x(points[j][0]) : plot.r;
+      ctx.fillStyle = stateColor(points[i][1], k);
+      ctx.fillRect(start, plot.t, Math.max(1, end - start), plot.b - plot.t);
+      i = j;
+    }
+    ctx.globalAlpha = 1;
+  };
 }
 
 // ---- live view ------------------------------------------------------------------------
@@ -245,8 +259,21 @@ function renderSwitch(sw) {
     (sw.engaged ? (sw.flatten ? " (flatten)" : " (no flatten)") : ""));
 }
 
+// a replay's warm-up: the data before its window, played to warm the features up; the node
+// decides nothing that trades until `trading_from`
+function warmingUp(status) {
+  return Boolean(status.trading_from && status.market_time &&
+    parseTime(status.market_time) < parseTime(status.trading_from));
+}
+
 function renderHeader(status) {
-  setText("#mode", status.mode || "–");
+  const mode = $("#mode");
+  mode.textContent = status.mode || "–";
+  if (warmingUp(status)) {
+    mode.append(" · ", el("span", { id: "warmup", class: "warn",
+      title: "the data before the replay's window warms the features up; no orders" },
+      `WARM-UP until ${utc(parseTime(status.trading_from))} (no orders)`));
+  }
   setText("#symbols-list", symbolsOf(status).join(", ") || "–");
   const ml = status.ml_health;
   const model = $("#model");
@@ -298,16 +325,19 @@ function renderRegimes(status) {
     const r = (status.regime || {})[symbol] || {};
     const chip = card.querySelector(".state-chip");
     chip.textContent = r.state == null ? "no state" : `state S${r.state}`;
-    chip.style.background = r.state == null ? "#30363d" : STATE_COLORS[r.state % STATE_COLORS.length];
+    const k = (r.posterior || []).length;
+    chip.style.background = stateColor(r.state, k);
+    chip.style.color = "#0d1117";
     card.querySelector(".confidence").textContent = pct(r.confidence);
     card.querySelector(".drift").textContent = num(r.drift, 3);
-    card.querySelector(".action").textContent = r.action == null ? "–" : ACTIONS[r.action] ?? r.action;
+    card.querySelector(".action").textContent = warmingUp(status) ? "warm-up"
+      : r.action == null ? "–" : ACTIONS[r.action] ?? r.action;
     const realized = (status.realized_by_symbol || {})[symbol];
     const unrealized = (status.unrealized_by_symbol || {})[symbol];
     card.querySelector(".sym-pnl").textContent = `${usd(realized)} / ${usd(unrealized)}`;
     const posterior = r.posterior || [];
     Chart.bars(document.getElementById(`posterior-${symbol}`), posterior.map((p, i) => ({
-      label: "S" + i, value: p, color: STATE_COLORS[i % STATE_COLORS.length], strong: i === r.state,
+      label: "S" + i, value: p, color: stateColor(i, posterior.length), strong: i === r.state,
     })), { max: 1, format: (v) => (v * 100).toFixed(1) + "%", emptyText: "no posterior yet" });
   }
 }
@@ -384,7 +414,17 @@ function renderHistory() {
   }
 }
 
+// the pill says "live" only while the page is connected AND a node is running
+function renderConnection() {
+  const open = socket.ws && socket.ws.readyState === WebSocket.OPEN;
+  if (!open) return; // connecting / disconnected: set by connect()
+  const running = live.status && live.status.node && live.status.node.running;
+  if (running) setText("#ws-state", "live", "pill ok");
+  else setText("#ws-state", "connected · no node running", "pill wait");
+}
+
 function renderLive() {
+  renderConnection();
   if (!live.status) return;
   renderHeader(live.status);
   renderRegimes(live.status);
@@ -421,7 +461,7 @@ function connect() {
   ws.onopen = () => {
     socket.backoffMs = 1000;
     socket.lastMessageAt = Date.now();
-    setText("#ws-state", "live", "pill ok");
+    renderConnection();
   };
   ws.onmessage = (event) => {
     socket.lastMessageAt = Date.now();
@@ -552,6 +592,7 @@ function renderRun() {
   const link = $("#run-report");
   link.hidden = !run.report;
   if (run.report) link.href = run.report;
+  renderRunPrices(run);
   const box = $("#run-timelines");
   for (const [symbol, states] of Object.entries(run.states)) {
     let canvas = document.getElementById(`run-timeline-${symbol}`);
@@ -561,6 +602,77 @@ function renderRun() {
     }
     const k = Object.keys(s.state_occupancy || {}).length;
     drawTimeline(canvas, states.map(([t, v]) => [parseTime(t), v]), k);
+  }
+}
+
+// the trader's screen of a run: each symbol's price with its regime as a background band and
+// every trade marked (entry: a triangle, up for LONG, down for SHORT; exit: a dot)
+function renderRunPrices(run) {
+  const box = $("#run-prices");
+  const k = Object.keys(run.summary.state_occupancy || {}).length;
+  for (const [symbol, prices] of Object.entries(run.prices || {})) {
+    let canvas = document.getElementById(`run-price-${symbol}`);
+    if (!canvas) {
+      canvas = el("canvas", { id: `run-price-${symbol}`, class: "chart price" });
+      box.append(el("h3", {}, `${symbol} price, regime and trades`), canvas);
+    }
+    const points = prices.map(([t, v]) => [parseTime(t), v]);
+    const states = (run.states[symbol] || []).map(([t, v]) => [parseTime(t), v]);
+    const trades = run.trades.filter((t) => t.symbol === symbol);
+    Chart.line(canvas, [{ label: `${symbol} mid`, color: "#e6edf3", points, width: 1.2 }], {
+      yLabel: (v, digits) => v.toFixed(Math.max(digits, 2)),
+      bands: stateBands(states, k, 0.28),
+      overlay: (ctx, x, y) => {
+        for (const t of trades) {
+          const long = t.side === "LONG";
+          const ex = x(parseTime(t.entry_time)), ey = y(t.entry_price);
+          ctx.fillStyle = long ? "#3fb950" : "#f85149";
+          ctx.beginPath();
+          ctx.moveTo(ex, ey + (long ? -7 : 7));
+          ctx.lineTo(ex - 5, ey + (long ? 2 : -2));
+          ctx.lineTo(ex + 5, ey + (long ? 2 : -2));
+          ctx.fill();
+          ctx.fillStyle = t.pnl_usd >= 0 ? "#3fb950" : "#f85149";
+          ctx.beginPath();
+          ctx.arc(x(parseTime(t.exit_time)), y(t.exit_price), 3, 0, 2 * Math.PI);
+          ctx.fill();
+        }
+      },
+    });
+    canvas.dataset.trades = String(trades.length);
+  }
+}
+
+function renderRunTrades(run) {
+  const table = $("#run-trade-list");
+  table.textContent = "";
+  table.append(el("thead", {}, el("tr", {}, ...["entry (UTC)", "exit (UTC)", "symbol", "side",
+    "qty", "entry", "exit", "state", "net PnL"].map((h) => el("th", {}, h)))));
+  const body = el("tbody");
+  for (const t of [...run.trades].reverse()) { // newest first
+    body.append(el("tr", { "data-entry": t.entry_time, "data-symbol": t.symbol,
+      "data-pnl": String(t.pnl_usd) },
+      el("td", {}, utc(parseTime(t.entry_time), true)), el("td", {}, utc(parseTime(t.exit_time), true)),
+      el("td", {}, t.symbol), el("td", { class: t.side === "LONG" ? "ok" : "bad" }, t.side),
+      el("td", {}, t.qty), el("td", {}, num(t.entry_price, 2)), el("td", {}, num(t.exit_price, 2)),
+      el("td", {}, "S" + t.state), el("td", { class: t.pnl_usd >= 0 ? "ok" : "bad" }, usd(t.pnl_usd, 4))));
+  }
+  if (!run.trades.length) body.append(el("tr", {}, el("td", { class: "muted" }, "no trades")));
+  table.append(body);
+  setText("#run-trade-count", `${run.trades.length} trade(s)`);
+}
+
+function renderRunPnl(run) {
+  for (const [by, id] of [["day", "#run-pnl-day"], ["symbol", "#run-pnl-symbol"], ["state", "#run-pnl-state"]]) {
+    const table = $(id);
+    table.textContent = "";
+    table.append(el("thead", {}, el("tr", {}, el("th", {}, by), el("th", {}, "net PnL"))));
+    const body = el("tbody");
+    for (const [key, value] of Object.entries((run.pnl || {})[by] || {})) {
+      body.append(el("tr", {}, el("td", {}, key),
+        el("td", { class: value >= 0 ? "ok" : "bad", "data-key": key, "data-value": String(value) }, usd(value))));
+    }
+    table.append(body);
   }
 }
 
@@ -595,9 +707,12 @@ async function showRun(name) {
     return;
   }
   $("#run-timelines").textContent = "";
+  $("#run-prices").textContent = "";
   view.hidden = false; // before drawing: a hidden canvas has no size
   renderRun();
   renderRunGuardrails(runDetail);
+  renderRunTrades(runDetail);
+  renderRunPnl(runDetail);
 }
 
 // ---- start ----------------------------------------------------------------------------
