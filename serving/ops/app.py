@@ -150,6 +150,13 @@ class StatusResponse(BaseModel):
     ml_health: MlHealth | None = Field(default=None, description="the snapshot's `model` object")
     orders: int | None = None
     market_time: str | None = None
+    recent_trades: list[dict[str, Any]] | None = Field(
+        default=None, description="the session's newest closed trades (up to 50), oldest first"
+    )
+    closed_trades: int | None = Field(default=None, description="closed trades this session")
+    pnl_by_day: dict[str, float] | None = Field(
+        default=None, description="net PnL of the session's closed trades by UTC day"
+    )
     trading_from: str | None = Field(
         default=None, description="a replay's warm-up ends at this market time (no orders before)"
     )
@@ -268,6 +275,9 @@ def build_status(state: NodeState, ops: OpsSettings) -> StatusResponse:
     out.orders = _field(body, "orders", int, errors)
     out.market_time = _field(body, "market_time", str, errors)
     out.trading_from = _field(body, "trading_from", str, errors)
+    out.recent_trades = _field(body, "recent_trades", list[dict[str, Any]], errors)
+    out.closed_trades = _field(body, "closed_trades", int, errors)
+    out.pnl_by_day = _field(body, "pnl_by_day", dict[str, float], errors)
     out.blocks = _field(body, "blocks", dict[str, int], errors)
     out.open_orders = _field(body, "open_orders", list[OpenOrder], errors)
     out.found_at_start = _field(body, "found_at_start", FoundAtStart, errors)

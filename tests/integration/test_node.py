@@ -96,6 +96,17 @@ def test_replay_matches_backtest_and_records_ticks(
     summary = json.loads((out / "summary.json").read_text())
     theirs = json.loads((backtest_dir / "summary.json").read_text())
     assert summary["net_pnl_usd"] == theirs["net_pnl_usd"]
+    # the node's last heartbeat (what the dashboard's live trade list shows): the session's
+    # closed trades
+    status = status_body(tmp_path / "node.db")
+    assert status["closed_trades"] == len(trades)
+    recent = status["recent_trades"]
+    assert len(recent) == min(len(trades), 50)
+    tail = trades.sort_values("exit_time", kind="stable").tail(len(recent))  # the newest
+    assert sorted((t["symbol"], t["side"], t["entry_price"]) for t in recent) == sorted(
+        zip(tail["symbol"], tail["side"], tail["entry_price"], strict=True)
+    )
+    assert sum(status["pnl_by_day"].values()) == pytest.approx(trades["pnl_usd"].sum(), abs=1e-6)
     assert summary["guardrail_blocks"] == theirs["guardrail_blocks"]
 
     # the node recorded every tick it received into the other lake: the replayed rows

@@ -98,8 +98,8 @@ def test_up_status_down_and_a_real_prometheus(tmp_path: Path) -> None:
         "HMMTRADER_DASHBOARD__PORT": str(free_port()),
         "HMMTRADER_NODE__METRICS_PORT": str(free_port()),
     })  # fmt: skip
-    # 2 market minutes a second; Prefect and MLflow off their defaults (the UI must follow)
-    done = _hmm(home, env, "up", "--speed", "120", "--prefect-port", str(free_port()),
+    # a market minute a second; Prefect and MLflow off their defaults (the UI must follow)
+    done = _hmm(home, env, "up", "--speed", "60", "--prefect-port", str(free_port()),
                 "--mlflow-port", str(free_port()), "--json")  # fmt: skip
     parts = {p["name"]: p for p in json.loads(done.stdout or "[]")}
     try:

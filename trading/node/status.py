@@ -21,6 +21,13 @@ def inference_kind(inference: Any) -> str:
     return "remote" if hasattr(inference, "client") else "in_process"
 
 
+RECENT_TRADES = 50  # the newest closed trades in each heartbeat (the dashboard's list)
+
+
+def _iso(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / NS, dt.UTC).isoformat()
+
+
 def _money(value: Any) -> float:
     if value is None:
         return 0.0
@@ -90,8 +97,31 @@ class StatusReporter:
                     "unrealized_pnl_usd": round(upnl, 6),
                 }
             )
+        from nautilus_trader.model.enums import OrderSide
+
+        closed = sorted(self.cache.positions_closed(), key=lambda p: p.ts_closed)
+        by_day: dict[str, float] = {}
+        for p in closed:  # net PnL of the session's closed trades by the UTC day they closed
+            day = _iso(p.ts_closed)[:10]
+            by_day[day] = by_day.get(day, 0.0) + _money(p.realized_pnl)
+        trades = [
+            {
+                "symbol": p.instrument_id.symbol.value,
+                "side": "LONG" if int(p.entry) == int(OrderSide.BUY) else "SHORT",
+                "qty": float(p.peak_qty),
+                "entry_time": _iso(p.ts_opened),
+                "exit_time": _iso(p.ts_closed),
+                "entry_price": float(p.avg_px_open),
+                "exit_price": float(p.avg_px_close),
+                "pnl_usd": round(_money(p.realized_pnl), 6),
+            }
+            for p in closed[-RECENT_TRADES:]
+        ]
         return {
             "positions": positions,
+            "recent_trades": trades,
+            "closed_trades": len(closed),
+            "pnl_by_day": {k: round(v, 6) for k, v in by_day.items()},
             "realized_pnl_usd": round(realized, 6),
             "unrealized_pnl_usd": round(unrealized, 6),
             "realized_by_symbol": {k: round(v, 6) for k, v in realized_by.items()},

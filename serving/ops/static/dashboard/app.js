@@ -363,6 +363,25 @@ function renderSide(status) {
       el("td", {}, o.price == null ? "market" : num(o.price, 2))));
   }
   if (!orders.children.length) orders.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "none")));
+  // the session's closed trades (newest first) and its realized PnL per day and per symbol
+  const trades = $("#live-trades tbody");
+  trades.textContent = "";
+  for (const t of [...(status.recent_trades || [])].reverse()) {
+    trades.append(el("tr", { "data-pnl": String(t.pnl_usd) }, el("td", {}, utc(parseTime(t.exit_time), true)),
+      el("td", {}, t.symbol), el("td", { class: t.side === "LONG" ? "ok" : "bad" }, t.side),
+      el("td", { class: t.pnl_usd >= 0 ? "ok" : "bad" }, usd(t.pnl_usd, 4))));
+  }
+  if (!trades.children.length) trades.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "none")));
+  setText("#live-trade-count", status.closed_trades ? `(${status.closed_trades} this session; the newest 50)` : "(this session)");
+  const pnl = $("#live-pnl tbody");
+  pnl.textContent = "";
+  for (const [by, values] of [["day", status.pnl_by_day], ["symbol", status.realized_by_symbol]]) {
+    for (const [key, value] of Object.entries(values || {})) {
+      pnl.append(el("tr", {}, el("td", { class: "muted" }, by), el("td", {}, key),
+        el("td", { class: value >= 0 ? "ok" : "bad", "data-by": by, "data-value": String(value) }, usd(value))));
+    }
+  }
+  if (!pnl.children.length) pnl.append(el("tr", {}, el("td", { colspan: 3, class: "muted" }, "none")));
   // what reconciliation found on the venue when the node started (after a restart)
   const found = status.found_at_start || {};
   const held = (found.positions || []).map((p) => `${p.symbol} ${p.side} ${num(p.qty, 5)} @ ${num(p.avg_px, 2)}`);
