@@ -85,7 +85,7 @@ PART_NAMES = ("prefect", "worker", "mlflow", "inference", "dashboard", "node")
 
 
 def stack_dir(config: AppConfig) -> Path:
-    return StatePaths(config.home).home / "up"
+    return StatePaths(config.home.resolve()).home / "up"  # absolute: logs print as paths
 
 
 def _port(preferred: int) -> int:

@@ -144,7 +144,12 @@ def _summary(config: AppConfig, reports: list[NightReport], elapsed: float) -> N
                 c.skipped or ("passed" if c.passed else "failed: " + ", ".join(c.failed_rules)),
             )  # fmt: skip
     console.print(kpis)
-    console.print(f"Demo finished in {elapsed:.1f} s. Open the UIs on this state:", highlight=False)
+    console.print(
+        f"Demo finished in {elapsed:.1f} s. The whole stack on this state (URLs printed): "
+        f"hmmtrader --home {config.home} up; or only the UIs:",
+        highlight=False,
+        soft_wrap=True,
+    )
     for command in ui_commands(config):
         console.print(f"  {command}", highlight=False, soft_wrap=True)
     console.print(

@@ -48,6 +48,7 @@ def test_demo_runs_a_night_and_its_ui_commands_show_it(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "Demo finished" in out and "promoted" in out
+    assert f"hmmtrader --home {home} up; or only the UIs" in out  # the whole stack, one command
     # MLflow's own lines (log_model's warnings) stay out; --debug shows them
     assert " mlflow." not in out + done.stderr, [
         line for line in (out + done.stderr).splitlines() if " mlflow." in line
