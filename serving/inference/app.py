@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -84,6 +85,9 @@ class ModelServer:
         self._registry: Registry | None = None
         self.guard: ProductionGuard | None = None  # the production alias's last check
         self._out_of_band: tuple[int | None, int | None] | None = None
+        # the poll thread and a request's reload both look at the guard: one move is
+        # counted once (without it both could see it as new and count it twice)
+        self._guard_lock = threading.Lock()
 
     # ---- registry -----------------------------------------------------------------------
     def registry(self) -> Registry:
@@ -106,17 +110,18 @@ class ModelServer:
         return version
 
     def _guard_seen(self, guard: ProductionGuard) -> None:
-        gauge = self.metrics.production_out_of_band
-        gauge.clear()
-        if guard.anomaly:
-            labels = (str(guard.alias), str(guard.serving), str(guard.blocked).lower())
-            gauge.labels(*labels).set(1)
-        key = (guard.alias, guard.recorded) if guard.anomaly else None
-        if key is not None and key != self._out_of_band:
-            self.metrics.production_out_of_band_moves.inc()
-            log.error("production alias: %s", guard.anomaly)
-        self._out_of_band = key
-        self.guard = guard
+        with self._guard_lock:
+            gauge = self.metrics.production_out_of_band
+            gauge.clear()
+            if guard.anomaly:
+                labels = (str(guard.alias), str(guard.serving), str(guard.blocked).lower())
+                gauge.labels(*labels).set(1)
+            key = (guard.alias, guard.recorded) if guard.anomaly else None
+            if key is not None and key != self._out_of_band:
+                self.metrics.production_out_of_band_moves.inc()
+                log.error("production alias: %s", guard.anomaly)
+            self._out_of_band = key
+            self.guard = guard
 
     def _floors_of(self, registry: Registry, version: int) -> None:
         """The metric of the floors `version` failed as production on its latest canary
