@@ -27,7 +27,16 @@ import httpx
 
 from trading.errors import HmmTraderError, InputError
 from trading.paths import StatePaths
-from trading.process import LOOPBACK, ServerProcess, child_env, free_port, venv_exe
+from trading.process import (
+    LOOPBACK,
+    ServerProcess,
+    child_env,
+    free_port,
+    group_pids,
+    proc_stat,
+    start_ticks,
+    venv_exe,
+)
 from trading.settings import AppConfig
 
 WORK_POOL = "hmmtrader"  # prefect.yaml's deployments run on it
@@ -190,25 +199,14 @@ def _write_record(config: AppConfig, parts: list[Part]) -> None:
     tmp.replace(path)
 
 
-def _start_ticks(pid: int) -> str | None:
-    from trading.regime.registry import _start_ticks as ticks
-
-    return ticks(pid)
-
-
 def alive(part: Part) -> bool:
     """The recorded process still runs (and is the one we started: same start time)."""
     if part.pid is None:
         return False
-    ticks = _start_ticks(part.pid)
-    return ticks is not None and ticks == part.started_ticks and not _zombie(part.pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True
+    fields = proc_stat(part.pid)
+    if fields is None or fields[0] == "Z":  # gone, or dead and not yet reaped
+        return False
+    return part.started_ticks is not None and start_ticks(part.pid) == part.started_ticks
 
 
 # ---- up -------------------------------------------------------------------------------
@@ -237,7 +235,7 @@ def up(
         Path(part.log).write_text("")  # this run's log only
         proc.launch()
         part.pid = proc.pid
-        part.started_ticks = _start_ticks(proc.pid) if proc.pid else None
+        part.started_ticks = start_ticks(proc.pid) if proc.pid else None
         launched[part.name] = proc
         _write_record(config, parts_started())
         echo(f"started {part.title} (pid {part.pid}, port {part.port})")
@@ -340,13 +338,4 @@ def down(
 
 def _group_alive(part: Part) -> bool:
     """Some process of the part's group is left (its workers count)."""
-    if part.pid is None:
-        return False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if fields and fields[0] != "Z" and len(fields) > 2 and int(fields[2]) == part.pid:
-            return True
-    return False
+    return part.pid is not None and bool(group_pids(part.pid))

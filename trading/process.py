@@ -40,6 +40,32 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None when
+    the process is gone (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the pid, it names one
+    process (a reused pid has another), or None."""
+    fields = proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = proc_stat(int(stat.parent.name))
+        if fields and fields[0] != "Z" and len(fields) > 2 and int(fields[2]) == pgid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def venv_exe(name: str) -> str:
     """A console script of this environment (hmmtrader, prefect, mlflow)."""
     return str(VENV_BIN / name)

@@ -23,7 +23,7 @@ from tests.integration.processes import HMMTRADER, profile_env
 from tests.integration.worlds import thin_home
 from tests.profile import THIN
 from tests.tools import missing_tool
-from trading.process import LOOPBACK, ServerProcess, free_port
+from trading.process import LOOPBACK, ServerProcess, free_port, group_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -111,7 +111,7 @@ def test_up_status_down_and_a_real_prometheus(tmp_path: Path) -> None:
 
         # one part crashes: status shows it down, the others stay up
         os.killpg(parts["inference"]["pid"], signal.SIGKILL)
-        _wait("the inference server gone", lambda: not _group(parts["inference"]["pid"]), 20)
+        _wait("the inference server gone", lambda: not group_pids(parts["inference"]["pid"]), 20)
         status = _hmm(home, env, "status", "--json")
         assert status.returncode == 1  # a part is not up
         states = {p["name"]: p["state"] for p in json.loads(status.stdout)}
@@ -124,22 +124,10 @@ def test_up_status_down_and_a_real_prometheus(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopped 5 part(s)" in down.stdout  # the killed one was already gone
     for part in parts.values():  # no process of any part's group is left
-        assert not _group(part["pid"]), part["name"]
+        assert not group_pids(part["pid"]), part["name"]
         with pytest.raises(httpx.HTTPError):
             httpx.get(part["url"], timeout=2)
     assert _hmm(home, env, "status").returncode == 3  # nothing recorded any more
-
-
-def _group(pgid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append(int(stat.parent.name))
-    return out
 
 
 def _check_urls(parts: dict[str, Any]) -> None:

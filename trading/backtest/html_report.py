@@ -297,16 +297,26 @@ def data_dir(side: Path) -> Path | None:
     return source if (source / "equity.csv").is_file() else None
 
 
-def run_sections(side: Path, s: dict[str, Any], key: str = "run") -> str:
-    """The body of one backtest's report (also used per side of a canary)."""
-    run_dir = data_dir(side)
-    if run_dir is None:
-        return ("<p>This backtest's equity, trades and timeline are not here (its KPIs were "
-                "reused from an earlier run that is gone).</p>")  # fmt: skip
-    equity = pd.read_csv(run_dir / "equity.csv")
-    trades = pd.read_csv(run_dir / "trades.csv")
-    timeline = pd.read_csv(run_dir / "state_timeline.csv",
-                           usecols=lambda c: c in ("ts_ns", "symbol", "state", "mid"))  # fmt: skip
+def run_sections(
+    side: Path,
+    s: dict[str, Any],
+    key: str = "run",
+    frames: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None,
+) -> str:
+    """The body of one backtest's report (also used per side of a canary). `frames`:
+    (equity, trades, timeline) when the caller holds them (the backtest that just wrote
+    them), else they are read from the run directory."""
+    if frames is not None:
+        equity, trades, timeline = frames
+    else:
+        run_dir = data_dir(side)
+        if run_dir is None:
+            return ("<p>This backtest's equity, trades and timeline are not here (its KPIs "
+                    "were reused from an earlier run that is gone).</p>")  # fmt: skip
+        equity = pd.read_csv(run_dir / "equity.csv")
+        trades = pd.read_csv(run_dir / "trades.csv")
+        timeline = pd.read_csv(run_dir / "state_timeline.csv",
+                               usecols=lambda c: c in ("ts_ns", "symbol", "state", "mid"))  # fmt: skip
     balance = float(s.get("starting_balance_usd") or 0.0)
     ts, eq = equity["ts_ns"].to_numpy(np.int64), equity["equity_usd"].to_numpy(np.float64)
     pnl = eq - balance
@@ -353,15 +363,19 @@ def _page(title: str, subtitle: str, body: str) -> str:
             f"<div class='sub'>{subtitle}</div>{body}</body></html>")  # fmt: skip
 
 
-def write_backtest_report(run_dir: Path, title: str | None = None) -> Path:
-    """report.html of a backtest run directory (summary.json, equity.csv, trades.csv,
-    state_timeline.csv)."""
+def write_backtest_report(
+    run_dir: Path,
+    title: str | None = None,
+    frames: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None,
+) -> Path:
+    """report.html of a backtest run directory (summary.json, and equity.csv, trades.csv,
+    state_timeline.csv unless `frames` holds them: see run_sections)."""
     s = json.loads((run_dir / "summary.json").read_text())
     title = title or f"Backtest of model version {s.get('model_version')}"
     sub = (f"{_esc(', '.join(s.get('symbols') or []))} · {_esc(s.get('window_start'))} .. "
            f"{_esc(s.get('window_end'))} · {_esc(s.get('data', ''))} · run directory "
            f"{_esc(run_dir)}")  # fmt: skip
-    body = "<h2>Key figures</h2>" + _kpi_table(s) + run_sections(run_dir, s)
+    body = "<h2>Key figures</h2>" + _kpi_table(s) + run_sections(run_dir, s, frames=frames)
     out = run_dir / REPORT
     out.write_text(_page(title, sub, body), encoding="utf-8")
     return out

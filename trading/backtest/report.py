@@ -327,7 +327,8 @@ def write_reports(
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     from trading.backtest.html_report import write_backtest_report, write_report
 
-    write_report(write_backtest_report, run_dir)
+    # the frames just written: the report does not read them back
+    write_report(write_backtest_report, run_dir, None, (equity, trades, timeline))
     return summary
 
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from trading.env import disable_telemetry
 from trading.errors import HmmTraderError, InputError, first_line
 from trading.paths import StatePaths
+from trading.process import start_ticks
 from trading.regime.config import RegistrySettings
 
 if TYPE_CHECKING:  # the model (numba kernels) loads with a version, not with the module
@@ -97,20 +98,10 @@ class Repaired:
         return bool(self.removed_versions or self.failed_runs)
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
-
-
 def process_identity() -> dict[str, str]:
     """Run tags naming this process, so that a later repair can tell it is gone."""
     pid = os.getpid()
-    return {RUN_HOST: socket.gethostname(), RUN_PID: str(pid), RUN_STARTED: _start_ticks(pid) or ""}
+    return {RUN_HOST: socket.gethostname(), RUN_PID: str(pid), RUN_STARTED: start_ticks(pid) or ""}
 
 
 def process_alive(tags: dict[str, str]) -> bool | None:
@@ -120,7 +111,7 @@ def process_alive(tags: dict[str, str]) -> bool | None:
     if not host or not pid.isdigit() or host != socket.gethostname():
         return None
     started = tags.get(RUN_STARTED, "")
-    now = _start_ticks(int(pid))
+    now = start_ticks(int(pid))
     if now is not None or Path("/proc/self/stat").exists():
         return now is not None and (not started or now == started)
     try:
